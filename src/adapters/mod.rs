@@ -1,0 +1,6 @@
+//! IO at the edges, one external concern per file: Git sources, host secrets and
+//! rendered output on disk.
+
+pub mod git;
+pub mod render_dir;
+pub mod secrets;

@@ -1,0 +1,63 @@
+//! Host secrets: `--secrets-dir`, then `$CREDENTIALS_DIRECTORY` (systemd), then
+//! `RINGOPS_SECRET_<NAME>`. Values are handed to the compiler and never logged.
+
+use crate::pipeline::SecretSource;
+use crate::pipeline::render::{is_valid_secret_name, secret_env_name};
+use std::path::PathBuf;
+
+/// Secrets read from the daemon host.
+#[derive(Clone, Debug, Default)]
+pub struct HostSecrets {
+    dirs: Vec<PathBuf>,
+}
+
+impl HostSecrets {
+    /// Looks in `secrets_dir` (if given), then `$CREDENTIALS_DIRECTORY`, then the environment.
+    pub fn new(secrets_dir: Option<PathBuf>) -> Self {
+        let mut dirs: Vec<PathBuf> = secrets_dir.into_iter().collect();
+        if let Some(creds) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+            dirs.push(PathBuf::from(creds));
+        }
+        HostSecrets { dirs }
+    }
+}
+
+impl SecretSource for HostSecrets {
+    fn secret(&self, name: &str) -> Option<String> {
+        if !is_valid_secret_name(name) {
+            return None;
+        }
+        for dir in &self.dirs {
+            if let Ok(value) = std::fs::read_to_string(dir.join(name)) {
+                return Some(trim_newline(value));
+            }
+        }
+        std::env::var(secret_env_name(name)).ok()
+    }
+}
+
+/// Drops one trailing newline, which editors and `echo` add to secret files.
+fn trim_newline(mut value: String) -> String {
+    if value.ends_with('\n') {
+        value.pop();
+        if value.ends_with('\r') {
+            value.pop();
+        }
+    }
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_win_and_lose_one_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("db"), "s3cret\n").unwrap();
+        let secrets = HostSecrets::new(Some(dir.path().to_owned()));
+        assert_eq!(secrets.secret("db").as_deref(), Some("s3cret"));
+        assert_eq!(secrets.secret("../db"), None);
+        assert_eq!(secrets.secret("missing-secret-for-test"), None);
+    }
+}

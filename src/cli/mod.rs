@@ -1,0 +1,136 @@
+//! The command line: clap arguments, then thin commands over the library.
+//! The only layer (with `main`) that uses anyhow.
+
+pub mod plan;
+pub mod render;
+pub mod validate;
+
+use crate::adapters::git::{Source, SourceError};
+use crate::adapters::secrets::HostSecrets;
+use crate::model::{Bundle, Diagnostic};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// ringops: a GitOps reconciler for workflow fleets.
+#[derive(Debug, Parser)]
+#[command(name = "ringops", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Repository holding the manifests (default: the one containing the current directory).
+    #[arg(long, global = true, value_name = "DIR", env = "RINGOPS_REPO")]
+    pub repo: Option<PathBuf>,
+    /// Folder of the manifests inside the repository.
+    #[arg(
+        long,
+        global = true,
+        value_name = "SUBDIR",
+        default_value = "",
+        hide_default_value = true,
+        env = "RINGOPS_PATH"
+    )]
+    pub path: String,
+    /// Folder with one file per secret, consulted before $CREDENTIALS_DIRECTORY and RINGOPS_SECRET_<NAME>.
+    #[arg(long, global = true, value_name = "DIR", env = "RINGOPS_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the manifests at a commit; print every error as file:line:col.
+    Validate(validate::ValidateArgs),
+    /// Write the desired artifacts of every worker of a ring under a folder.
+    Render(render::RenderArgs),
+    /// Show what would change on each worker of a ring if HEAD replaced BASE.
+    Plan(plan::PlanArgs),
+}
+
+/// Which manifests to read: a revision or the work tree.
+#[derive(Debug, Args)]
+pub struct Revision {
+    /// Commit, branch or tag to read (default HEAD).
+    #[arg(long, value_name = "REV", conflicts_with = "worktree")]
+    pub rev: Option<String>,
+    /// Read the files in the work tree, including uncommitted edits.
+    #[arg(long)]
+    pub worktree: bool,
+}
+
+/// Why a command failed: something the user can fix (exit 1) or not (exit 2).
+#[derive(Debug)]
+pub enum Failure {
+    /// A mistake in what was asked.
+    User(anyhow::Error),
+    /// Something broke underneath.
+    Internal(anyhow::Error),
+}
+
+impl Failure {
+    /// A user mistake with a message.
+    pub fn user(message: impl std::fmt::Display) -> Self {
+        Failure::User(anyhow::anyhow!("{message}"))
+    }
+}
+
+impl From<SourceError> for Failure {
+    fn from(e: SourceError) -> Self {
+        if e.is_user_error() {
+            Failure::User(e.into())
+        } else {
+            Failure::Internal(e.into())
+        }
+    }
+}
+
+/// Outcome of a command.
+pub type Outcome = Result<ExitCode, Failure>;
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Outcome {
+    let ctx = Context::new(&cli)?;
+    match &cli.command {
+        Command::Validate(args) => validate::run(&ctx, args),
+        Command::Render(args) => render::run(&ctx, args),
+        Command::Plan(args) => plan::run(&ctx, args),
+    }
+}
+
+/// What every command needs: the repository, the manifest path and the secrets.
+pub struct Context {
+    source: Source,
+    path: String,
+    secrets: HostSecrets,
+}
+
+impl Context {
+    fn new(cli: &Cli) -> Result<Self, Failure> {
+        let dir = match &cli.repo {
+            Some(dir) => dir.clone(),
+            None => std::env::current_dir().map_err(|e| Failure::Internal(e.into()))?,
+        };
+        Ok(Context {
+            source: Source::open(&dir)?,
+            path: cli.path.clone(),
+            secrets: HostSecrets::new(cli.secrets_dir.clone()),
+        })
+    }
+
+    /// The bundle a [`Revision`] names.
+    fn bundle(&self, rev: &Revision) -> Result<Bundle, Failure> {
+        Ok(if rev.worktree {
+            self.source.bundle_worktree(&self.path)?
+        } else {
+            self.source
+                .bundle_at(rev.rev.as_deref().unwrap_or("HEAD"), &self.path)?
+        })
+    }
+}
+
+/// Prints diagnostics to stdout (for `validate`) and returns exit 1.
+fn print_diagnostics(diags: &[Diagnostic]) -> ExitCode {
+    print!("{}", crate::report::diagnostics(diags));
+    ExitCode::from(1)
+}

@@ -1,0 +1,115 @@
+//! `ringops plan`: what would change on each worker of a ring between two commits.
+
+use super::{Context, Failure, Outcome};
+use crate::model::plan::Revision;
+use crate::model::{Bundle, DesiredState};
+use crate::pipeline::plan::{PlanInput, plan};
+use crate::pipeline::{Rings, compile};
+use crate::report;
+use clap::{Args, ValueEnum};
+use std::io::Write;
+use std::process::ExitCode;
+
+/// Output formats of a plan.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Format {
+    /// For a terminal; coloured only on a terminal and without NO_COLOR.
+    Text,
+    /// For a pull-request comment.
+    Markdown,
+    /// For programs; schema in the README.
+    Json,
+}
+
+/// Arguments of `plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Ring to plan.
+    #[arg(long)]
+    ring: String,
+    /// The revision being replaced (e.g. the PR's base).
+    #[arg(long, value_name = "REV")]
+    base: String,
+    /// The revision replacing it.
+    #[arg(long, value_name = "REV", default_value = "HEAD")]
+    head: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Exit 0 when nothing changes, 2 when something does, 1 on error.
+    #[arg(long)]
+    detailed_exitcode: bool,
+}
+
+impl PlanArgs {
+    /// Whether exit codes follow Terraform's `-detailed-exitcode`.
+    pub fn detailed_exitcode(&self) -> bool {
+        self.detailed_exitcode
+    }
+}
+
+/// Prints the plan; exit 1 naming the errors of a side that does not compile.
+pub fn run(ctx: &Context, args: &PlanArgs) -> Outcome {
+    let base_bundle = ctx.source.bundle_at(&args.base, &ctx.path)?;
+    let head_bundle = ctx.source.bundle_at(&args.head, &ctx.path)?;
+    let base = desired(ctx, "base", &args.base, &base_bundle, &args.ring, true)?;
+    let head = desired(ctx, "head", &args.head, &head_bundle, &args.ring, false)?;
+    let input = PlanInput {
+        path: head_bundle.root.clone(),
+        base: Revision {
+            rev: args.base.clone(),
+            commit: base_bundle.commit.clone(),
+        },
+        head: Revision {
+            rev: args.head.clone(),
+            commit: head_bundle.commit.clone(),
+        },
+        changed_files: base_bundle.changed_files(&head_bundle),
+    };
+    let plan = plan(&base, &head, input);
+    let text = match args.format {
+        Format::Text => report::text::render(&plan, true),
+        Format::Markdown => report::markdown::render(&plan),
+        Format::Json => report::json::render(&plan),
+    };
+    let mut out = anstream::stdout();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::Internal(e.into()))?;
+    Ok(match (args.detailed_exitcode, plan.summary.is_empty()) {
+        (true, false) => ExitCode::from(2),
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+/// One side's desired state of the ring; a ring missing from the base is empty.
+fn desired(
+    ctx: &Context,
+    side: &str,
+    rev: &str,
+    bundle: &Bundle,
+    ring: &str,
+    may_lack_ring: bool,
+) -> Result<DesiredState, Failure> {
+    let compiled = compile(bundle, &ctx.secrets, Rings::One(ring)).map_err(|diags| {
+        Failure::user(format!(
+            "{side} `{rev}` does not compile:\n{}",
+            report::diagnostics(&diags).trim_end()
+        ))
+    })?;
+    match compiled.states.get(ring) {
+        Some(state) => Ok(state.clone()),
+        None if may_lack_ring => Ok(DesiredState {
+            ring: ring.to_owned(),
+            ..DesiredState::default()
+        }),
+        None => Err(Failure::user(format!(
+            "ring `{ring}` is not defined at {side} `{rev}` (rings: {})",
+            if compiled.rings.is_empty() {
+                "none".to_owned()
+            } else {
+                compiled.rings.join(", ")
+            }
+        ))),
+    }
+}

@@ -1,0 +1,31 @@
+//! The `ringops` binary: parse arguments, run, map the outcome to an exit code.
+
+use clap::Parser;
+use ringops::cli::{Cli, Command, Failure, run};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let detailed = matches!(&cli.command, Command::Plan(p) if p.detailed_exitcode());
+    match run(cli) {
+        Ok(code) => code,
+        Err(Failure::User(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Internal(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(if detailed { 1 } else { 2 })
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! What a commit says each worker of a ring should hold: the compiler's output.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The manifests at one commit (or in a work tree): repository-relative path → bytes.
+#[derive(Clone, Debug, Default)]
+pub struct Bundle {
+    /// Commit id, when read from Git.
+    pub commit: Option<String>,
+    /// Tree id of the manifest folder, when read from Git.
+    pub tree: Option<String>,
+    /// Folder of the manifests, relative to the repository root ("" for the root).
+    pub root: String,
+    /// Every file under `root`, by repository-relative path.
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+impl Bundle {
+    /// Paths whose content differs between two bundles (added, removed or edited).
+    pub fn changed_files(&self, other: &Bundle) -> BTreeSet<String> {
+        let mut changed = BTreeSet::new();
+        for (path, bytes) in &self.files {
+            if other.files.get(path) != Some(bytes) {
+                changed.insert(path.clone());
+            }
+        }
+        for path in other.files.keys() {
+            if !self.files.contains_key(path) {
+                changed.insert(path.clone());
+            }
+        }
+        changed
+    }
+}
+
+/// One rendered file for one worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Artifact {
+    /// The rendered text.
+    pub content: String,
+    /// Hex sha256 of `content`.
+    pub sha256: String,
+    /// Repository files (and `secret:NAME` references) the artifact was built from, sorted.
+    pub sources: Vec<String>,
+    /// Sensitive values inside `content`; lines holding one are never shown.
+    pub sensitive: Vec<String>,
+}
+
+impl Artifact {
+    /// Builds an artifact, hashing its content.
+    pub fn new(content: String, sources: Vec<String>, sensitive: Vec<String>) -> Self {
+        let sha256 = sha256_hex(content.as_bytes());
+        Self {
+            content,
+            sha256,
+            sources,
+            sensitive,
+        }
+    }
+}
+
+/// The desired artifacts of one worker, by path `<workflow>/<job>/<file>`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkerState {
+    /// The worker's group.
+    pub group: String,
+    /// The worker's address, if any.
+    pub address: Option<String>,
+    /// How the worker is reached, if not the default local directory.
+    pub target: Option<String>,
+    /// Artifacts by worker-relative path.
+    pub artifacts: BTreeMap<String, Artifact>,
+}
+
+/// The desired state of every worker of one ring.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DesiredState {
+    /// Ring name.
+    pub ring: String,
+    /// Workers by name.
+    pub workers: BTreeMap<String, WorkerState>,
+}
+
+impl DesiredState {
+    /// sha256 over the sorted `worker, path, artifact sha256` list: names what would be deployed.
+    pub fn fingerprint(&self) -> String {
+        let mut hasher = Sha256::new();
+        for (worker, state) in &self.workers {
+            for (path, artifact) in &state.artifacts {
+                hasher.update(worker.as_bytes());
+                hasher.update(b"\t");
+                hasher.update(path.as_bytes());
+                hasher.update(b"\t");
+                hasher.update(artifact.sha256.as_bytes());
+                hasher.update(b"\n");
+            }
+        }
+        hex::encode(hasher.finalize())
+    }
+
+    /// Number of artifacts over all workers.
+    pub fn artifact_count(&self) -> usize {
+        self.workers.values().map(|w| w.artifacts.len()).sum()
+    }
+}
+
+/// Hex sha256 of some bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// A summary of one worker for reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkerSummary {
+    /// Worker name.
+    pub worker: String,
+    /// Number of artifacts.
+    pub artifacts: usize,
+}

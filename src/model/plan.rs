@@ -1,0 +1,103 @@
+//! A plan: what would change on each worker of a ring, and why.
+
+use serde::Serialize;
+
+/// The revision on one side of a plan.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Revision {
+    /// The revision as the user gave it (`HEAD~1`, a branch, a commit id).
+    pub rev: String,
+    /// The commit id it resolved to, when read from Git.
+    pub commit: Option<String>,
+}
+
+/// What happens to one artifact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionKind {
+    /// A new artifact.
+    Create,
+    /// An artifact whose content changes.
+    Update,
+    /// An artifact that goes away.
+    Delete,
+}
+
+impl ActionKind {
+    /// The one-character marker used in text and markdown.
+    pub fn marker(self) -> char {
+        match self {
+            ActionKind::Create => '+',
+            ActionKind::Update => '~',
+            ActionKind::Delete => '-',
+        }
+    }
+}
+
+/// One change to one artifact of one worker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Action {
+    /// Create, update or delete.
+    #[serde(rename = "action")]
+    pub kind: ActionKind,
+    /// Worker-relative path.
+    pub path: String,
+    /// sha256 before, if the artifact existed.
+    pub before_sha256: Option<String>,
+    /// sha256 after, if the artifact remains.
+    pub after_sha256: Option<String>,
+    /// Unified diff (3 lines of context), sensitive lines masked; none for deletions.
+    pub diff: Option<String>,
+    /// Changed repository files behind the change (secrets by name only).
+    pub why: Vec<String>,
+}
+
+/// The changes to one worker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WorkerPlan {
+    /// Worker name.
+    pub worker: String,
+    /// Its changes, sorted by path.
+    pub actions: Vec<Action>,
+}
+
+/// Counts over a whole plan.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PlanSummary {
+    /// Artifacts created.
+    pub create: usize,
+    /// Artifacts updated.
+    pub update: usize,
+    /// Artifacts deleted.
+    pub delete: usize,
+    /// Workers with at least one change.
+    pub workers_changed: usize,
+    /// Workers of the ring with no change.
+    pub workers_unchanged: usize,
+}
+
+impl PlanSummary {
+    /// True when nothing would change.
+    pub fn is_empty(&self) -> bool {
+        self.create + self.update + self.delete == 0
+    }
+}
+
+/// What would change on each worker of a ring if `head` replaced `base`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// Ring name.
+    pub ring: String,
+    /// Manifest folder relative to the repository root.
+    pub path: String,
+    /// The side being replaced.
+    pub base: Revision,
+    /// The side replacing it.
+    pub head: Revision,
+    /// Fingerprint of the head's desired state for the ring.
+    pub fingerprint: String,
+    /// Workers with changes, sorted by name.
+    pub workers: Vec<WorkerPlan>,
+    /// Counts.
+    pub summary: PlanSummary,
+}

@@ -1,0 +1,493 @@
+//! Index stage: documents → a [`Catalog`] by kind and name, with every check that needs
+//! only one document or a name lookup (duplicates, names, references, rings, workers, paths).
+
+use super::load::Loaded;
+use crate::model::manifest::{
+    BlueprintSpec, Document, ModuleSpec, ParamSpec, Resource, RingSpec, TransportSpec, Worker,
+    WorkerGroupSpec, WorkflowSpec,
+};
+use crate::model::{Bundle, Diagnostics, Pos, Spanned};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A document together with its typed spec.
+#[derive(Debug)]
+pub struct Entry<'a, S> {
+    /// The document.
+    pub doc: &'a Document,
+    /// Its spec.
+    pub spec: &'a S,
+}
+
+impl<S> Clone for Entry<'_, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<S> Copy for Entry<'_, S> {}
+
+impl<'a, S> Entry<'a, S> {
+    /// The file holding the document.
+    pub fn file(&self) -> &'a str {
+        &self.doc.file
+    }
+}
+
+/// A worker with the group it belongs to.
+#[derive(Clone, Copy, Debug)]
+pub struct WorkerEntry<'a> {
+    /// The worker group's name.
+    pub group: &'a str,
+    /// The group's document.
+    pub doc: &'a Document,
+    /// The worker.
+    pub worker: &'a Worker,
+}
+
+/// Every resource of a bundle by kind and name.
+#[derive(Debug, Default)]
+pub struct Catalog<'a> {
+    /// Rings by name.
+    pub rings: BTreeMap<&'a str, Entry<'a, RingSpec>>,
+    /// Worker groups by name.
+    pub groups: BTreeMap<&'a str, Entry<'a, WorkerGroupSpec>>,
+    /// Workflows by name.
+    pub workflows: BTreeMap<&'a str, Entry<'a, WorkflowSpec>>,
+    /// Blueprints by name.
+    pub blueprints: BTreeMap<&'a str, Entry<'a, BlueprintSpec>>,
+    /// Modules by name.
+    pub modules: BTreeMap<&'a str, Entry<'a, ModuleSpec>>,
+    /// Transports by name.
+    pub transports: BTreeMap<&'a str, Entry<'a, TransportSpec>>,
+    /// Workers by name, over all groups.
+    pub workers: BTreeMap<&'a str, WorkerEntry<'a>>,
+    /// `(kind, name)` of documents that failed to parse: references to them are not
+    /// reported again.
+    pub broken: BTreeSet<(String, String)>,
+}
+
+impl<'a> Catalog<'a> {
+    /// Indexes documents and checks what one document or a name lookup can tell.
+    pub fn build(loaded: &'a Loaded, bundle: &Bundle, diags: &mut Diagnostics) -> Self {
+        let docs = &loaded.documents;
+        let mut cat = Catalog {
+            broken: loaded.broken.clone(),
+            ..Catalog::default()
+        };
+        for doc in docs {
+            check_name(&doc.file, &doc.metadata.name, doc.resource.kind(), diags);
+            cat.insert(doc, diags);
+        }
+        cat.index_workers(diags);
+        cat.check_rings(diags);
+        cat.check_blueprints(bundle, diags);
+        cat.check_transports(diags);
+        cat
+    }
+
+    fn insert(&mut self, doc: &'a Document, diags: &mut Diagnostics) {
+        let name = doc.name();
+        let first = match &doc.resource {
+            Resource::Ring(s) => insert(&mut self.rings, name, doc, s),
+            Resource::WorkerGroup(s) => insert(&mut self.groups, name, doc, s),
+            Resource::Workflow(s) => insert(&mut self.workflows, name, doc, s),
+            Resource::Blueprint(s) => insert(&mut self.blueprints, name, doc, s),
+            Resource::Module(s) => insert(&mut self.modules, name, doc, s),
+            Resource::Transport(s) => insert(&mut self.transports, name, doc, s),
+        };
+        if let Some(first) = first {
+            diags.error(
+                &doc.file,
+                doc.metadata.name.at,
+                "duplicate-name",
+                format!(
+                    "{} `{name}` is already defined at {}:{}",
+                    doc.resource.kind(),
+                    first.file,
+                    first.metadata.name.at.line
+                ),
+            );
+        }
+    }
+
+    fn index_workers(&mut self, diags: &mut Diagnostics) {
+        let groups: Vec<(&'a str, Entry<'a, WorkerGroupSpec>)> =
+            self.groups.iter().map(|(k, v)| (*k, *v)).collect();
+        for (group, entry) in groups {
+            for worker in &entry.spec.workers {
+                check_name(entry.file(), &worker.name, "worker", diags);
+                if !self.rings.contains_key(worker.ring.value.as_str()) {
+                    self.unknown(diags, entry.file(), &worker.ring, "ring");
+                }
+                if let Some(target) = &worker.target {
+                    check_target(entry.file(), target, diags);
+                }
+                let new = WorkerEntry {
+                    group,
+                    doc: entry.doc,
+                    worker,
+                };
+                if let Some(old) = self.workers.insert(&worker.name.value, new) {
+                    diags.error(
+                        entry.file(),
+                        worker.name.at,
+                        "duplicate-name",
+                        format!(
+                            "worker `{}` is already defined at {}:{}",
+                            worker.name.value, old.doc.file, old.worker.name.at.line
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    fn check_rings(&self, diags: &mut Diagnostics) {
+        for (name, ring) in &self.rings {
+            let file = ring.file();
+            if let Some(from) = &ring.spec.promotes_from {
+                if !self.rings.contains_key(from.value.as_str()) {
+                    self.unknown(diags, file, from, "ring");
+                } else if self.promotion_cycle(name) {
+                    diags.error(
+                        file,
+                        from.at,
+                        "ring-cycle",
+                        format!("ring `{name}` promotes from itself through `promotesFrom`"),
+                    );
+                }
+            }
+            for duration in ring_durations(ring.spec) {
+                check_duration(file, duration, diags);
+            }
+            if let Some(approvals) = &ring.spec.approvals
+                && approvals.required.value as usize > approvals.approvers.len()
+            {
+                diags.error(
+                    file,
+                    approvals.required.at,
+                    "approvals",
+                    format!(
+                        "approvals require {} approvers but only {} are listed",
+                        approvals.required.value,
+                        approvals.approvers.len()
+                    ),
+                );
+            }
+        }
+    }
+
+    /// True when following `promotesFrom` from `start` comes back to it.
+    fn promotion_cycle(&self, start: &str) -> bool {
+        let mut current = start;
+        for _ in 0..=self.rings.len() {
+            let next = self
+                .rings
+                .get(current)
+                .and_then(|r| r.spec.promotes_from.as_ref());
+            match next {
+                Some(next) if next.value == start => return true,
+                Some(next) => current = &next.value,
+                None => return false,
+            }
+        }
+        false
+    }
+
+    fn check_blueprints(&self, bundle: &Bundle, diags: &mut Diagnostics) {
+        for (name, bp) in &self.blueprints {
+            let file = bp.file();
+            check_params(file, &bp.spec.params, diags);
+            if bp.spec.files.is_empty() {
+                diags.error(
+                    file,
+                    bp.doc.metadata.name.at,
+                    "no-files",
+                    format!("blueprint `{name}` has no files"),
+                );
+            }
+            for spec in &bp.spec.files {
+                check_artifact_path(file, &spec.path, diags);
+                match (&spec.template, &spec.template_file) {
+                    (Some(_), None) => {}
+                    (None, Some(tf)) => {
+                        if !bundle.files.contains_key(&template_path(file, &tf.value)) {
+                            diags.error(
+                                file,
+                                tf.at,
+                                "template-file",
+                                format!(
+                                    "template file `{}` not found (looked for `{}`)",
+                                    tf.value,
+                                    template_path(file, &tf.value)
+                                ),
+                            );
+                        }
+                    }
+                    _ => diags.error(
+                        file,
+                        spec.path.at,
+                        "template",
+                        "a blueprint file needs exactly one of `template` or `templateFile`",
+                    ),
+                }
+            }
+        }
+        for module in self.modules.values() {
+            check_params(module.file(), &module.spec.params, diags);
+        }
+    }
+
+    fn check_transports(&self, diags: &mut Diagnostics) {
+        for transport in self.transports.values() {
+            for adapter in [&transport.spec.sender, &transport.spec.receiver] {
+                if !self
+                    .blueprints
+                    .contains_key(adapter.blueprint.value.as_str())
+                {
+                    let file = transport.file();
+                    self.unknown(diags, file, &adapter.blueprint, "blueprint");
+                }
+            }
+        }
+    }
+
+    /// Reports a reference to a resource that does not exist, listing those that do.
+    /// `what` is `ring`, `group`, `workflow`, `blueprint`, `module` or `transport`.
+    pub fn unknown(&self, diags: &mut Diagnostics, file: &str, name: &Spanned<String>, what: &str) {
+        let (kind, known): (&str, Vec<&str>) = match what {
+            "ring" => ("Ring", self.rings.keys().copied().collect()),
+            "group" => ("WorkerGroup", self.groups.keys().copied().collect()),
+            "workflow" => ("Workflow", self.workflows.keys().copied().collect()),
+            "blueprint" => ("Blueprint", self.blueprints.keys().copied().collect()),
+            "module" => ("Module", self.modules.keys().copied().collect()),
+            _ => ("Transport", self.transports.keys().copied().collect()),
+        };
+        if self.broken.contains(&(kind.to_owned(), name.value.clone())) {
+            return;
+        }
+        let hint = if known.is_empty() {
+            format!("no {what} is defined")
+        } else {
+            format!("known: {}", known.join(", "))
+        };
+        diags.error(
+            file,
+            name.at,
+            unknown_code(what),
+            format!("unknown {what} `{}` ({hint})", name.value),
+        );
+    }
+
+    /// The workers of a group that belong to a ring, sorted by name.
+    pub fn workers_in(&self, group: &str, ring: &str) -> Vec<&'a Worker> {
+        let Some(entry) = self.groups.get(group) else {
+            return Vec::new();
+        };
+        let mut workers: Vec<&Worker> = entry
+            .spec
+            .workers
+            .iter()
+            .filter(|w| w.ring.value == ring)
+            .collect();
+        workers.sort_by(|a, b| a.name.value.cmp(&b.name.value));
+        workers
+    }
+}
+
+fn insert<'a, S>(
+    map: &mut BTreeMap<&'a str, Entry<'a, S>>,
+    name: &'a str,
+    doc: &'a Document,
+    spec: &'a S,
+) -> Option<&'a Document> {
+    match map.get(name) {
+        Some(existing) => Some(existing.doc),
+        None => {
+            map.insert(name, Entry { doc, spec });
+            None
+        }
+    }
+}
+
+fn unknown_code(what: &str) -> &'static str {
+    match what {
+        "ring" => "unknown-ring",
+        "blueprint" => "unknown-blueprint",
+        "module" => "unknown-module",
+        "transport" => "unknown-transport",
+        "group" => "unknown-group",
+        "channel" => "unknown-channel",
+        "param" => "unknown-param",
+        _ => "unknown-reference",
+    }
+}
+
+/// True for names of the form `[a-z0-9]([a-z0-9-]*[a-z0-9])?`.
+pub fn is_valid_name(name: &str) -> bool {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    ok_chars && !name.is_empty() && !name.starts_with('-') && !name.ends_with('-')
+}
+
+/// Reports a name that is not a lowercase DNS-style label.
+pub fn check_name(file: &str, name: &Spanned<String>, what: &str, diags: &mut Diagnostics) {
+    if !is_valid_name(&name.value) || name.value.len() > 63 {
+        diags.error(
+            file,
+            name.at,
+            "invalid-name",
+            format!(
+                "invalid {} name `{}`: use lowercase letters, digits and `-` (at most 63)",
+                what.to_lowercase(),
+                name.value
+            ),
+        );
+    }
+}
+
+fn check_target(file: &str, target: &Spanned<String>, diags: &mut Diagnostics) {
+    let t = target.value.as_str();
+    let ok = match t.strip_prefix("dir:") {
+        Some(path) => path.starts_with('/') && !path.split('/').any(|c| c == ".."),
+        None => t.starts_with("https://") || t.starts_with("http://"),
+    };
+    if !ok {
+        diags.error(
+            file,
+            target.at,
+            "invalid-target",
+            format!("invalid target `{t}`: expected `dir:/absolute/path` or `https://host:port`"),
+        );
+    }
+}
+
+fn ring_durations(spec: &RingSpec) -> Vec<&Spanned<String>> {
+    let mut out = Vec::new();
+    if let Some(h) = &spec.health {
+        out.extend(h.timeout.iter());
+        out.extend(h.min_healthy.iter());
+        out.extend(h.healthy_deadline.iter());
+        out.extend(h.progress_deadline.iter());
+    }
+    if let Some(a) = &spec.approvals {
+        out.extend(a.timeout.iter());
+    }
+    if let Some(w) = &spec.window {
+        out.push(&w.duration);
+    }
+    out
+}
+
+fn check_duration(file: &str, value: &Spanned<String>, diags: &mut Diagnostics) {
+    if let Err(e) = humantime::parse_duration(&value.value) {
+        diags.error(
+            file,
+            value.at,
+            "invalid-duration",
+            format!("invalid duration `{}`: {e} (e.g. `10s`, `2m`)", value.value),
+        );
+    }
+}
+
+fn check_params(
+    file: &str,
+    params: &BTreeMap<String, Spanned<ParamSpec>>,
+    diags: &mut Diagnostics,
+) {
+    for (name, spec) in params {
+        if let Some(default) = &spec.default
+            && !spec.kind.admits(&default.value)
+        {
+            diags.error(
+                file,
+                default.at,
+                "wrong-param-type",
+                format!(
+                    "default of param `{name}` must be of type {}",
+                    spec.kind.name()
+                ),
+            );
+        }
+    }
+}
+
+/// Reports an artifact path that is absolute or leaves its job directory.
+pub fn check_artifact_path(file: &str, path: &Spanned<String>, diags: &mut Diagnostics) {
+    if let Some(problem) = artifact_path_problem(&path.value) {
+        diags.error(
+            file,
+            path.at,
+            "artifact-path",
+            format!("artifact path `{}` {problem}", path.value),
+        );
+    }
+}
+
+/// Why a job-relative file path is unsafe, if it is.
+pub fn artifact_path_problem(path: &str) -> Option<&'static str> {
+    if path.starts_with('/') || path.contains('\\') || path.contains(':') {
+        return Some("must be relative to the job directory");
+    }
+    if path
+        .split('/')
+        .any(|c| c == ".." || c == "." || c.is_empty())
+    {
+        return Some("must stay inside the job directory (no `..`, `.` or empty parts)");
+    }
+    if path.starts_with(".ringops") {
+        return Some("must not be inside `.ringops`, which ringops reserves");
+    }
+    None
+}
+
+/// The repository path of a `templateFile`, relative to the manifest's folder.
+pub fn template_path(manifest: &str, template: &str) -> String {
+    let dir = manifest.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+    let mut parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty()).collect();
+    for part in template.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    parts.join("/")
+}
+
+/// Position used when a whole document is at fault.
+pub fn doc_pos(doc: &Document) -> Pos {
+    doc.metadata.name.at
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(is_valid_name("edge-1"));
+        assert!(!is_valid_name("Edge"));
+        assert!(!is_valid_name("a.b"));
+        assert!(!is_valid_name("-a"));
+        assert!(!is_valid_name(""));
+    }
+
+    #[test]
+    fn artifact_paths() {
+        assert!(artifact_path_problem("conf/job.yaml").is_none());
+        assert!(artifact_path_problem("/etc/passwd").is_some());
+        assert!(artifact_path_problem("../x").is_some());
+        assert!(artifact_path_problem("a/../../x").is_some());
+        assert!(artifact_path_problem("a//b").is_some());
+    }
+
+    #[test]
+    fn template_paths_are_relative_to_the_manifest() {
+        assert_eq!(template_path("fleet/bp.yaml", "t/job.j2"), "fleet/t/job.j2");
+        assert_eq!(template_path("bp.yaml", "t/job.j2"), "t/job.j2");
+        assert_eq!(template_path("a/b/bp.yaml", "../t.j2"), "a/t.j2");
+    }
+}

@@ -1,0 +1,383 @@
+//! Parse stage: manifest files → [`Document`]s. The only module that reads YAML.
+//!
+//! Owns the bridge from serde-saphyr's spans to [`Spanned`]. Pure: takes file
+//! contents, never touches the filesystem.
+
+use crate::model::manifest::{API_VERSION, Document, Metadata, Resource};
+use crate::model::{Bundle, Diagnostic, Diagnostics, Pos, Spanned};
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+use std::collections::BTreeSet;
+use std::fmt;
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Spanned<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let spanned = serde_saphyr::Spanned::<T>::deserialize(deserializer)?;
+        let at = Pos {
+            line: spanned.referenced.line() as u32,
+            col: spanned.referenced.column() as u32,
+        };
+        Ok(Spanned::new(spanned.value, at))
+    }
+}
+
+/// True for paths the loader parses as manifests.
+pub fn is_manifest(path: &str) -> bool {
+    path.ends_with(".yaml") || path.ends_with(".yml")
+}
+
+/// The documents of a bundle, and the kinds and names of those that failed to parse.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Documents that parsed.
+    pub documents: Vec<Document>,
+    /// `(kind, name)` of documents with errors, so references to them are not reported twice.
+    pub broken: BTreeSet<(String, String)>,
+}
+
+/// Parses every manifest of a bundle, collecting problems instead of stopping.
+pub fn load(bundle: &Bundle, diags: &mut Diagnostics) -> Loaded {
+    let mut loaded = Loaded::default();
+    for (path, bytes) in bundle.files.iter().filter(|(p, _)| is_manifest(p)) {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => parse_file(path, text, &mut loaded, diags),
+            Err(e) => diags.error(
+                path,
+                Pos { line: 1, col: 1 },
+                "not-utf8",
+                format!("file is not UTF-8 text ({e})"),
+            ),
+        }
+    }
+    loaded
+}
+
+/// Parses the documents of one file. When the file has an error, its documents are
+/// parsed one by one so every broken document is reported and the others still count.
+pub fn parse_file(path: &str, text: &str, out: &mut Loaded, diags: &mut Diagnostics) {
+    match parse_documents(path, text, diags) {
+        Ok(docs) => out.documents.extend(docs),
+        Err(first) => {
+            let chunks = split_documents(text);
+            if chunks.len() <= 1 {
+                diags.push(first);
+                out.broken.extend(header(text));
+                return;
+            }
+            for (start_line, chunk) in chunks {
+                // Leading blank lines keep every position right for the whole file.
+                let padded = format!("{}{chunk}", "\n".repeat(start_line));
+                match parse_documents(path, &padded, diags) {
+                    Ok(docs) => out.documents.extend(docs),
+                    Err(e) => {
+                        diags.push(e);
+                        out.broken.extend(header(&padded));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn parse_documents(
+    path: &str,
+    text: &str,
+    diags: &mut Diagnostics,
+) -> Result<Vec<Document>, Diagnostic> {
+    let options = serde_saphyr::options! { with_snippet: false };
+    let raws = serde_saphyr::from_str_multiple_with_options::<RawDoc, Vec<_>>(text, options)
+        .map_err(|e| yaml_error(path, &e))?;
+    Ok(raws
+        .into_iter()
+        .filter_map(|raw| raw.finish(path, diags))
+        .collect())
+}
+
+/// Splits a YAML stream at `---` lines: (0-based first line, text) per document.
+/// Only used to isolate errors; a `---` at column 0 always starts a document when the
+/// root is a mapping.
+fn split_documents(text: &str) -> Vec<(usize, &str)> {
+    let mut chunks = Vec::new();
+    let (mut start, mut start_line) = (0, 0);
+    let mut offset = 0;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let bare = line.trim_end_matches(['\n', '\r']);
+        let marker = bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t");
+        if marker && offset > start {
+            chunks.push((start_line, &text[start..offset]));
+            (start, start_line) = (offset, i);
+        }
+        offset += line.len();
+    }
+    chunks.push((start_line, &text[start..]));
+    chunks
+}
+
+/// The kind and name of a document, read leniently, for a document that failed to parse.
+fn header(text: &str) -> Vec<(String, String)> {
+    #[derive(serde::Deserialize)]
+    struct Header {
+        kind: Option<String>,
+        metadata: Option<HeaderMeta>,
+    }
+    #[derive(serde::Deserialize)]
+    struct HeaderMeta {
+        name: Option<String>,
+    }
+    serde_saphyr::from_str_multiple::<Header, Vec<_>>(text)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|h| Some((h.kind?, h.metadata?.name?)))
+        .collect()
+}
+
+/// Turns a YAML error into a diagnostic at its location, without the location suffix.
+fn yaml_error(path: &str, error: &serde_saphyr::Error) -> Diagnostic {
+    let at = error
+        .location()
+        .map(|l| Pos {
+            line: l.line() as u32,
+            col: l.column() as u32,
+        })
+        .unwrap_or(Pos { line: 1, col: 1 });
+    let text = error.without_snippet().to_string();
+    Diagnostic::new(path, at, "yaml", clean_message(&text))
+}
+
+/// Strips the ` at line N column M` serde-saphyr appends; the diagnostic carries it.
+fn clean_message(text: &str) -> String {
+    let first = text.lines().next().unwrap_or(text);
+    let trimmed = match first.find(" at line ") {
+        Some(i) => &first[..i],
+        None => first,
+    };
+    trimmed.trim().to_owned()
+}
+
+/// A document before its header is checked.
+struct RawDoc {
+    at: Pos,
+    api_version: Option<Spanned<String>>,
+    kind: Option<Spanned<String>>,
+    metadata: Option<Metadata>,
+    resource: Option<Resource>,
+}
+
+impl RawDoc {
+    /// Checks the header; reports what is missing or wrong.
+    fn finish(self, file: &str, diags: &mut Diagnostics) -> Option<Document> {
+        let mut ok = true;
+        match &self.api_version {
+            None => {
+                diags.error(file, self.at, "missing-field", "missing field `apiVersion`");
+                ok = false;
+            }
+            Some(v) if v.value != API_VERSION => {
+                diags.error(
+                    file,
+                    v.at,
+                    "api-version",
+                    format!(
+                        "unsupported apiVersion `{}` (expected `{API_VERSION}`)",
+                        v.value
+                    ),
+                );
+                ok = false;
+            }
+            Some(_) => {}
+        }
+        let Some(kind) = self.kind else {
+            diags.error(file, self.at, "missing-field", "missing field `kind`");
+            return None;
+        };
+        if !KINDS.contains(&kind.value.as_str()) {
+            diags.error(
+                file,
+                kind.at,
+                "unknown-kind",
+                format!(
+                    "unknown kind `{}` (expected one of: {})",
+                    kind.value,
+                    KINDS.join(", ")
+                ),
+            );
+            return None;
+        }
+        let Some(metadata) = self.metadata else {
+            diags.error(file, self.at, "missing-field", "missing field `metadata`");
+            return None;
+        };
+        let Some(resource) = self.resource else {
+            diags.error(file, self.at, "missing-field", "missing field `spec`");
+            return None;
+        };
+        ok.then(|| Document {
+            file: file.to_owned(),
+            kind_at: kind.at,
+            metadata,
+            resource,
+        })
+    }
+}
+
+const KINDS: [&str; 6] = [
+    "Ring",
+    "WorkerGroup",
+    "Workflow",
+    "Blueprint",
+    "Module",
+    "Transport",
+];
+
+impl<'de> Deserialize<'de> for RawDoc {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let spanned = serde_saphyr::Spanned::<RawDocInner>::deserialize(deserializer)?;
+        let inner = spanned.value;
+        Ok(RawDoc {
+            at: Pos {
+                line: spanned.referenced.line() as u32,
+                col: spanned.referenced.column() as u32,
+            },
+            api_version: inner.api_version,
+            kind: inner.kind,
+            metadata: inner.metadata,
+            resource: inner.resource,
+        })
+    }
+}
+
+/// The fields of a document, read in order so `spec` is typed by the `kind` before it.
+struct RawDocInner {
+    api_version: Option<Spanned<String>>,
+    kind: Option<Spanned<String>>,
+    metadata: Option<Metadata>,
+    resource: Option<Resource>,
+}
+
+impl<'de> Deserialize<'de> for RawDocInner {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(DocVisitor)
+    }
+}
+
+struct DocVisitor;
+
+impl<'de> Visitor<'de> for DocVisitor {
+    type Value = RawDocInner;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a manifest document with apiVersion, kind, metadata and spec")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawDocInner, A::Error> {
+        let mut doc = RawDocInner {
+            api_version: None,
+            kind: None,
+            metadata: None,
+            resource: None,
+        };
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "apiVersion" => doc.api_version = Some(map.next_value()?),
+                "kind" => doc.kind = Some(map.next_value()?),
+                "metadata" => doc.metadata = Some(map.next_value()?),
+                "spec" => doc.resource = next_spec(&mut map, doc.kind.as_ref())?,
+                other => {
+                    return Err(de::Error::unknown_field(
+                        other,
+                        &["apiVersion", "kind", "metadata", "spec"],
+                    ));
+                }
+            }
+        }
+        Ok(doc)
+    }
+}
+
+/// Reads `spec` as the type its `kind` names; an unknown kind's spec is skipped.
+fn next_spec<'de, A: MapAccess<'de>>(
+    map: &mut A,
+    kind: Option<&Spanned<String>>,
+) -> Result<Option<Resource>, A::Error> {
+    let Some(kind) = kind else {
+        return Err(de::Error::custom("`kind` must come before `spec`"));
+    };
+    Ok(Some(match kind.value.as_str() {
+        "Ring" => Resource::Ring(Box::new(map.next_value()?)),
+        "WorkerGroup" => Resource::WorkerGroup(map.next_value()?),
+        "Workflow" => Resource::Workflow(map.next_value()?),
+        "Blueprint" => Resource::Blueprint(map.next_value()?),
+        "Module" => Resource::Module(map.next_value()?),
+        "Transport" => Resource::Transport(map.next_value()?),
+        _ => {
+            map.next_value::<IgnoredAny>()?;
+            return Ok(None);
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> (Vec<Document>, Vec<Diagnostic>) {
+        let mut diags = Diagnostics::default();
+        let mut loaded = Loaded::default();
+        parse_file("m.yaml", text, &mut loaded, &mut diags);
+        (loaded.documents, diags.into_sorted())
+    }
+
+    #[test]
+    fn every_broken_document_is_reported_and_the_rest_kept() {
+        let (docs, diags) = parse(
+            "apiVersion: ringops/v1\nkind: Ring\nmetadata: {name: a}\nspec: {bad: 1}\n---\n\
+             apiVersion: ringops/v1\nkind: Ring\nmetadata: {name: b}\nspec: {}\n---\n\
+             apiVersion: ringops/v1\nkind: Ring\nmetadata: {name: c}\nspec: {worse: 1}\n",
+        );
+        assert_eq!(docs.len(), 1);
+        assert_eq!(docs[0].name(), "b");
+        let lines: Vec<u32> = diags.iter().map(|d| d.line).collect();
+        assert_eq!(lines, [4, 14], "{diags:?}");
+    }
+
+    #[test]
+    fn parses_multiple_documents_with_positions() {
+        let (docs, diags) = parse(
+            "apiVersion: ringops/v1\nkind: Ring\nmetadata: {name: dev}\nspec: {}\n---\n\
+             apiVersion: ringops/v1\nkind: WorkerGroup\nmetadata:\n  name: edge\nspec:\n  features: [tls]\n",
+        );
+        assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[1].name(), "edge");
+        assert_eq!(docs[1].metadata.name.at, Pos { line: 9, col: 9 });
+        assert_eq!(docs[1].kind_at, Pos { line: 7, col: 7 });
+    }
+
+    #[test]
+    fn unknown_field_is_located() {
+        let (_, diags) = parse(
+            "apiVersion: ringops/v1\nkind: Ring\nmetadata: {name: dev}\nspec:\n  autoDeploi: true\n",
+        );
+        assert_eq!(diags.len(), 1);
+        assert_eq!(diags[0].line, 5, "{diags:?}");
+        assert!(diags[0].message.contains("autoDeploi"), "{diags:?}");
+    }
+
+    #[test]
+    fn unknown_kind_names_the_kinds() {
+        let (docs, diags) =
+            parse("apiVersion: ringops/v1\nkind: Widget\nmetadata: {name: w}\nspec: {a: 1}\n");
+        assert!(docs.is_empty());
+        assert_eq!(diags[0].code, "unknown-kind");
+        assert_eq!((diags[0].line, diags[0].col), (2, 7));
+    }
+
+    #[test]
+    fn spec_before_kind_is_an_error() {
+        let (_, diags) =
+            parse("apiVersion: ringops/v1\nspec: {}\nkind: Ring\nmetadata: {name: d}\n");
+        assert!(
+            diags[0].message.contains("`kind` must come before `spec`"),
+            "{diags:?}"
+        );
+    }
+}

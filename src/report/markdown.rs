@@ -1,0 +1,132 @@
+//! The plan as a pull-request comment: a summary table, one collapsible section per
+//! worker with `diff` fences, and the commands to reproduce it. Kept under
+//! [`LIMIT`] characters; what does not fit is named in a note.
+
+use super::{plural, revision, summary_line};
+use crate::model::{Plan, WorkerPlan};
+use std::fmt::Write;
+
+/// Most characters a comment may have (GitHub allows 65,536).
+pub const LIMIT: usize = 60_000;
+
+/// Renders a plan for a PR comment.
+pub fn render(plan: &Plan) -> String {
+    let head = header(plan);
+    let foot = footer(plan);
+    let mut body = String::new();
+    let budget = LIMIT.saturating_sub(head.len() + foot.len() + 400);
+    let mut omitted = Vec::new();
+    for worker in &plan.workers {
+        let section = section(worker);
+        if body.len() + section.len() <= budget {
+            body.push_str(&section);
+        } else {
+            omitted.push(worker);
+        }
+    }
+    if !omitted.is_empty() {
+        body.push_str(&omission_note(&omitted));
+    }
+    format!("{head}{body}{foot}")
+}
+
+fn header(plan: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "### ringops plan: ring `{}`\n\n`{}` → `{}` · fingerprint `sha256:{}`\n",
+        plan.ring,
+        revision(&plan.base),
+        revision(&plan.head),
+        plan.fingerprint
+    );
+    if plan.summary.is_empty() {
+        let _ = writeln!(
+            out,
+            "**No changes.** Every worker of ring `{}` already matches.\n",
+            plan.ring
+        );
+        return out;
+    }
+    let _ = writeln!(out, "**{}**\n", summary_line(&plan.summary));
+    let _ = writeln!(
+        out,
+        "| worker | create | update | delete |\n|---|---:|---:|---:|"
+    );
+    for w in &plan.workers {
+        let count = |k| w.actions.iter().filter(|a| a.kind == k).count();
+        use crate::model::ActionKind::*;
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | {} |",
+            w.worker,
+            count(Create),
+            count(Update),
+            count(Delete)
+        );
+    }
+    out.push('\n');
+    out
+}
+
+fn section(worker: &WorkerPlan) -> String {
+    let mut out = String::new();
+    let n = worker.actions.len();
+    let _ = writeln!(
+        out,
+        "<details><summary><code>{}</code>: {n} {}</summary>\n",
+        worker.worker,
+        plural(n, "change", "changes")
+    );
+    for action in &worker.actions {
+        let _ = write!(out, "- `{}` `{}`", action.kind.marker(), action.path);
+        if !action.why.is_empty() {
+            let why: Vec<String> = action.why.iter().map(|w| format!("`{w}`")).collect();
+            let _ = write!(out, " because of {}", why.join(", "));
+        }
+        out.push('\n');
+        if let Some(diff) = &action.diff {
+            let fence = fence_for(diff);
+            let _ = writeln!(out, "\n{fence}diff\n{diff}{fence}\n");
+        }
+    }
+    out.push_str("</details>\n\n");
+    out
+}
+
+/// A code fence longer than any run of backticks inside the text.
+fn fence_for(text: &str) -> String {
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    "`".repeat(longest.max(2) + 1)
+}
+
+fn omission_note(omitted: &[&WorkerPlan]) -> String {
+    let changes: usize = omitted.iter().map(|w| w.actions.len()).sum();
+    let names: Vec<String> = omitted.iter().map(|w| format!("`{}`", w.worker)).collect();
+    let mut list = names.join(", ");
+    if list.len() > 2_000 {
+        list.truncate(list[..2_000].rfind(',').unwrap_or(0));
+        list.push_str(", …");
+    }
+    format!(
+        "> **Truncated:** the diffs of {} {} ({changes} {}) were left out to keep this comment under {LIMIT} characters: {list}. Run the commands below for the full plan.\n\n",
+        omitted.len(),
+        plural(omitted.len(), "worker", "workers"),
+        plural(changes, "change", "changes"),
+    )
+}
+
+fn footer(plan: &Plan) -> String {
+    let side = |r: &crate::model::plan::Revision| r.commit.clone().unwrap_or_else(|| r.rev.clone());
+    let path = if plan.path.is_empty() {
+        String::new()
+    } else {
+        format!(" --path {}", plan.path)
+    };
+    format!(
+        "<details><summary>Reproduce locally</summary>\n\n```sh\ngit fetch origin\nringops plan --ring {}{path} --base {} --head {}\n```\n\nSecrets resolve from `--secrets-dir`, `$CREDENTIALS_DIRECTORY` or `RINGOPS_SECRET_<NAME>`.\n</details>\n",
+        plan.ring,
+        side(&plan.base),
+        side(&plan.head)
+    )
+}

@@ -1,0 +1,56 @@
+//! Pure rendering of plans and diagnostics for people and programs: text (optionally
+//! coloured), markdown for pull-request comments, and JSON.
+
+pub mod json;
+pub mod markdown;
+pub mod text;
+
+use crate::model::plan::Revision;
+use crate::model::{Diagnostic, PlanSummary};
+
+/// `HEAD~1 (1a2b3c4)`, or the revision alone when it is not a commit.
+pub fn revision(rev: &Revision) -> String {
+    match &rev.commit {
+        Some(c) if c.starts_with(&rev.rev) || rev.rev == *c => short(c).to_owned(),
+        Some(c) => format!("{} ({})", rev.rev, short(c)),
+        None => rev.rev.clone(),
+    }
+}
+
+/// The first 12 characters of a commit id.
+pub fn short(commit: &str) -> &str {
+    commit.get(..12).unwrap_or(commit)
+}
+
+/// `2 to create, 1 to update, 0 to delete on 2 workers (3 unchanged)`.
+pub fn summary_line(s: &PlanSummary) -> String {
+    format!(
+        "{} to create, {} to update, {} to delete on {} {} ({} unchanged)",
+        s.create,
+        s.update,
+        s.delete,
+        s.workers_changed,
+        plural(s.workers_changed, "worker", "workers"),
+        s.workers_unchanged
+    )
+}
+
+/// Picks the singular or plural form.
+pub fn plural<'s>(n: usize, one: &'s str, many: &'s str) -> &'s str {
+    if n == 1 { one } else { many }
+}
+
+/// Every diagnostic on its own line, then a count.
+pub fn diagnostics(diags: &[Diagnostic]) -> String {
+    let mut out = String::new();
+    for d in diags {
+        out.push_str(&d.to_string());
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "{} {}\n",
+        diags.len(),
+        plural(diags.len(), "error", "errors")
+    ));
+    out
+}

@@ -1,0 +1,102 @@
+//! The plan for a terminal: per worker, each artifact with `+`, `~` or `-`, the files
+//! behind the change and a unified diff; then a summary line.
+
+use super::{revision, summary_line};
+use crate::model::{ActionKind, Plan};
+use anstyle::{AnsiColor, Style};
+use std::fmt::Write;
+
+/// Renders a plan; `color` adds ANSI styles (the caller strips them when not on a terminal).
+pub fn render(plan: &Plan, color: bool) -> String {
+    let paint = Painter(color);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}",
+        paint.style(
+            &format!(
+                "Plan for ring {}: {} → {}",
+                plan.ring,
+                revision(&plan.base),
+                revision(&plan.head)
+            ),
+            Style::new().bold()
+        )
+    );
+    let _ = writeln!(out, "fingerprint: sha256:{}", plan.fingerprint);
+    for worker in &plan.workers {
+        let _ = writeln!(
+            out,
+            "\n{}",
+            paint.style(&format!("worker {}", worker.worker), Style::new().bold())
+        );
+        for action in &worker.actions {
+            let color = kind_color(action.kind);
+            let line = format!("  {} {}", action.kind.marker(), action.path);
+            let _ = writeln!(out, "{}", paint.style(&line, color));
+            if !action.why.is_empty() {
+                let _ = writeln!(out, "      because: {}", action.why.join(", "));
+            }
+            if let Some(diff) = &action.diff {
+                for line in diff.lines() {
+                    let _ = writeln!(out, "      {}", paint.style(line, diff_color(line)));
+                }
+            }
+        }
+    }
+    out.push('\n');
+    if plan.summary.is_empty() {
+        let _ = writeln!(
+            out,
+            "No changes: ring {} already matches {}.",
+            plan.ring,
+            revision(&plan.head)
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "{}",
+            paint.style(
+                &format!("Plan: {}.", summary_line(&plan.summary)),
+                Style::new().bold()
+            )
+        );
+    }
+    out
+}
+
+fn kind_color(kind: ActionKind) -> Style {
+    let color = match kind {
+        ActionKind::Create => AnsiColor::Green,
+        ActionKind::Update => AnsiColor::Yellow,
+        ActionKind::Delete => AnsiColor::Red,
+    };
+    Style::new().fg_color(Some(color.into()))
+}
+
+fn diff_color(line: &str) -> Style {
+    let color = if line.starts_with("+++") || line.starts_with("---") {
+        return Style::new().bold();
+    } else if line.starts_with('+') {
+        AnsiColor::Green
+    } else if line.starts_with('-') {
+        AnsiColor::Red
+    } else if line.starts_with("@@") {
+        AnsiColor::Cyan
+    } else {
+        return Style::new();
+    };
+    Style::new().fg_color(Some(color.into()))
+}
+
+struct Painter(bool);
+
+impl Painter {
+    fn style(&self, text: &str, style: Style) -> String {
+        if self.0 && style != Style::new() {
+            format!("{style}{text}{style:#}")
+        } else {
+            text.to_owned()
+        }
+    }
+}
