@@ -1,0 +1,1 @@
+//! Synthetic fleets for benchmarks: generated manifests of a given size. Pure.
