@@ -8,6 +8,7 @@ pub mod validate;
 use crate::adapters::git::{Source, SourceError};
 use crate::adapters::secrets::HostSecrets;
 use crate::model::{Bundle, Diagnostic};
+use crate::pipeline::load::is_manifest;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -118,14 +119,30 @@ impl Context {
         })
     }
 
-    /// The bundle a [`Revision`] names.
+    /// The bundle a [`Revision`] names; holding no manifest at all is a mistake (a
+    /// mistyped `--path` must not validate as an empty, error-free fleet).
     fn bundle(&self, rev: &Revision) -> Result<Bundle, Failure> {
-        Ok(if rev.worktree {
-            self.source.bundle_worktree(&self.path)?
+        let (bundle, at) = if rev.worktree {
+            let bundle = self.source.bundle_worktree(&self.path)?;
+            (bundle, "in the work tree".to_owned())
         } else {
-            self.source
-                .bundle_at(rev.rev.as_deref().unwrap_or("HEAD"), &self.path)?
-        })
+            let name = rev.rev.as_deref().unwrap_or("HEAD");
+            (
+                self.source.bundle_at(name, &self.path)?,
+                format!("at `{name}`"),
+            )
+        };
+        if !bundle.files.keys().any(|p| is_manifest(p)) {
+            let under = if bundle.root.is_empty() {
+                "the repository root".to_owned()
+            } else {
+                format!("`{}`", bundle.root)
+            };
+            return Err(Failure::user(format!(
+                "no manifests (*.yaml or *.yml files) under {under} {at}; check --repo and --path"
+            )));
+        }
+        Ok(bundle)
     }
 }
 

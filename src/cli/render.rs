@@ -31,7 +31,11 @@ pub fn run(ctx: &Context, args: &RenderArgs) -> Outcome {
         return Err(Failure::user(format!(
             "ring `{}` is not defined (rings: {})",
             args.ring,
-            compiled.rings.join(", ")
+            if compiled.rings.is_empty() {
+                "none".to_owned()
+            } else {
+                compiled.rings.join(", ")
+            }
         )));
     };
     let written = render_dir::write(&args.out, state).map_err(|e| match e {

@@ -63,3 +63,181 @@ pub fn compile(
         Err(diags.into_sorted())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Artifact;
+
+    const FLEET: &str = r#"
+apiVersion: ringops/v1
+kind: Ring
+metadata: {name: dev}
+spec:
+  values: {level: debug}
+  overrides:
+    - {workflow: wf, step: pipe.b, with: {n: 7}}
+---
+apiVersion: ringops/v1
+kind: WorkerGroup
+metadata: {name: edge}
+spec:
+  workers:
+    - {name: e1, ring: dev, address: 10.0.0.1}
+---
+apiVersion: ringops/v1
+kind: WorkerGroup
+metadata: {name: core}
+spec:
+  workers:
+    - {name: c1, ring: dev, address: 10.0.0.2}
+    - {name: c2, ring: dev, address: 10.0.0.3}
+---
+apiVersion: ringops/v1
+kind: Blueprint
+metadata: {name: job}
+spec:
+  params:
+    n: {type: int, default: 1}
+    key: {type: string, sensitive: true, default: ""}
+  files:
+    - path: job.conf
+      template: |
+        step={{ step.name }} n={{ params.n }} level={{ ring.values.level }} on={{ worker.name }}
+        key={{ params.key }}
+---
+apiVersion: ringops/v1
+kind: Blueprint
+metadata: {name: send}
+spec:
+  files:
+    - path: send.conf
+      template: "to={% for r in transport.receivers %}{{ r.address }} {% endfor %}"
+---
+apiVersion: ringops/v1
+kind: Transport
+metadata: {name: http}
+spec:
+  sender: {blueprint: send}
+  receiver: {blueprint: job}
+---
+apiVersion: ringops/v1
+kind: Module
+metadata: {name: pair}
+spec:
+  params: {n: {type: int, default: 3}}
+  inputs: [in]
+  channels: {mid: {}}
+  steps:
+    - {name: a, blueprint: job, with: {n: {param: n}}, inputs: [in], outputs: [mid]}
+    - {name: b, blueprint: job, inputs: [mid]}
+---
+apiVersion: ringops/v1
+kind: Workflow
+metadata: {name: wf}
+spec:
+  channels: {raw: {transport: http}}
+  steps:
+    - {name: src, blueprint: job, with: {key: {secret: k}}, placement: {group: edge}, outputs: [raw]}
+    - {name: pipe, module: pair, with: {n: 5}, placement: {group: core, replicas: 1}, inputs: [raw]}
+"#;
+
+    fn bundle(text: &str) -> Bundle {
+        Bundle {
+            files: BTreeMap::from([("fleet.yaml".to_owned(), text.as_bytes().to_vec())]),
+            ..Bundle::default()
+        }
+    }
+
+    fn secrets() -> BTreeMap<String, String> {
+        BTreeMap::from([("k".to_owned(), "s3cret".to_owned())])
+    }
+
+    fn dev(text: &str) -> Result<DesiredState, Vec<Diagnostic>> {
+        let mut c = compile(&bundle(text), &secrets(), Rings::One("dev"))?;
+        Ok(c.states.remove("dev").unwrap_or_default())
+    }
+
+    #[test]
+    fn modules_transports_overrides_and_secrets() {
+        let state = dev(FLEET).unwrap();
+        let e1 = &state.workers["e1"].artifacts;
+        assert_eq!(
+            e1.keys().collect::<Vec<_>>(),
+            ["wf/_raw.sender/send.conf", "wf/src/job.conf"]
+        );
+        let src = &e1["wf/src/job.conf"];
+        assert!(src.content.contains("key=s3cret"));
+        assert_eq!(src.sensitive, ["s3cret"]);
+        assert!(src.sources.contains(&"secret:k".to_owned()));
+        let receivers = &e1["wf/_raw.sender/send.conf"].content;
+        let pipe_a: Vec<&str> = state
+            .workers
+            .iter()
+            .filter(|(_, w)| w.artifacts.contains_key("wf/pipe.a.0/job.conf"))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        assert_eq!(pipe_a.len(), 1);
+        let address = state.workers[pipe_a[0]].address.clone().unwrap();
+        assert_eq!(receivers, &format!("to={address} "));
+        let all: Vec<&Artifact> = state
+            .workers
+            .values()
+            .flat_map(|w| w.artifacts.values())
+            .collect();
+        let a = all
+            .iter()
+            .find(|a| a.content.starts_with("step=pipe.a"))
+            .unwrap();
+        assert!(
+            a.content.contains(" n=5 "),
+            "module param passed through: {}",
+            a.content
+        );
+        let b = all
+            .iter()
+            .find(|a| a.content.starts_with("step=pipe.b"))
+            .unwrap();
+        assert!(
+            b.content.contains(" n=7 "),
+            "ring override applied: {}",
+            b.content
+        );
+    }
+
+    #[test]
+    fn compiling_twice_is_byte_identical() {
+        assert_eq!(dev(FLEET).unwrap(), dev(FLEET).unwrap());
+    }
+
+    #[test]
+    fn a_runaway_template_is_an_error_not_a_hang() {
+        let text = FLEET.replace(
+            "key={{ params.key }}",
+            "{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}",
+        );
+        let diags = dev(&text).unwrap_err();
+        assert!(
+            diags.iter().any(|d| d.code == "template-render"),
+            "{diags:?}"
+        );
+    }
+
+    #[test]
+    fn channel_names_cannot_make_paths() {
+        let text = FLEET.replace("raw", "../../x");
+        let diags = dev(&text).unwrap_err();
+        assert!(diags.iter().any(|d| d.code == "invalid-name"), "{diags:?}");
+    }
+
+    #[test]
+    fn errors_are_all_reported_and_nothing_renders() {
+        let text = FLEET
+            .replace("blueprint: send", "blueprint: nope")
+            .replace("{n: 7}", "{n: seven}");
+        let diags = dev(&text).unwrap_err();
+        let codes: Vec<&str> = diags.iter().map(|d| d.code).collect();
+        assert!(codes.contains(&"unknown-blueprint"), "{codes:?}");
+        assert!(codes.contains(&"wrong-param-type"), "{codes:?}");
+    }
+}

@@ -29,15 +29,26 @@ pub struct Job<'a> {
     /// Where the job runs.
     pub placement: &'a Placement,
     /// Channels consumed.
-    pub inputs: Vec<String>,
+    pub inputs: Vec<ChannelRef<'a>>,
     /// Channels produced.
-    pub outputs: Vec<String>,
+    pub outputs: Vec<ChannelRef<'a>>,
     /// File of the step (the module's file for an inner step).
     pub file: &'a str,
     /// Position of the step's name.
     pub at: Pos,
     /// Repository files the job is built from (workflow, module).
     pub sources: BTreeSet<String>,
+}
+
+/// A channel named in a step's `inputs` or `outputs`, with where the name was written.
+#[derive(Clone, Debug)]
+pub struct ChannelRef<'a> {
+    /// Expanded channel name.
+    pub name: String,
+    /// File the name was written in.
+    pub file: &'a str,
+    /// Position of the name.
+    pub at: Pos,
 }
 
 /// A channel after expansion, with who produces and consumes it.
@@ -89,7 +100,7 @@ fn expand<'a>(
         name,
         entry,
         jobs: Vec::new(),
-        channels: declare_channels(file, &entry.spec.channels, None),
+        channels: declare_channels(file, &entry.spec.channels, None, diags),
     };
     let mut seen = BTreeMap::new();
     for step in &entry.spec.steps {
@@ -136,10 +147,12 @@ fn declare_channels<'a>(
     file: &'a str,
     channels: &'a BTreeMap<String, Spanned<Channel>>,
     prefix: Option<&str>,
+    diags: &mut Diagnostics,
 ) -> BTreeMap<String, ChannelInfo<'a>> {
     channels
         .iter()
         .map(|(name, ch)| {
+            check_name(file, &Spanned::new(name.clone(), ch.at), "channel", diags);
             let full = match prefix {
                 Some(p) => format!("{p}.{name}"),
                 None => name.clone(),
@@ -176,8 +189,8 @@ fn direct_job<'a>(
         blueprint,
         with: args(file, &step.with),
         placement,
-        inputs: names(&step.inputs),
-        outputs: names(&step.outputs),
+        inputs: refs(file, &step.inputs),
+        outputs: refs(file, &step.outputs),
         file,
         at: step.name.at,
         sources: BTreeSet::from([file.to_owned()]),
@@ -209,8 +222,14 @@ fn args(file: &str, with: &BTreeMap<String, Spanned<Value>>) -> BTreeMap<String,
         .collect()
 }
 
-fn names(list: &[Spanned<String>]) -> Vec<String> {
-    list.iter().map(|s| s.value.clone()).collect()
+fn refs<'a>(file: &'a str, list: &'a [Spanned<String>]) -> Vec<ChannelRef<'a>> {
+    list.iter()
+        .map(|s| ChannelRef {
+            name: s.value.clone(),
+            file,
+            at: s.at,
+        })
+        .collect()
 }
 
 /// Expands a module imported by `step` into jobs named `<step>.<inner>`.
@@ -228,7 +247,7 @@ fn import_module<'a>(
     let ports = bind_ports(wf_file, step, spec, diags);
     let prefix = step.name.value.as_str();
     wf.channels
-        .extend(declare_channels(mfile, &spec.channels, Some(prefix)));
+        .extend(declare_channels(mfile, &spec.channels, Some(prefix), diags));
     for inner in &spec.steps {
         check_name(mfile, &inner.name, "step", diags);
         if inner.module.is_some() || inner.blueprint.is_none() {
@@ -244,14 +263,25 @@ fn import_module<'a>(
             missing_placement(wf_file, step, diags);
             continue;
         };
-        let map_channel = |c: &Spanned<String>| -> String {
-            ports.get(c.value.as_str()).cloned().unwrap_or_else(|| {
-                if spec.channels.contains_key(&c.value) {
-                    format!("{prefix}.{}", c.value)
-                } else {
-                    c.value.clone()
-                }
-            })
+        // A port resolves to the importing step's channel, located where the step names it.
+        let map_channel = |c: &'a Spanned<String>| -> ChannelRef<'a> {
+            if let Some(bound) = ports.get(c.value.as_str()) {
+                return ChannelRef {
+                    name: bound.value.clone(),
+                    file: wf_file,
+                    at: bound.at,
+                };
+            }
+            let name = if spec.channels.contains_key(&c.value) {
+                format!("{prefix}.{}", c.value)
+            } else {
+                c.value.clone()
+            };
+            ChannelRef {
+                name,
+                file: mfile,
+                at: c.at,
+            }
         };
         wf.jobs.push(Job {
             name: format!("{prefix}.{}", inner.name.value),
@@ -310,12 +340,12 @@ fn check_module_args(
 }
 
 /// Maps module port names to the importing step's channels, positionally.
-fn bind_ports(
+fn bind_ports<'a>(
     file: &str,
-    step: &Step,
+    step: &'a Step,
     spec: &ModuleSpec,
     diags: &mut Diagnostics,
-) -> BTreeMap<String, String> {
+) -> BTreeMap<String, &'a Spanned<String>> {
     let mut ports = BTreeMap::new();
     for (what, theirs, ours) in [
         ("inputs", &spec.inputs, &step.inputs),
@@ -336,7 +366,7 @@ fn bind_ports(
             );
         }
         for (port, channel) in theirs.iter().zip(ours) {
-            ports.insert(port.value.clone(), channel.value.clone());
+            ports.insert(port.value.clone(), channel);
         }
     }
     ports
@@ -399,16 +429,16 @@ fn single_key<'v>(value: &'v Value, key: &str) -> Option<&'v str> {
 
 /// Records producers and consumers; checks every channel is declared, fed and read.
 fn bind_channels(cat: &Catalog, wf: &mut Expanded, diags: &mut Diagnostics) {
-    let file = wf.entry.file();
     for (i, job) in wf.jobs.iter().enumerate() {
         for (list, is_output) in [(&job.inputs, false), (&job.outputs, true)] {
-            for name in list {
+            for channel in list {
+                let name = &channel.name;
                 match wf.channels.get_mut(name) {
                     Some(ch) if is_output => ch.producers.push(i),
                     Some(ch) => ch.consumers.push(i),
                     None => diags.error(
-                        job.file,
-                        job.at,
+                        channel.file,
+                        channel.at,
                         "unknown-channel",
                         format!(
                             "step `{}` uses channel `{name}`, which is not declared in `channels`",
@@ -436,24 +466,28 @@ fn bind_channels(cat: &Catalog, wf: &mut Expanded, diags: &mut Diagnostics) {
                 format!("channel `{name}` has no consumer (no step lists it in `inputs`)"),
             );
         }
-        let groups: BTreeSet<&str> = ch
-            .producers
-            .iter()
-            .chain(&ch.consumers)
-            .map(|&j| wf.jobs[j].placement.group.value.as_str())
-            .collect();
-        ch.crossing = groups.len() > 1;
-        check_transport(cat, file, name, ch, diags);
+        let groups = |jobs: &[usize]| -> BTreeSet<&str> {
+            jobs.iter()
+                .map(|&j| wf.jobs[j].placement.group.value.as_str())
+                .collect()
+        };
+        let (from, to) = (groups(&ch.producers), groups(&ch.consumers));
+        ch.crossing = from.union(&to).count() > 1;
+        check_transport(cat, name, ch, (&from, &to), diags);
     }
 }
 
 fn check_transport(
     cat: &Catalog,
-    file: &str,
     name: &str,
     ch: &ChannelInfo,
+    (from, to): (&BTreeSet<&str>, &BTreeSet<&str>),
     diags: &mut Diagnostics,
 ) {
+    let list = |groups: &BTreeSet<&str>| {
+        let names: Vec<String> = groups.iter().map(|g| format!("`{g}`")).collect();
+        names.join(", ")
+    };
     match ch.transport {
         Some(t) if !cat.transports.contains_key(t.value.as_str()) => {
             cat.unknown(diags, ch.file, t, "transport")
@@ -462,7 +496,11 @@ fn check_transport(
             ch.file,
             ch.at,
             "channel-transport",
-            format!("channel `{name}` crosses worker groups but has no `transport` (in {file})"),
+            format!(
+                "channel `{name}` crosses worker groups (from {} to {}) but has no `transport`",
+                list(from),
+                list(to)
+            ),
         ),
         _ => {}
     }

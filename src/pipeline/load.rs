@@ -83,7 +83,8 @@ fn parse_documents(
     text: &str,
     diags: &mut Diagnostics,
 ) -> Result<Vec<Document>, Diagnostic> {
-    let options = serde_saphyr::options! { with_snippet: false };
+    // Strict booleans: only `true`/`false`, so `n`, `no` and `off` stay strings (YAML 1.2).
+    let options = serde_saphyr::options! { with_snippet: false, strict_booleans: true };
     let raws = serde_saphyr::from_str_multiple_with_options::<RawDoc, Vec<_>>(text, options)
         .map_err(|e| yaml_error(path, &e))?;
     Ok(raws
@@ -369,6 +370,20 @@ mod tests {
         assert!(docs.is_empty());
         assert_eq!(diags[0].code, "unknown-kind");
         assert_eq!((diags[0].line, diags[0].col), (2, 7));
+    }
+
+    #[test]
+    fn only_true_and_false_are_booleans() {
+        let (docs, diags) = parse(
+            "apiVersion: ringops/v1\nkind: Ring\nmetadata: {name: d}\nspec:\n  values: {a: n, b: no, c: true}\n",
+        );
+        assert!(diags.is_empty(), "{diags:?}");
+        let Resource::Ring(ring) = &docs[0].resource else {
+            panic!("not a ring")
+        };
+        assert_eq!(ring.values["a"], "n");
+        assert_eq!(ring.values["b"], "no");
+        assert_eq!(ring.values["c"], true);
     }
 
     #[test]

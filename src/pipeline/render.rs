@@ -33,6 +33,9 @@ impl SecretSource for BTreeMap<String, String> {
     }
 }
 
+/// Instructions one template render may execute; far above any real job file.
+const FUEL: u64 = 1_000_000;
+
 /// Where a template's text was written, to locate its errors.
 #[derive(Clone, Debug)]
 struct Origin {
@@ -52,6 +55,8 @@ impl Templates {
     pub fn compile(cat: &Catalog, bundle: &Bundle, diags: &mut Diagnostics) -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // A hostile template cannot hang the compiler: each render gets a bounded budget.
+        env.set_fuel(Some(FUEL));
         if let Ok(syntax) = SyntaxConfig::builder().keep_trailing_newline(true).build() {
             env.set_syntax(syntax);
         }
@@ -311,8 +316,8 @@ impl<'a> Renderer<'a> {
         let (params, slots) = (params?, slots?);
         let mut sources = job.sources.clone();
         sources.insert(bp.file().to_owned());
-        let inputs = channel_list(wf, &job.inputs);
-        let outputs = channel_list(wf, &job.outputs);
+        let inputs = channel_list(wf, job.inputs.iter().map(|c| c.name.as_str()));
+        let outputs = channel_list(wf, job.outputs.iter().map(|c| c.name.as_str()));
         for slot in &slots {
             let r = Render {
                 workflow: wf.name,
@@ -404,7 +409,7 @@ impl<'a> Renderer<'a> {
                 bp.file().to_owned(),
             ]);
             sources.extend(wf.jobs.iter().flat_map(|j| j.sources.iter().cloned()));
-            let channels = channel_list(wf, &[name.to_owned()]);
+            let channels = channel_list(wf, [name]);
             for worker in hosts {
                 let Some(entry) = self.cat.workers.get(worker) else {
                     continue;
@@ -530,6 +535,8 @@ impl<'a> Renderer<'a> {
             }
         }
         params.sensitive.retain(|s| !s.is_empty());
+        params.sensitive.sort();
+        params.sensitive.dedup();
         ok.then_some(params)
     }
 
@@ -609,9 +616,10 @@ impl<'a> Renderer<'a> {
                 at,
                 "replicas",
                 format!(
-                    "{} replicas asked but group `{group}` has only {} eligible workers in ring `{ring}`",
+                    "{} replicas asked but group `{group}` has only {} eligible {} in ring `{ring}`",
                     replicas.unwrap_or(0),
-                    candidates.len()
+                    candidates.len(),
+                    if candidates.len() == 1 { "worker" } else { "workers" }
                 ),
             );
         }
@@ -740,9 +748,9 @@ struct Output<'o> {
     diags: &'o mut Diagnostics,
 }
 
-fn channel_list(wf: &Expanded, names: &[String]) -> minijinja::Value {
+fn channel_list<'n>(wf: &Expanded, names: impl IntoIterator<Item = &'n str>) -> minijinja::Value {
     let list: Vec<minijinja::Value> = names
-        .iter()
+        .into_iter()
         .map(|n| {
             let ch = wf.channels.get(n);
             context! {

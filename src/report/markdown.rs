@@ -9,12 +9,18 @@ use std::fmt::Write;
 /// Most characters a comment may have (GitHub allows 65,536).
 pub const LIMIT: usize = 60_000;
 
+/// Most characters of the summary table; further workers are summed up in one row.
+const TABLE_LIMIT: usize = 20_000;
+
+/// Room kept for the truncation note (its list of workers is cut at 2,000 characters).
+const NOTE_ROOM: usize = 2_500;
+
 /// Renders a plan for a PR comment.
 pub fn render(plan: &Plan) -> String {
     let head = header(plan);
     let foot = footer(plan);
     let mut body = String::new();
-    let budget = LIMIT.saturating_sub(head.len() + foot.len() + 400);
+    let budget = LIMIT.saturating_sub(head.len() + foot.len() + NOTE_ROOM);
     let mut omitted = Vec::new();
     for worker in &plan.workers {
         let section = section(worker);
@@ -49,23 +55,42 @@ fn header(plan: &Plan) -> String {
         return out;
     }
     let _ = writeln!(out, "**{}**\n", summary_line(&plan.summary));
-    let _ = writeln!(
-        out,
-        "| worker | create | update | delete |\n|---|---:|---:|---:|"
-    );
-    for w in &plan.workers {
+    out.push_str(&table(&plan.workers));
+    out.push('\n');
+    out
+}
+
+/// One row per worker while they fit in [`TABLE_LIMIT`], then one row for the rest.
+fn table(workers: &[WorkerPlan]) -> String {
+    use crate::model::ActionKind::*;
+    let mut out = String::from("| worker | create | update | delete |\n|---|---:|---:|---:|\n");
+    let (mut rest, mut rest_counts) = (0, [0; 3]);
+    for w in workers {
         let count = |k| w.actions.iter().filter(|a| a.kind == k).count();
-        use crate::model::ActionKind::*;
+        let counts = [count(Create), count(Update), count(Delete)];
+        let row = format!(
+            "| `{}` | {} | {} | {} |\n",
+            w.worker, counts[0], counts[1], counts[2]
+        );
+        if rest == 0 && out.len() + row.len() <= TABLE_LIMIT {
+            out.push_str(&row);
+        } else {
+            rest += 1;
+            for (total, n) in rest_counts.iter_mut().zip(counts) {
+                *total += n;
+            }
+        }
+    }
+    if rest > 0 {
         let _ = writeln!(
             out,
-            "| `{}` | {} | {} | {} |",
-            w.worker,
-            count(Create),
-            count(Update),
-            count(Delete)
+            "| … {rest} more {} | {} | {} | {} |",
+            plural(rest, "worker", "workers"),
+            rest_counts[0],
+            rest_counts[1],
+            rest_counts[2]
         );
     }
-    out.push('\n');
     out
 }
 

@@ -1,0 +1,276 @@
+//! Shared helpers of the integration tests: real Git repositories in temporary
+//! folders, built with the `git` CLI, and runs of the real `ringops` binary.
+//!
+//! Every process is isolated from the host: no global or system Git config, fixed
+//! commit dates (so commit ids are reproducible), and none of the `RINGOPS_*`,
+//! `CREDENTIALS_DIRECTORY` or colour variables of the environment running the tests.
+
+#![allow(dead_code)] // each test crate uses a different subset
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The project root (where `Cargo.toml` is).
+pub fn project() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `fixtures/<rel>` of the project.
+pub fn fixture(rel: &str) -> PathBuf {
+    project().join("fixtures").join(rel)
+}
+
+/// A fixed date for every commit, so commit ids do not depend on the clock.
+const DATE: &str = "2024-01-02T03:04:05+00:00";
+
+/// Variables of the host that would change what `git` or `ringops` do.
+fn isolate(cmd: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("RINGOPS_") || key.starts_with("GIT_") {
+            cmd.env_remove(&*key);
+        }
+    }
+    for key in [
+        "CREDENTIALS_DIRECTORY",
+        "NO_COLOR",
+        "CLICOLOR",
+        "CLICOLOR_FORCE",
+        "TERM",
+    ] {
+        cmd.env_remove(key);
+    }
+    cmd.env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_DATE", DATE)
+        .env("GIT_COMMITTER_DATE", DATE);
+}
+
+/// The outcome of one process.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    /// Asserts the exit code, showing both streams when it differs.
+    #[track_caller]
+    pub fn expect(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+fn run(cmd: &mut Command) -> Run {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
+        stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
+    }
+}
+
+/// A `ringops` command isolated from the host, to run in `dir`.
+pub fn ringops_in(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringops"));
+    isolate(&mut cmd);
+    cmd.current_dir(dir);
+    cmd
+}
+
+/// Runs a prepared command.
+pub fn output(cmd: &mut Command) -> Run {
+    run(cmd)
+}
+
+/// A Git repository in a temporary folder, removed when dropped.
+pub struct Repo {
+    dir: tempfile::TempDir,
+}
+
+impl Repo {
+    /// `git init -b main` in a new temporary folder.
+    pub fn init() -> Repo {
+        let dir = tempfile::Builder::new()
+            .prefix("ringops-test-repo-")
+            .tempdir()
+            .expect("temp dir");
+        let repo = Repo { dir };
+        repo.git(&["init", "--quiet", "-b", "main"]);
+        repo
+    }
+
+    /// The work tree.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The work tree as a string, for command lines.
+    pub fn path_str(&self) -> &str {
+        self.path().to_str().expect("UTF-8 temp path")
+    }
+
+    /// Runs `git` in the repository; panics unless it succeeds. Returns stdout, trimmed.
+    #[track_caller]
+    pub fn git(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new("git");
+        isolate(&mut cmd);
+        cmd.args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+            .args(["-c", "commit.gpgsign=false"])
+            .args(args)
+            .current_dir(self.path());
+        let out = run(&mut cmd);
+        assert_eq!(out.code, 0, "git {args:?} failed: {}", out.stderr);
+        out.stdout.trim().to_owned()
+    }
+
+    /// Copies the tree under `from` into the repository at `to` ("" for the root).
+    pub fn copy_in(&self, from: &Path, to: &str) {
+        copy_tree(from, &self.path().join(to));
+    }
+
+    /// Makes the work tree hold exactly the tree under `from` (`.git` kept).
+    pub fn replace_with(&self, from: &Path) {
+        for entry in std::fs::read_dir(self.path()).expect("read work tree") {
+            let path = entry.expect("entry").path();
+            if path.file_name() == Some(OsStr::new(".git")) {
+                continue;
+            }
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).expect("remove dir");
+            } else {
+                std::fs::remove_file(&path).expect("remove file");
+            }
+        }
+        self.copy_in(from, "");
+    }
+
+    /// Writes a file of the work tree, creating its folders.
+    pub fn write(&self, rel: &str, text: &str) {
+        let path = self.path().join(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    }
+
+    /// Reads a file of the work tree.
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path().join(rel)).expect("read")
+    }
+
+    /// Replaces the only occurrence of `from` in a work-tree file by `to`.
+    #[track_caller]
+    pub fn edit(&self, rel: &str, from: &str, to: &str) {
+        let text = self.read(rel);
+        assert_eq!(text.matches(from).count(), 1, "`{from}` once in {rel}");
+        self.write(rel, &text.replace(from, to));
+    }
+
+    /// Stages everything and commits; returns the new commit id.
+    pub fn commit(&self, message: &str) -> String {
+        self.git(&["add", "--all"]);
+        self.git(&["commit", "--quiet", "--allow-empty", "-m", message]);
+        self.git(&["rev-parse", "HEAD"])
+    }
+
+    /// Runs `ringops <args> --repo <this repo>` from the repository's root.
+    pub fn ringops(&self, args: &[&str]) -> Run {
+        run(ringops_in(self.path())
+            .args(args)
+            .args(["--repo", self.path_str()]))
+    }
+
+    /// Like [`Repo::ringops`] with extra environment variables.
+    pub fn ringops_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = ringops_in(self.path());
+        cmd.args(args).args(["--repo", self.path_str()]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        run(&mut cmd)
+    }
+}
+
+/// Copies a folder tree (regular files only).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("{}: {e}", from.display())) {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// Every file under `dir` (recursively), by `/`-separated relative path.
+pub fn files_under(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let rel = path.strip_prefix(root).expect("under root");
+                let rel = rel.to_string_lossy().replace('\\', "/");
+                out.insert(rel, std::fs::read(&path).expect("read"));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// A temporary folder holding one file per secret.
+pub fn secrets_dir(secrets: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("ringops-test-secrets-")
+        .tempdir()
+        .expect("temp dir");
+    for (name, value) in secrets {
+        std::fs::write(dir.path().join(name), value).expect("write secret");
+    }
+    dir
+}
+
+/// A temporary folder for `render --out`.
+pub fn out_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("ringops-test-out-")
+        .tempdir()
+        .expect("temp dir")
+}
+
+/// Hex sha256 of some bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Insta settings that hide commit ids: full (40 hex) and short (12 hex). Artifact
+/// hashes and fingerprints (64 hex) are deterministic and stay.
+pub fn commit_filters() -> insta::Settings {
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(r"\b[0-9a-f]{40}\b", "[commit]");
+    settings.add_filter(r"\b[0-9a-f]{12}\b", "[short]");
+    settings.set_prepend_module_to_snapshot(true);
+    settings
+}
