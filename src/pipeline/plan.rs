@@ -116,7 +116,12 @@ fn action(
 pub fn unified_diff(path: &str, old: &str, new: &str, sensitive: &[&str]) -> String {
     let diff = TextDiff::from_lines(old, new);
     let mut out = String::new();
-    out.push_str(&format!("--- a/{path}\n+++ b/{path}\n"));
+    let from = if old.is_empty() {
+        "/dev/null".to_owned()
+    } else {
+        format!("a/{path}")
+    };
+    out.push_str(&format!("--- {from}\n+++ b/{path}\n"));
     for hunk in diff.unified_diff().context_radius(CONTEXT).iter_hunks() {
         out.push_str(&format!("{}\n", hunk.header()));
         for change in hunk.iter_changes() {

@@ -21,17 +21,24 @@ pub fn render(plan: &Plan) -> String {
     let foot = footer(plan);
     let mut body = String::new();
     let budget = LIMIT.saturating_sub(head.len() + foot.len() + NOTE_ROOM);
-    let mut omitted = Vec::new();
-    for worker in &plan.workers {
-        let section = section(worker);
-        if body.len() + section.len() <= budget {
-            body.push_str(&section);
-        } else {
-            omitted.push(worker);
-        }
+    // Every worker's list of actions comes first; diffs share what room is left.
+    let listings: Vec<usize> = plan.workers.iter().map(listing_len).collect();
+    let mut listed = 0;
+    let shown = listings
+        .iter()
+        .take_while(|len| {
+            listed += **len;
+            listed <= budget
+        })
+        .count();
+    let mut spare = budget.saturating_sub(listings[..shown].iter().sum());
+    let omitted: Vec<&WorkerPlan> = plan.workers[shown..].iter().collect();
+    let mut diffs_cut = 0;
+    for worker in &plan.workers[..shown] {
+        body.push_str(&section(worker, &mut spare, &mut diffs_cut));
     }
-    if !omitted.is_empty() {
-        body.push_str(&omission_note(&omitted));
+    if !omitted.is_empty() || diffs_cut > 0 {
+        body.push_str(&omission_note(&omitted, diffs_cut));
     }
     format!("{head}{body}{foot}")
 }
@@ -94,29 +101,58 @@ fn table(workers: &[WorkerPlan]) -> String {
     out
 }
 
-fn section(worker: &WorkerPlan) -> String {
-    let mut out = String::new();
+fn section_head(worker: &WorkerPlan) -> String {
     let n = worker.actions.len();
-    let _ = writeln!(
-        out,
-        "<details><summary><code>{}</code>: {n} {}</summary>\n",
+    format!(
+        "<details><summary><code>{}</code>: {n} {}</summary>\n\n",
         worker.worker,
         plural(n, "change", "changes")
-    );
+    )
+}
+
+/// Characters of a worker's section without its diffs (with room for a cut-diff note each).
+fn listing_len(worker: &WorkerPlan) -> usize {
+    let lines: usize = worker
+        .actions
+        .iter()
+        .map(|a| action_line(a).len() + 40)
+        .sum();
+    section_head(worker).len() + lines + 16
+}
+
+/// One worker's collapsible section: every action, and its diff while `spare` allows.
+fn section(worker: &WorkerPlan, spare: &mut usize, cut: &mut usize) -> String {
+    let mut out = section_head(worker);
     for action in &worker.actions {
-        let _ = write!(out, "- `{}` `{}`", action.kind.marker(), action.path);
-        if !action.why.is_empty() {
-            let why: Vec<String> = action.why.iter().map(|w| format!("`{w}`")).collect();
-            let _ = write!(out, " because of {}", why.join(", "));
+        out.push_str(&action_line(action));
+        let Some(diff) = &action.diff else {
+            continue;
+        };
+        let fence = fence_for(diff);
+        let block = format!("\n{fence}diff\n{diff}{fence}\n\n");
+        if block.len() <= *spare {
+            *spare -= block.len();
+            out.push_str(&block);
+        } else {
+            *cut += 1;
+            let _ = writeln!(out, "  _(diff of {} lines left out)_", diff.lines().count());
         }
+    }
+    if !out.ends_with("\n\n") {
         out.push('\n');
-        if let Some(diff) = &action.diff {
-            let fence = fence_for(diff);
-            let _ = writeln!(out, "\n{fence}diff\n{diff}{fence}\n");
-        }
     }
     out.push_str("</details>\n\n");
     out
+}
+
+fn action_line(action: &crate::model::Action) -> String {
+    let mut line = format!("- `{}` `{}`", action.kind.marker(), action.path);
+    if !action.why.is_empty() {
+        let why: Vec<String> = action.why.iter().map(|w| format!("`{w}`")).collect();
+        let _ = write!(line, " because of {}", why.join(", "));
+    }
+    line.push('\n');
+    line
 }
 
 /// A code fence longer than any run of backticks inside the text.
@@ -125,19 +161,32 @@ fn fence_for(text: &str) -> String {
     "`".repeat(longest.max(2) + 1)
 }
 
-fn omission_note(omitted: &[&WorkerPlan]) -> String {
-    let changes: usize = omitted.iter().map(|w| w.actions.len()).sum();
-    let names: Vec<String> = omitted.iter().map(|w| format!("`{}`", w.worker)).collect();
-    let mut list = names.join(", ");
-    if list.len() > 2_000 {
-        list.truncate(list[..2_000].rfind(',').unwrap_or(0));
-        list.push_str(", …");
+fn omission_note(omitted: &[&WorkerPlan], diffs_cut: usize) -> String {
+    let mut parts = Vec::new();
+    if diffs_cut > 0 {
+        parts.push(format!(
+            "{diffs_cut} {} shown as a line count only",
+            plural(diffs_cut, "diff is", "diffs are")
+        ));
+    }
+    if !omitted.is_empty() {
+        let changes: usize = omitted.iter().map(|w| w.actions.len()).sum();
+        let names: Vec<String> = omitted.iter().map(|w| format!("`{}`", w.worker)).collect();
+        let mut list = names.join(", ");
+        if list.len() > 2_000 {
+            list.truncate(list[..2_000].rfind(',').unwrap_or(0));
+            list.push_str(", …");
+        }
+        parts.push(format!(
+            "{} {} ({changes} {}) are left out: {list}",
+            omitted.len(),
+            plural(omitted.len(), "worker", "workers"),
+            plural(changes, "change", "changes"),
+        ));
     }
     format!(
-        "> **Truncated:** the diffs of {} {} ({changes} {}) were left out to keep this comment under {LIMIT} characters: {list}. Run the commands below for the full plan.\n\n",
-        omitted.len(),
-        plural(omitted.len(), "worker", "workers"),
-        plural(changes, "change", "changes"),
+        "> **Truncated** to keep this comment under {LIMIT} characters: {}. Run the commands below for the full plan.\n\n",
+        parts.join("; ")
     )
 }
 
