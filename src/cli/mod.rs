@@ -147,7 +147,18 @@ impl Context {
 }
 
 /// Prints diagnostics to stdout (for `validate`) and returns exit 1.
-fn print_diagnostics(diags: &[Diagnostic]) -> ExitCode {
-    print!("{}", crate::report::diagnostics(diags));
-    ExitCode::from(1)
+fn print_diagnostics(diags: &[Diagnostic]) -> Outcome {
+    emit(&crate::report::diagnostics(diags))?;
+    Ok(ExitCode::from(1))
+}
+
+/// Writes to stdout (styles stripped unless it is a terminal without `NO_COLOR`).
+/// A reader that went away (`| head`) is not an error.
+fn emit(text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut out = anstream::stdout();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::Internal(e.into())),
+        _ => Ok(()),
+    }
 }

@@ -1,13 +1,12 @@
 //! `ringops plan`: what would change on each worker of a ring between two commits.
 
-use super::{Context, Failure, Outcome};
+use super::{Context, Failure, Outcome, emit};
 use crate::model::plan::Revision;
 use crate::model::{Bundle, DesiredState};
 use crate::pipeline::plan::{PlanInput, plan};
-use crate::pipeline::{Rings, compile};
+use crate::pipeline::{Rings, SecretSource, compile};
 use crate::report;
 use clap::{Args, ValueEnum};
-use std::io::Write;
 use std::process::ExitCode;
 
 /// Output formats of a plan.
@@ -52,8 +51,20 @@ impl PlanArgs {
 pub fn run(ctx: &Context, args: &PlanArgs) -> Outcome {
     let base_bundle = ctx.source.bundle_at(&args.base, &ctx.path)?;
     let head_bundle = ctx.source.bundle_at(&args.head, &ctx.path)?;
-    let base = desired(ctx, "base", &args.base, &base_bundle, &args.ring, true)?;
-    let head = desired(ctx, "head", &args.head, &head_bundle, &args.ring, false)?;
+    // The two sides compile independently: one thread each.
+    let secrets = &ctx.secrets;
+    let (base, head) = std::thread::scope(|scope| {
+        let base =
+            scope.spawn(|| desired(secrets, "base", &args.base, &base_bundle, &args.ring, true));
+        let head = desired(secrets, "head", &args.head, &head_bundle, &args.ring, false);
+        let base = base.join().unwrap_or_else(|_| {
+            Err(Failure::Internal(anyhow::anyhow!(
+                "compiling base panicked"
+            )))
+        });
+        (base, head)
+    });
+    let (base, head) = (base?, head?);
     let input = PlanInput {
         path: head_bundle.root.clone(),
         base: Revision {
@@ -72,10 +83,7 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Outcome {
         Format::Markdown => report::markdown::render(&plan),
         Format::Json => report::json::render(&plan),
     };
-    let mut out = anstream::stdout();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|e| Failure::Internal(e.into()))?;
+    emit(&text)?;
     Ok(match (args.detailed_exitcode, plan.summary.is_empty()) {
         (true, false) => ExitCode::from(2),
         _ => ExitCode::SUCCESS,
@@ -84,21 +92,21 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Outcome {
 
 /// One side's desired state of the ring; a ring missing from the base is empty.
 fn desired(
-    ctx: &Context,
+    secrets: &(dyn SecretSource + Sync),
     side: &str,
     rev: &str,
     bundle: &Bundle,
     ring: &str,
     may_lack_ring: bool,
 ) -> Result<DesiredState, Failure> {
-    let compiled = compile(bundle, &ctx.secrets, Rings::One(ring)).map_err(|diags| {
+    let mut compiled = compile(bundle, secrets, Rings::One(ring)).map_err(|diags| {
         Failure::user(format!(
             "{side} `{rev}` does not compile:\n{}",
             report::diagnostics(&diags).trim_end()
         ))
     })?;
-    match compiled.states.get(ring) {
-        Some(state) => Ok(state.clone()),
+    match compiled.states.remove(ring) {
+        Some(state) => Ok(state),
         None if may_lack_ring => Ok(DesiredState {
             ring: ring.to_owned(),
             ..DesiredState::default()

@@ -1,6 +1,6 @@
 //! `ringops render`: write what each worker of a ring would get, for people to read.
 
-use super::{Context, Failure, Outcome, Revision, print_diagnostics};
+use super::{Context, Failure, Outcome, Revision, emit, print_diagnostics};
 use crate::adapters::render_dir;
 use crate::pipeline::{Rings, compile};
 use clap::Args;
@@ -25,7 +25,7 @@ pub fn run(ctx: &Context, args: &RenderArgs) -> Outcome {
     let bundle = ctx.bundle(&args.revision)?;
     let compiled = match compile(&bundle, &ctx.secrets, Rings::One(&args.ring)) {
         Ok(c) => c,
-        Err(diags) => return Ok(print_diagnostics(&diags)),
+        Err(diags) => return print_diagnostics(&diags),
     };
     let Some(state) = compiled.states.get(&args.ring) else {
         return Err(Failure::user(format!(
@@ -42,11 +42,11 @@ pub fn run(ctx: &Context, args: &RenderArgs) -> Outcome {
         render_dir::RenderDirError::Io { .. } => Failure::Internal(e.into()),
         _ => Failure::User(e.into()),
     })?;
-    println!(
-        "wrote {written} artifacts for {} workers of ring {} under {}",
+    emit(&format!(
+        "wrote {written} artifacts for {} workers of ring {} under {}\n",
         state.workers.len(),
         args.ring,
         args.out.display()
-    );
+    ))?;
     Ok(ExitCode::SUCCESS)
 }

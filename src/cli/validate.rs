@@ -1,6 +1,6 @@
 //! `ringops validate`: compile every ring, print every problem.
 
-use super::{Context, Outcome, Revision, print_diagnostics};
+use super::{Context, Outcome, Revision, emit, print_diagnostics};
 use crate::pipeline::{Rings, compile};
 use clap::Args;
 use std::process::ExitCode;
@@ -16,16 +16,22 @@ pub struct ValidateArgs {
 pub fn run(ctx: &Context, args: &ValidateArgs) -> Outcome {
     let bundle = ctx.bundle(&args.revision)?;
     match compile(&bundle, &ctx.secrets, Rings::All) {
-        Err(diags) => Ok(print_diagnostics(&diags)),
+        Err(diags) => print_diagnostics(&diags),
         Ok(compiled) => {
+            let mut text = String::new();
             for (ring, state) in &compiled.states {
-                println!(
-                    "ring {ring}: {} workers, {} artifacts",
+                text.push_str(&format!(
+                    "ring {ring}: {} workers, {} artifacts
+",
                     state.workers.len(),
                     state.artifact_count()
-                );
+                ));
             }
-            println!("ok: no errors");
+            text.push_str(
+                "ok: no errors
+",
+            );
+            emit(&text)?;
             Ok(ExitCode::SUCCESS)
         }
     }

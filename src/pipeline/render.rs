@@ -304,14 +304,7 @@ impl<'a> Renderer<'a> {
             }
         }
         let params = self.params(bp, &with, (job.file, job.at, &job.name), out.diags);
-        let slots = self.slots(
-            wf.name,
-            &job.name,
-            job.placement,
-            ring,
-            (job.file, job.at),
-            out.diags,
-        );
+        let slots = self.slots(wf.name, job, ring, !out.files, out.diags);
         self.check_features(bp, job.placement, job.file, job.blueprint.at, out.diags);
         let (params, slots) = (params?, slots?);
         let mut sources = job.sources.clone();
@@ -569,12 +562,13 @@ impl<'a> Renderer<'a> {
     fn slots(
         &self,
         workflow: &str,
-        job: &str,
-        placement: &'a Placement,
+        job: &'a Job<'a>,
         ring: &str,
-        owner: (&str, Pos),
+        check_only: bool,
         diags: &mut Diagnostics,
     ) -> Option<Vec<Slot<'a>>> {
+        let placement = job.placement;
+        let owner = (job.file, job.at);
         let group = placement.group.value.as_str();
         if !self.cat.groups.contains_key(group) {
             self.cat.unknown(diags, owner.0, &placement.group, "group");
@@ -607,8 +601,12 @@ impl<'a> Renderer<'a> {
             return None;
         }
         let replicas = placement.replicas.as_ref().map(|r| r.value);
-        let key = format!("{workflow}/{job}");
-        let slots = place(&key, &candidates, replicas);
+        let slots = if check_only {
+            // Only validity matters for a ring that is checked, not rendered.
+            (replicas.unwrap_or(0) as usize <= candidates.len()).then(Vec::new)
+        } else {
+            place(&format!("{workflow}/{}", job.name), &candidates, replicas)
+        };
         if slots.is_none() {
             let at = placement.replicas.as_ref().map(|r| r.at).unwrap_or(owner.1);
             diags.error(
