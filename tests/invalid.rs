@@ -107,6 +107,28 @@ fn every_invalid_fixture_fails_with_its_error_and_renders_nothing() {
             .1;
         assert_eq!(locations(&validate.stdout), expected, "{case}");
         insta::assert_snapshot!("validate", validate.stdout);
+        let json = repo.ringops(&["validate", "--format", "json"]);
+        json.expect(1);
+        let doc: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+        assert_eq!(doc["valid"], false, "{case}");
+        let json_locations: Vec<String> = doc["errors"]
+            .as_array()
+            .expect("errors")
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}:{}:{}",
+                    e["file"].as_str().unwrap_or(""),
+                    e["line"],
+                    e["col"]
+                )
+            })
+            .collect();
+        assert_eq!(
+            json_locations, expected,
+            "{case}: JSON errors match the text"
+        );
+        insta::assert_snapshot!("validate-json", json.stdout);
 
         let out = out_dir();
         let render = repo.ringops(&[

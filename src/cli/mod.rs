@@ -146,7 +146,7 @@ impl Context {
     }
 }
 
-/// Prints diagnostics to stdout (for `validate`) and returns exit 1.
+/// Prints diagnostics to stdout and returns exit 1.
 fn print_diagnostics(diags: &[Diagnostic]) -> Outcome {
     emit(&crate::report::diagnostics(diags))?;
     Ok(ExitCode::from(1))

@@ -7,6 +7,7 @@ pub mod text;
 
 use crate::model::plan::Revision;
 use crate::model::{Diagnostic, PlanSummary};
+use crate::pipeline::Compiled;
 
 /// `HEAD~1 (1a2b3c4)`, or the revision alone when it is not a commit.
 pub fn revision(rev: &Revision) -> String {
@@ -53,4 +54,23 @@ pub fn diagnostics(diags: &[Diagnostic]) -> String {
         plural(diags.len(), "error", "errors")
     ));
     out
+}
+
+/// What `validate` prints: every error and a count, or a line per ring and `ok`.
+pub fn validation_text(result: &Result<Compiled, Vec<Diagnostic>>) -> String {
+    match result {
+        Err(diags) => diagnostics(diags),
+        Ok(compiled) => {
+            let mut out = String::new();
+            for (ring, state) in &compiled.states {
+                out.push_str(&format!(
+                    "ring {ring}: {} workers, {} artifacts\n",
+                    state.workers.len(),
+                    state.artifact_count()
+                ));
+            }
+            out.push_str("ok: no errors\n");
+            out
+        }
+    }
 }
