@@ -26,9 +26,10 @@ pub struct PlanArgs {
     /// Ring to plan.
     #[arg(long)]
     ring: String,
-    /// The revision being replaced (e.g. the PR's base).
+    /// The revision being replaced (e.g. the PR's base). Omitted: plan from nothing
+    /// deployed, so every artifact is created.
     #[arg(long, value_name = "REV")]
-    base: String,
+    base: Option<String>,
     /// The revision replacing it.
     #[arg(long, value_name = "REV", default_value = "HEAD")]
     head: String,
@@ -49,13 +50,17 @@ impl PlanArgs {
 
 /// Prints the plan; exit 1 naming the errors of a side that does not compile.
 pub fn run(ctx: &Context, args: &PlanArgs) -> Outcome {
-    let base_bundle = ctx.source.bundle_at(&args.base, &ctx.path)?;
+    let base_bundle = match &args.base {
+        Some(rev) => ctx.source.bundle_at(rev, &ctx.path)?,
+        None => Bundle::default(),
+    };
+    let base_rev = args.base.as_deref().unwrap_or("nothing");
     let head_bundle = ctx.source.bundle_at(&args.head, &ctx.path)?;
     // The two sides compile independently: one thread each.
     let secrets = &ctx.secrets;
     let (base, head) = std::thread::scope(|scope| {
         let base =
-            scope.spawn(|| desired(secrets, "base", &args.base, &base_bundle, &args.ring, true));
+            scope.spawn(|| desired(secrets, "base", base_rev, &base_bundle, &args.ring, true));
         let head = desired(secrets, "head", &args.head, &head_bundle, &args.ring, false);
         let base = base.join().unwrap_or_else(|_| {
             Err(Failure::Internal(anyhow::anyhow!(
@@ -67,10 +72,10 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Outcome {
     let (base, head) = (base?, head?);
     let input = PlanInput {
         path: head_bundle.root.clone(),
-        base: Revision {
-            rev: args.base.clone(),
+        base: args.base.as_ref().map(|rev| Revision {
+            rev: rev.clone(),
             commit: base_bundle.commit.clone(),
-        },
+        }),
         head: Revision {
             rev: args.head.clone(),
             commit: head_bundle.commit.clone(),

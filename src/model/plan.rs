@@ -90,8 +90,8 @@ pub struct Plan {
     pub ring: String,
     /// Manifest folder relative to the repository root.
     pub path: String,
-    /// The side being replaced.
-    pub base: Revision,
+    /// The side being replaced; `None` when planning from nothing deployed.
+    pub base: Option<Revision>,
     /// The side replacing it.
     pub head: Revision,
     /// Fingerprint of the head's desired state for the ring.

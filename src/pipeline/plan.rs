@@ -16,8 +16,8 @@ const CONTEXT: usize = 3;
 pub struct PlanInput {
     /// Manifest folder relative to the repository root.
     pub path: String,
-    /// The side being replaced.
-    pub base: Revision,
+    /// The side being replaced; `None` when planning from nothing deployed.
+    pub base: Option<Revision>,
     /// The side replacing it.
     pub head: Revision,
     /// Repository files that differ between the two sides.

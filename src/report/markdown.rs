@@ -49,7 +49,7 @@ fn header(plan: &Plan) -> String {
         out,
         "### ringops plan: ring `{}`\n\n`{}` → `{}` · fingerprint `sha256:{}`\n",
         plan.ring,
-        revision(&plan.base),
+        super::base(plan.base.as_ref()),
         revision(&plan.head),
         plan.fingerprint
     );
@@ -197,10 +197,13 @@ fn footer(plan: &Plan) -> String {
     } else {
         format!(" --path {}", plan.path)
     };
+    let base = match &plan.base {
+        Some(b) => format!(" --base {}", side(b)),
+        None => String::new(),
+    };
     format!(
-        "<details><summary>Reproduce locally</summary>\n\n```sh\ngit fetch origin\nringops plan --ring {}{path} --base {} --head {}\n```\n\nSecrets resolve from `--secrets-dir`, `$CREDENTIALS_DIRECTORY` or `RINGOPS_SECRET_<NAME>`.\n</details>\n",
+        "<details><summary>Reproduce locally</summary>\n\n```sh\ngit fetch origin\nringops plan --ring {}{path}{base} --head {}\n```\n\nSecrets resolve from `--secrets-dir`, `$CREDENTIALS_DIRECTORY` or `RINGOPS_SECRET_<NAME>`.\n</details>\n",
         plan.ring,
-        side(&plan.base),
         side(&plan.head)
     )
 }

@@ -18,6 +18,11 @@ pub fn revision(rev: &Revision) -> String {
     }
 }
 
+/// The base side of a plan: a revision, or `nothing` when planning from nothing deployed.
+pub fn base(rev: Option<&Revision>) -> String {
+    rev.map_or_else(|| "nothing".to_owned(), revision)
+}
+
 /// The first 12 characters of a commit id.
 pub fn short(commit: &str) -> &str {
     commit.get(..12).unwrap_or(commit)

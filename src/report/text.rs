@@ -1,7 +1,7 @@
 //! The plan for a terminal: per worker, each artifact with `+`, `~` or `-`, the files
 //! behind the change and a unified diff; then a summary line.
 
-use super::{revision, summary_line};
+use super::{base, revision, summary_line};
 use crate::model::{ActionKind, Plan};
 use anstyle::{AnsiColor, Style};
 use std::fmt::Write;
@@ -17,7 +17,7 @@ pub fn render(plan: &Plan, color: bool) -> String {
             &format!(
                 "Plan for ring {}: {} → {}",
                 plan.ring,
-                revision(&plan.base),
+                base(plan.base.as_ref()),
                 revision(&plan.head)
             ),
             Style::new().bold()
