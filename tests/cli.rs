@@ -801,7 +801,7 @@ fn secrets_resolve_from_the_environment_and_credentials_directory() {
 fn without_a_base_the_plan_creates_everything_render_writes() {
     let repo = fleet_repo();
     let plan = fleet(&repo, "plan", &["--ring", "dev", "--format", "json"]);
-    let plan = json(&plan.expect(0));
+    let plan = json(plan.expect(0));
     assert_eq!(plan["base"], Value::Null, "no base side");
     let out = out_dir();
     render_dev(&repo, out.path(), &[]).expect(0);
@@ -814,11 +814,17 @@ fn without_a_base_the_plan_creates_everything_render_writes() {
         .inspect(|(_, action, _, _)| assert_eq!(action, "create"))
         .map(|(worker, _, path, _)| format!("{worker}/{path}"))
         .collect();
-    assert_eq!(created, rendered, "the plan creates exactly what render writes");
+    assert_eq!(
+        created, rendered,
+        "the plan creates exactly what render writes"
+    );
 
     let md = fleet(&repo, "plan", &["--ring", "dev", "--format", "markdown"]);
     let md = md.expect(0).stdout.clone();
     assert!(md.contains("`nothing` → `HEAD"), "{md}");
-    assert!(md.contains("ringops plan --ring dev --path examples/fleet --head "), "{md}");
+    assert!(
+        md.contains("ringops plan --ring dev --path examples/fleet --head "),
+        "{md}"
+    );
     assert!(!md.contains(DEMO_TOKEN), "the secret stays hidden");
 }

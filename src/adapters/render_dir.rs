@@ -2,7 +2,7 @@
 //! `DIR/<worker>/<workflow>/<job>/<file>`.
 
 use crate::model::DesiredState;
-use crate::pipeline::catalog::{artifact_path_problem, is_valid_name};
+use crate::pipeline::checks::{artifact_path_problem, is_valid_name};
 use std::path::{Path, PathBuf};
 
 /// Marker file that says a folder holds ringops render output and may be replaced.

@@ -2,7 +2,7 @@
 //! `RINGOPS_SECRET_<NAME>`. Values are handed to the compiler and never logged.
 
 use crate::pipeline::SecretSource;
-use crate::pipeline::render::{is_valid_secret_name, secret_env_name};
+use crate::pipeline::params::{is_valid_secret_name, secret_env_name};
 use std::path::PathBuf;
 
 /// Secrets read from the daemon host.

@@ -1,9 +1,17 @@
 //! Index stage: documents → a [`Catalog`] by kind and name, with every check that needs
 //! only one document or a name lookup (duplicates, names, references, rings, workers, paths).
+//!
+//! Owns the catalog and the checks that need lookups in it; checks of a single value
+//! (names, targets, durations, paths) are in [`super::checks`]. It may not expand
+//! workflows or look at rendering.
 
+use super::checks::{
+    check_approvals, check_artifact_path, check_duration, check_name, check_params, check_target,
+    check_template_source, ring_durations,
+};
 use super::load::Loaded;
 use crate::model::manifest::{
-    BlueprintSpec, Document, ModuleSpec, ParamSpec, Resource, RingSpec, TransportSpec, Worker,
+    BlueprintSpec, Document, ModuleSpec, Resource, RingSpec, TransportSpec, Worker,
     WorkerGroupSpec, WorkflowSpec,
 };
 use crate::model::{Bundle, Diagnostics, Pos, Spanned};
@@ -159,19 +167,8 @@ impl<'a> Catalog<'a> {
             for duration in ring_durations(ring.spec) {
                 check_duration(file, duration, diags);
             }
-            if let Some(approvals) = &ring.spec.approvals
-                && approvals.required.value as usize > approvals.approvers.len()
-            {
-                diags.error(
-                    file,
-                    approvals.required.at,
-                    "approvals",
-                    format!(
-                        "approvals require {} approvers but only {} are listed",
-                        approvals.required.value,
-                        approvals.approvers.len()
-                    ),
-                );
+            if let Some(approvals) = &ring.spec.approvals {
+                check_approvals(file, approvals, diags);
             }
         }
     }
@@ -207,29 +204,7 @@ impl<'a> Catalog<'a> {
             }
             for spec in &bp.spec.files {
                 check_artifact_path(file, &spec.path, diags);
-                match (&spec.template, &spec.template_file) {
-                    (Some(_), None) => {}
-                    (None, Some(tf)) => {
-                        if !bundle.files.contains_key(&template_path(file, &tf.value)) {
-                            diags.error(
-                                file,
-                                tf.at,
-                                "template-file",
-                                format!(
-                                    "template file `{}` not found (looked for `{}`)",
-                                    tf.value,
-                                    template_path(file, &tf.value)
-                                ),
-                            );
-                        }
-                    }
-                    _ => diags.error(
-                        file,
-                        spec.path.at,
-                        "template",
-                        "a blueprint file needs exactly one of `template` or `templateFile`",
-                    ),
-                }
+                check_template_source(file, spec, bundle, diags);
             }
         }
         for module in self.modules.values() {
@@ -322,172 +297,7 @@ fn unknown_code(what: &str) -> &'static str {
     }
 }
 
-/// True for names of the form `[a-z0-9]([a-z0-9-]*[a-z0-9])?`.
-pub fn is_valid_name(name: &str) -> bool {
-    let ok_chars = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    ok_chars && !name.is_empty() && !name.starts_with('-') && !name.ends_with('-')
-}
-
-/// Reports a name that is not a lowercase DNS-style label.
-pub fn check_name(file: &str, name: &Spanned<String>, what: &str, diags: &mut Diagnostics) {
-    if !is_valid_name(&name.value) || name.value.len() > 63 {
-        diags.error(
-            file,
-            name.at,
-            "invalid-name",
-            format!(
-                "invalid {} name `{}`: use lowercase letters, digits and `-` (at most 63)",
-                what.to_lowercase(),
-                name.value
-            ),
-        );
-    }
-}
-
-fn check_target(file: &str, target: &Spanned<String>, diags: &mut Diagnostics) {
-    let t = target.value.as_str();
-    let ok = match t.strip_prefix("dir:") {
-        Some(path) => path.starts_with('/') && !path.split('/').any(|c| c == ".."),
-        None => t.starts_with("https://") || t.starts_with("http://"),
-    };
-    if !ok {
-        diags.error(
-            file,
-            target.at,
-            "invalid-target",
-            format!("invalid target `{t}`: expected `dir:/absolute/path` or `https://host:port`"),
-        );
-    }
-}
-
-fn ring_durations(spec: &RingSpec) -> Vec<&Spanned<String>> {
-    let mut out = Vec::new();
-    if let Some(h) = &spec.health {
-        out.extend(h.timeout.iter());
-        out.extend(h.min_healthy.iter());
-        out.extend(h.healthy_deadline.iter());
-        out.extend(h.progress_deadline.iter());
-    }
-    if let Some(a) = &spec.approvals {
-        out.extend(a.timeout.iter());
-    }
-    if let Some(w) = &spec.window {
-        out.push(&w.duration);
-    }
-    out
-}
-
-fn check_duration(file: &str, value: &Spanned<String>, diags: &mut Diagnostics) {
-    if let Err(e) = humantime::parse_duration(&value.value) {
-        diags.error(
-            file,
-            value.at,
-            "invalid-duration",
-            format!("invalid duration `{}`: {e} (e.g. `10s`, `2m`)", value.value),
-        );
-    }
-}
-
-fn check_params(
-    file: &str,
-    params: &BTreeMap<String, Spanned<ParamSpec>>,
-    diags: &mut Diagnostics,
-) {
-    for (name, spec) in params {
-        if let Some(default) = &spec.default
-            && !spec.kind.admits(&default.value)
-        {
-            diags.error(
-                file,
-                default.at,
-                "wrong-param-type",
-                format!(
-                    "default of param `{name}` must be of type {}",
-                    spec.kind.name()
-                ),
-            );
-        }
-    }
-}
-
-/// Reports an artifact path that is absolute or leaves its job directory.
-pub fn check_artifact_path(file: &str, path: &Spanned<String>, diags: &mut Diagnostics) {
-    if let Some(problem) = artifact_path_problem(&path.value) {
-        diags.error(
-            file,
-            path.at,
-            "artifact-path",
-            format!("artifact path `{}` {problem}", path.value),
-        );
-    }
-}
-
-/// Why a job-relative file path is unsafe, if it is.
-pub fn artifact_path_problem(path: &str) -> Option<&'static str> {
-    if path.starts_with('/') || path.contains('\\') || path.contains(':') {
-        return Some("must be relative to the job directory");
-    }
-    if path
-        .split('/')
-        .any(|c| c == ".." || c == "." || c.is_empty())
-    {
-        return Some("must stay inside the job directory (no `..`, `.` or empty parts)");
-    }
-    if path.starts_with(".ringops") {
-        return Some("must not be inside `.ringops`, which ringops reserves");
-    }
-    None
-}
-
-/// The repository path of a `templateFile`, relative to the manifest's folder.
-pub fn template_path(manifest: &str, template: &str) -> String {
-    let dir = manifest.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-    let mut parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty()).collect();
-    for part in template.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    parts.join("/")
-}
-
 /// Position used when a whole document is at fault.
 pub fn doc_pos(doc: &Document) -> Pos {
     doc.metadata.name.at
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names() {
-        assert!(is_valid_name("edge-1"));
-        assert!(!is_valid_name("Edge"));
-        assert!(!is_valid_name("a.b"));
-        assert!(!is_valid_name("-a"));
-        assert!(!is_valid_name(""));
-    }
-
-    #[test]
-    fn artifact_paths() {
-        assert!(artifact_path_problem("conf/job.yaml").is_none());
-        assert!(artifact_path_problem("/etc/passwd").is_some());
-        assert!(artifact_path_problem("../x").is_some());
-        assert!(artifact_path_problem("a/../../x").is_some());
-        assert!(artifact_path_problem("a//b").is_some());
-    }
-
-    #[test]
-    fn template_paths_are_relative_to_the_manifest() {
-        assert_eq!(template_path("fleet/bp.yaml", "t/job.j2"), "fleet/t/job.j2");
-        assert_eq!(template_path("bp.yaml", "t/job.j2"), "t/job.j2");
-        assert_eq!(template_path("a/b/bp.yaml", "../t.j2"), "a/t.j2");
-    }
 }

@@ -4,7 +4,9 @@
 use super::catalog::Catalog;
 use super::expand::expand_all;
 use super::load::load;
-use super::render::{Renderer, SecretSource, Templates};
+use super::params::SecretSource;
+use super::render::Renderer;
+use super::template::Templates;
 use crate::model::{Bundle, DesiredState, Diagnostic, Diagnostics};
 use std::collections::BTreeMap;
 

@@ -3,12 +3,18 @@
 //! Nothing here touches the filesystem, network, clock or environment.
 
 pub mod catalog;
+pub mod channels;
+pub mod checks;
 pub mod compile;
+pub mod crossing;
 pub mod expand;
 pub mod load;
+pub mod module;
+pub mod params;
 pub mod place;
 pub mod plan;
 pub mod render;
+pub mod template;
 
 pub use compile::{Compiled, Rings, compile};
-pub use render::{NoSecrets, SecretSource};
+pub use params::{NoSecrets, SecretSource};

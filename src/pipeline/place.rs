@@ -1,6 +1,14 @@
 //! Place stage: which workers run a job. Rendezvous (highest-random-weight) hashing,
 //! so adding or removing a worker moves only the replicas that must move.
+//!
+//! Owns the choice of workers in a ring and the checks that choice needs (the group
+//! exists, has eligible workers, enough for `replicas`, and offers the blueprint's
+//! features). It may not render anything or look at parameters.
 
+use super::catalog::{Catalog, Entry};
+use super::expand::Job;
+use crate::model::manifest::BlueprintSpec;
+use crate::model::{Diagnostics, Pos};
 use sha2::{Digest, Sha256};
 
 /// One placed instance of a job: the worker and, for `replicas: N`, the replica index.
@@ -52,6 +60,109 @@ pub fn place<'w>(
         });
     }
     Some(slots)
+}
+
+/// The workers `job` of `workflow` runs on in `ring`, or `None` after a reported problem.
+/// With `check_only` the placement is checked but not computed (the slots are empty).
+pub fn slots<'a>(
+    cat: &Catalog<'a>,
+    workflow: &str,
+    job: &Job<'a>,
+    ring: &str,
+    check_only: bool,
+    diags: &mut Diagnostics,
+) -> Option<Vec<Slot<'a>>> {
+    let placement = job.placement;
+    let group = placement.group.value.as_str();
+    if !cat.groups.contains_key(group) {
+        cat.unknown(diags, job.file, &placement.group, "group");
+        return None;
+    }
+    let candidates = candidates(cat, job, ring);
+    if candidates.is_empty() {
+        let selector = if placement.selector.is_empty() {
+            ""
+        } else {
+            " matching the selector"
+        };
+        diags.error(
+            job.file,
+            placement.group.at,
+            "no-workers",
+            format!("group `{group}` has no workers{selector} in ring `{ring}`"),
+        );
+        return None;
+    }
+    let replicas = placement.replicas.as_ref().map(|r| r.value);
+    let slots = if check_only {
+        // Only validity matters for a ring that is checked, not rendered.
+        (replicas.unwrap_or(0) as usize <= candidates.len()).then(Vec::new)
+    } else {
+        place(&format!("{workflow}/{}", job.name), &candidates, replicas)
+    };
+    if slots.is_none() {
+        too_few_workers(job, ring, candidates.len(), diags);
+    }
+    slots
+}
+
+/// The workers of the job's group in `ring` that match its selector, by name.
+fn candidates<'a>(cat: &Catalog<'a>, job: &Job<'a>, ring: &str) -> Vec<&'a str> {
+    let placement = job.placement;
+    cat.workers_in(&placement.group.value, ring)
+        .into_iter()
+        .filter(|w| {
+            placement
+                .selector
+                .iter()
+                .all(|(k, v)| w.labels.get(k) == Some(v))
+        })
+        .map(|w| w.name.value.as_str())
+        .collect()
+}
+
+fn too_few_workers(job: &Job, ring: &str, eligible: usize, diags: &mut Diagnostics) {
+    let placement = job.placement;
+    let at = placement.replicas.as_ref().map(|r| r.at).unwrap_or(job.at);
+    diags.error(
+        job.file,
+        at,
+        "replicas",
+        format!(
+            "{} replicas asked but group `{}` has only {eligible} eligible {} in ring `{ring}`",
+            placement.replicas.as_ref().map(|r| r.value).unwrap_or(0),
+            placement.group.value,
+            if eligible == 1 { "worker" } else { "workers" }
+        ),
+    );
+}
+
+/// Reports each feature the blueprint requires that `group` does not offer.
+pub fn check_features(
+    cat: &Catalog,
+    bp: &Entry<BlueprintSpec>,
+    group: &str,
+    file: &str,
+    at: Pos,
+    diags: &mut Diagnostics,
+) {
+    let Some(g) = cat.groups.get(group) else {
+        return;
+    };
+    for feature in &bp.spec.requires {
+        if !g.spec.features.contains(&feature.value) {
+            diags.error(
+                file,
+                at,
+                "missing-feature",
+                format!(
+                    "blueprint `{}` requires feature `{}`, which group `{group}` does not offer",
+                    bp.doc.name(),
+                    feature.value
+                ),
+            );
+        }
+    }
 }
 
 fn score(key: &str, replica: u32, worker: &str) -> u64 {

@@ -1,0 +1,250 @@
+//! Parameter resolution for the render stage: a job's `with` values checked against its
+//! blueprint (known names, types, required params), defaults filled in and `{secret: NAME}`
+//! references replaced through a [`SecretSource`]. Values that must not be shown are
+//! collected so that artifacts and messages can hide them.
+//!
+//! Owns [`SecretSource`] and secret naming. It may not read secrets itself (that is the
+//! edge, `adapters::secrets`) and does not render templates.
+
+use super::catalog::Entry;
+use super::expand::{Arg, secret_ref};
+use crate::model::manifest::{BlueprintSpec, ParamSpec, Value};
+use crate::model::{Diagnostics, Pos};
+use std::collections::BTreeMap;
+
+/// Where secret values come from; implemented at the edge (files, credentials, env).
+pub trait SecretSource {
+    /// The value of a secret, if it can be found.
+    fn secret(&self, name: &str) -> Option<String>;
+}
+
+/// A secret source that knows nothing; every reference is unresolved.
+pub struct NoSecrets;
+
+impl SecretSource for NoSecrets {
+    fn secret(&self, _name: &str) -> Option<String> {
+        None
+    }
+}
+
+impl SecretSource for BTreeMap<String, String> {
+    fn secret(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+/// Parameters of a job after defaults, overrides and secrets.
+#[derive(Default)]
+pub(super) struct Params {
+    /// Values by param name.
+    pub values: BTreeMap<String, Value>,
+    /// Texts to hide: secret values and values of `sensitive` params, sorted.
+    pub sensitive: Vec<String>,
+    /// Names of the secrets used.
+    pub secrets: Vec<String>,
+}
+
+/// The job whose parameters are resolved: its file, position and name.
+pub(super) type Owner<'o> = (&'o str, Pos, &'o str);
+
+/// Resolves a job's parameters against its blueprint: types, required, defaults, secrets.
+/// Returns `None` when any problem was reported.
+pub(super) fn resolve(
+    bp: &Entry<BlueprintSpec>,
+    with: &BTreeMap<String, Arg>,
+    owner: Owner,
+    secrets: &dyn SecretSource,
+    diags: &mut Diagnostics,
+) -> Option<Params> {
+    let mut params = Params::default();
+    let mut ok = true;
+    for (name, arg) in with {
+        match given(bp, name, arg, secrets, &mut params, diags) {
+            Some(value) => {
+                params.values.insert(name.clone(), value);
+            }
+            None => ok = false,
+        }
+    }
+    ok &= fill_defaults(bp, with, owner, &mut params, diags);
+    params.sensitive.retain(|s| !s.is_empty());
+    params.sensitive.sort();
+    params.sensitive.dedup();
+    ok.then_some(params)
+}
+
+/// The checked value of one given param, with its secret resolved; `None` after a problem.
+fn given(
+    bp: &Entry<BlueprintSpec>,
+    name: &str,
+    arg: &Arg,
+    secrets: &dyn SecretSource,
+    params: &mut Params,
+    diags: &mut Diagnostics,
+) -> Option<Value> {
+    let Some(spec) = bp.spec.params.get(name) else {
+        diags.error(
+            &arg.file,
+            arg.at,
+            "unknown-param",
+            format!(
+                "unknown param `{name}` for blueprint `{}` (declared: {})",
+                bp.doc.name(),
+                declared(bp)
+            ),
+        );
+        return None;
+    };
+    let value = match secret_ref(&arg.value) {
+        Some(secret) => {
+            let v = lookup(secrets, secret, arg, diags)?;
+            params.secrets.push(secret.to_owned());
+            params.sensitive.push(v.clone());
+            Value::String(v)
+        }
+        None => arg.value.clone(),
+    };
+    check_type(bp, name, spec, arg, &value, diags)?;
+    if spec.sensitive {
+        params.sensitive.push(sensitive_text(&value));
+    }
+    Some(value)
+}
+
+fn check_type(
+    bp: &Entry<BlueprintSpec>,
+    name: &str,
+    spec: &ParamSpec,
+    arg: &Arg,
+    value: &Value,
+    diags: &mut Diagnostics,
+) -> Option<()> {
+    if spec.kind.admits(value) {
+        return Some(());
+    }
+    diags.error(
+        &arg.file,
+        arg.at,
+        "wrong-param-type",
+        format!(
+            "param `{name}` of blueprint `{}` must be of type {}",
+            bp.doc.name(),
+            spec.kind.name()
+        ),
+    );
+    None
+}
+
+/// Adds the defaults of params not given; false when a required one is missing.
+fn fill_defaults(
+    bp: &Entry<BlueprintSpec>,
+    with: &BTreeMap<String, Arg>,
+    (file, at, job): Owner,
+    params: &mut Params,
+    diags: &mut Diagnostics,
+) -> bool {
+    let mut ok = true;
+    for (name, spec) in &bp.spec.params {
+        if params.values.contains_key(name) || with.contains_key(name) {
+            continue;
+        }
+        match &spec.default {
+            Some(d) => {
+                if spec.sensitive {
+                    params.sensitive.push(sensitive_text(&d.value));
+                }
+                params.values.insert(name.clone(), d.value.clone());
+            }
+            None if spec.required => {
+                diags.error(
+                    file,
+                    at,
+                    "missing-param",
+                    format!(
+                        "step `{job}` is missing required param `{name}` of blueprint `{}`",
+                        bp.doc.name()
+                    ),
+                );
+                ok = false;
+            }
+            None => {
+                params.values.insert(name.clone(), Value::Null);
+            }
+        }
+    }
+    ok
+}
+
+/// The value of secret `name`, or a diagnostic at `arg` saying why there is none.
+fn lookup(
+    secrets: &dyn SecretSource,
+    name: &str,
+    arg: &Arg,
+    diags: &mut Diagnostics,
+) -> Option<String> {
+    if !is_valid_secret_name(name) {
+        diags.error(
+            &arg.file,
+            arg.at,
+            "secret-name",
+            format!("invalid secret name `{name}`: use letters, digits, `-`, `_` and `.`"),
+        );
+        return None;
+    }
+    let value = secrets.secret(name);
+    if value.is_none() {
+        diags.error(
+            &arg.file,
+            arg.at,
+            "unresolved-secret",
+            format!(
+                "secret `{name}` not found (looked in --secrets-dir, $CREDENTIALS_DIRECTORY and ${})",
+                secret_env_name(name)
+            ),
+        );
+    }
+    value
+}
+
+fn declared(bp: &Entry<BlueprintSpec>) -> String {
+    if bp.spec.params.is_empty() {
+        "none".to_owned()
+    } else {
+        bp.spec
+            .params
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn sensitive_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Secret names may hold letters, digits, `-`, `_` and `.`, and are never `.` or `..`.
+pub fn is_valid_secret_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// The environment variable consulted for a secret: `RINGOPS_SECRET_<NAME>`.
+pub fn secret_env_name(name: &str) -> String {
+    let upper: String = name
+        .chars()
+        .map(|c| match c {
+            '-' | '.' => '_',
+            c => c.to_ascii_uppercase(),
+        })
+        .collect();
+    format!("RINGOPS_SECRET_{upper}")
+}

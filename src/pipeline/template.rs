@@ -1,0 +1,160 @@
+//! Template compilation for the render stage: every blueprint file's minijinja template,
+//! compiled once per bundle with strict undefined and a fuel budget, and where its text
+//! was written so that syntax and render errors point at the right file and line.
+//!
+//! Owns the minijinja environment. It may not render jobs or resolve parameters; that is
+//! [`super::render`] and [`super::params`].
+
+use super::catalog::{Catalog, Entry};
+use super::checks::template_path;
+use crate::model::manifest::{BlueprintSpec, FileSpec};
+use crate::model::{Bundle, Diagnostics, Pos};
+use minijinja::syntax::SyntaxConfig;
+use minijinja::{Environment, Template, UndefinedBehavior};
+use std::collections::BTreeMap;
+
+/// Instructions one template render may execute; far above any real job file.
+const FUEL: u64 = 1_000_000;
+
+/// Where a template's text was written, to locate its errors.
+#[derive(Clone, Debug)]
+pub(super) struct Origin {
+    /// The file holding the template text (the manifest, or the `templateFile`).
+    pub file: String,
+    /// The line of `file` where the template text starts.
+    pub first_line: u32,
+    /// Repository files the template comes from.
+    pub sources: Vec<String>,
+}
+
+/// Every blueprint file's template, compiled once.
+pub struct Templates {
+    env: Environment<'static>,
+    origins: BTreeMap<String, Origin>,
+}
+
+impl Templates {
+    /// Compiles every blueprint template, reporting syntax errors where they were written.
+    pub fn compile(cat: &Catalog, bundle: &Bundle, diags: &mut Diagnostics) -> Self {
+        let mut templates = Templates {
+            env: environment(),
+            origins: BTreeMap::new(),
+        };
+        for (name, bp) in &cat.blueprints {
+            for (i, file) in bp.spec.files.iter().enumerate() {
+                if let Some((text, origin)) = template_text(bp, file, bundle) {
+                    templates.add(name, i, file, text, origin, diags);
+                }
+            }
+        }
+        templates
+    }
+
+    /// Adds file `index` of `blueprint`, or reports its syntax error.
+    fn add(
+        &mut self,
+        blueprint: &str,
+        index: usize,
+        file: &FileSpec,
+        text: String,
+        origin: Origin,
+        diags: &mut Diagnostics,
+    ) {
+        let key = template_key(blueprint, index);
+        match self.env.add_template_owned(key.clone(), text) {
+            Ok(()) => {
+                self.origins.insert(key, origin);
+            }
+            Err(e) => diags.error(
+                &origin.file,
+                error_pos(&origin, &e),
+                "template-syntax",
+                format!(
+                    "template syntax error in blueprint `{blueprint}` file `{}`: {}",
+                    file.path.value,
+                    describe(&e)
+                ),
+            ),
+        }
+    }
+
+    /// The compiled template of file `index` of `blueprint` and where it was written;
+    /// `None` when it did not compile.
+    pub(super) fn get(&self, blueprint: &str, index: usize) -> Option<(Template<'_, '_>, &Origin)> {
+        let key = template_key(blueprint, index);
+        let origin = self.origins.get(&key)?;
+        let template = self.env.get_template(&key).ok()?;
+        Some((template, origin))
+    }
+}
+
+/// A strict environment: undefined values fail, each render has a bounded budget.
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    // A hostile template cannot hang the compiler: each render gets a bounded budget.
+    env.set_fuel(Some(FUEL));
+    if let Ok(syntax) = SyntaxConfig::builder().keep_trailing_newline(true).build() {
+        env.set_syntax(syntax);
+    }
+    env
+}
+
+fn template_key(blueprint: &str, index: usize) -> String {
+    format!("{blueprint}#{index}")
+}
+
+fn template_text(
+    bp: &Entry<BlueprintSpec>,
+    file: &FileSpec,
+    bundle: &Bundle,
+) -> Option<(String, Origin)> {
+    let manifest = bp.file();
+    if let Some(inline) = &file.template {
+        let origin = Origin {
+            file: manifest.to_owned(),
+            first_line: inline_first_line(bundle, manifest, inline.at),
+            sources: vec![manifest.to_owned()],
+        };
+        return Some((inline.value.clone(), origin));
+    }
+    let tf = file.template_file.as_ref()?;
+    let path = template_path(manifest, &tf.value);
+    let text = String::from_utf8(bundle.files.get(&path)?.clone()).ok()?;
+    let origin = Origin {
+        file: path.clone(),
+        first_line: 1,
+        sources: vec![manifest.to_owned(), path],
+    };
+    Some((text, origin))
+}
+
+/// The line where an inline template's text starts: after a `|` or `>` block indicator.
+fn inline_first_line(bundle: &Bundle, file: &str, at: Pos) -> u32 {
+    let line = bundle
+        .files
+        .get(file)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(|t| t.lines().nth(at.line.saturating_sub(1) as usize));
+    let indicator = line
+        .and_then(|l| l.chars().nth(at.col.saturating_sub(1) as usize))
+        .is_some_and(|c| c == '|' || c == '>');
+    if indicator { at.line + 1 } else { at.line }
+}
+
+/// Where a template error is in the file that holds the template.
+pub(super) fn error_pos(origin: &Origin, e: &minijinja::Error) -> Pos {
+    let offset = e.line().unwrap_or(1).max(1) as u32 - 1;
+    Pos {
+        line: origin.first_line + offset,
+        col: 1,
+    }
+}
+
+/// A template error's kind and detail, for a diagnostic message.
+pub(super) fn describe(e: &minijinja::Error) -> String {
+    match e.detail() {
+        Some(detail) => format!("{}: {detail}", e.kind()),
+        None => e.kind().to_string(),
+    }
+}
