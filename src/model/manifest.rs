@@ -384,6 +384,19 @@ impl ParamType {
         }
     }
 
+    /// The name of a value's type, for messages; never the value itself, which may be secret.
+    pub fn of(value: &Value) -> &'static str {
+        match value {
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::Number(n) if n.is_f64() => "float",
+            Value::Number(_) => "int",
+            Value::String(_) => "string",
+            Value::Array(_) => "list",
+            Value::Object(_) => "map",
+        }
+    }
+
     /// Whether a value has this type.
     pub fn admits(self, value: &Value) -> bool {
         match self {

@@ -6,7 +6,7 @@
 //! Owns the rules for names and paths, which the edges reuse (`adapters::render_dir`).
 //! It may not look things up in the catalog; that is [`super::catalog`].
 
-use crate::model::manifest::{Approvals, FileSpec, ParamSpec, RingSpec};
+use crate::model::manifest::{Approvals, FileSpec, ParamSpec, ParamType, RingSpec};
 use crate::model::{Bundle, Diagnostics, Spanned};
 use std::collections::BTreeMap;
 
@@ -96,8 +96,9 @@ pub fn check_params(
                 default.at,
                 "wrong-param-type",
                 format!(
-                    "default of param `{name}` must be of type {}",
-                    spec.kind.name()
+                    "default of param `{name}` must be of type {}, not {}",
+                    spec.kind.name(),
+                    ParamType::of(&default.value)
                 ),
             );
         }
@@ -137,9 +138,9 @@ pub fn check_template_source(
                     tf.at,
                     "template-file",
                     format!(
-                        "template file `{}` not found (looked for `{}`)",
+                        "template file `{}` not found{}",
                         tf.value,
-                        template_path(file, &tf.value)
+                        looked_for(file, &tf.value)
                     ),
                 );
             }
@@ -196,6 +197,16 @@ pub fn template_path(manifest: &str, template: &str) -> String {
         }
     }
     parts.join("/")
+}
+
+/// ` (looked for `path`)` when the repository path differs from what was written.
+fn looked_for(manifest: &str, template: &str) -> String {
+    let path = template_path(manifest, template);
+    if path == template {
+        String::new()
+    } else {
+        format!(" (looked for `{path}`)")
+    }
 }
 
 #[cfg(test)]

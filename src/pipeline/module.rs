@@ -13,7 +13,7 @@ use super::expand::{
 };
 use crate::model::Diagnostics;
 use crate::model::Spanned;
-use crate::model::manifest::{ModuleSpec, Placement, Step, Value};
+use crate::model::manifest::{ModuleSpec, ParamType, Placement, Step, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One module being imported by one step.
@@ -143,7 +143,11 @@ fn check_module_args(
                 file,
                 arg.at,
                 "wrong-param-type",
-                format!("param `{name}` must be of type {}", p.kind.name()),
+                format!(
+                    "param `{name}` must be of type {}, not {}",
+                    p.kind.name(),
+                    ParamType::of(&arg.value)
+                ),
             ),
             Some(_) => {}
         }

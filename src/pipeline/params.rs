@@ -8,7 +8,7 @@
 
 use super::catalog::Entry;
 use super::expand::{Arg, secret_ref};
-use crate::model::manifest::{BlueprintSpec, ParamSpec, Value};
+use crate::model::manifest::{BlueprintSpec, ParamSpec, ParamType, Value};
 use crate::model::{Diagnostics, Pos};
 use std::collections::BTreeMap;
 
@@ -127,9 +127,10 @@ fn check_type(
         arg.at,
         "wrong-param-type",
         format!(
-            "param `{name}` of blueprint `{}` must be of type {}",
+            "param `{name}` of blueprint `{}` must be of type {}, not {}",
             bp.doc.name(),
-            spec.kind.name()
+            spec.kind.name(),
+            ParamType::of(value)
         ),
     );
     None

@@ -89,7 +89,10 @@ pub fn slots<'a>(
             job.file,
             placement.group.at,
             "no-workers",
-            format!("group `{group}` has no workers{selector} in ring `{ring}`"),
+            format!(
+                "step `{}` is placed on group `{group}`, which has no workers{selector} in ring `{ring}`",
+                job.name
+            ),
         );
         return None;
     }
