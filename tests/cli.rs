@@ -828,3 +828,198 @@ fn without_a_base_the_plan_creates_everything_render_writes() {
     );
     assert!(!md.contains(DEMO_TOKEN), "the secret stays hidden");
 }
+
+#[test]
+fn a_plan_shows_the_errors_of_both_sides_base_first() {
+    let repo = fleet_repo();
+    let reports = "examples/fleet/workflows/reports.yaml";
+    let (good, typo) = (
+        "blueprint: report-builder\n      with:\n        title: Daily",
+        "blueprint: report-bilder\n      with:\n        title: Daily",
+    );
+    repo.edit(reports, good, typo);
+    repo.commit("base: a typo");
+    repo.edit(reports, typo, good);
+    repo.edit(
+        "examples/fleet/rings.yaml",
+        "promotesFrom: dev",
+        "promotesFrom: qa",
+    );
+    repo.commit("head: the typo fixed, another made");
+
+    let base_error =
+        "examples/fleet/workflows/reports.yaml:8:18: error: unknown blueprint `report-bilder`";
+    let head_error = "examples/fleet/rings.yaml:22:17: error: unknown ring `qa`";
+    for extra in [&[][..], &["--detailed-exitcode"][..]] {
+        let args = [&["--ring", "dev", "--base", "HEAD~1"][..], extra].concat();
+        let run = fleet(&repo, "plan", &args);
+        run.expect(1);
+        assert_eq!(run.stdout, "", "no plan is printed");
+        let (base, head) = run
+            .stderr
+            .split_once("\nerror: head `HEAD` does not compile:\n")
+            .unwrap_or_else(|| panic!("no head section: {}", run.stderr));
+        assert!(
+            base.starts_with("error: base `HEAD~1` does not compile:\n")
+                && base.contains(base_error),
+            "{}",
+            run.stderr
+        );
+        assert!(!base.contains(head_error), "{}", run.stderr);
+        assert!(
+            head.contains(head_error) && !head.contains(base_error),
+            "{}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn io_failures_print_their_cause_once() {
+    let repo = fleet_repo();
+    let out = out_dir();
+    let long = out.path().join("x".repeat(300));
+    let run = render_dev(&repo, &long, &[]);
+    run.expect(2);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "error: cannot write {}: File name too long (os error 36)\n",
+            long.display()
+        )
+    );
+
+    // A Git object gone missing: git2's message, once.
+    let blob = repo.git(&["rev-parse", "HEAD:examples/fleet/rings.yaml"]);
+    let object = repo
+        .path()
+        .join(".git/objects")
+        .join(&blob[..2])
+        .join(&blob[2..]);
+    std::fs::remove_file(object).expect("remove a loose object");
+    let run = fleet(&repo, "validate", &[]);
+    run.expect(2);
+    assert!(
+        run.stderr
+            .starts_with("error: cannot read Git objects: object not found - no match for id"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        run.stderr.matches("object not found").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+}
+
+#[cfg(unix)]
+#[test]
+fn render_output_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let repo = fleet_repo();
+    let out = out_dir();
+    let target = out.path().join("new/render");
+    let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    fn walk(dir: &Path, seen: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            seen.push(path.clone());
+            if path.is_dir() {
+                walk(&path, seen);
+            }
+        }
+    }
+    // Once into a new folder, and again over that earlier render (even a loose one).
+    for _ in 0..2 {
+        if target.exists() {
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod");
+        }
+        render_dev(&repo, &target, &[]).expect(0);
+        assert_eq!(mode(&out.path().join("new")), 0o700, "created parent");
+        assert_eq!(mode(&target), 0o700, "output folder");
+        let mut all = Vec::new();
+        walk(&target, &mut all);
+        assert!(all.len() > 20, "{all:?}");
+        assert!(all.contains(&target.join(".ringops-render")));
+        for path in &all {
+            let want = if path.is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(mode(path), want, "{}", path.display());
+        }
+    }
+}
+
+#[test]
+fn render_into_a_file_is_a_user_error() {
+    let repo = fleet_repo();
+    let out = out_dir();
+    let file = out.path().join("notes.txt");
+    std::fs::write(&file, "mine").expect("write");
+
+    let run = render_dev(&repo, &file, &[]);
+    run.expect(1);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "error: {} is a file, not a folder; choose an empty or new folder\n",
+            file.display()
+        )
+    );
+
+    let below = file.join("render");
+    let run = render_dev(&repo, &below, &[]);
+    run.expect(1);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "error: cannot create folder {}: {} is a file, not a folder\n",
+            below.display(),
+            file.display()
+        )
+    );
+    assert_eq!(std::fs::read_to_string(&file).expect("read"), "mine");
+}
+
+#[test]
+fn the_reproduce_command_quotes_the_path_for_the_shell() {
+    let repo = Repo::init();
+    let path = "my fleet's $HOME";
+    repo.copy_in(&project().join(FLEET), path);
+    repo.commit("a fleet under an awkward folder name");
+    let secrets = demo_secrets();
+    let md = repo.ringops(&[
+        "plan",
+        "--path",
+        path,
+        "--secrets-dir",
+        &secrets,
+        "--ring",
+        "dev",
+        "--format",
+        "markdown",
+    ]);
+    let md = &md.expect(0).stdout;
+    let line = md
+        .lines()
+        .find(|l| l.starts_with("ringops plan "))
+        .unwrap_or_else(|| panic!("no command: {md}"));
+    assert!(
+        line.starts_with(r"ringops plan --ring dev --path 'my fleet'\''s $HOME' --head "),
+        "{line}"
+    );
+
+    // The shell hands ringops the path unchanged: the command reproduces the plan.
+    let command = line.replacen("ringops", env!("CARGO_BIN_EXE_ringops"), 1);
+    let script = format!("{command} --repo \"$1\" --secrets-dir \"$2\" --format markdown");
+    let mut sh = std::process::Command::new("sh");
+    sh.env_clear()
+        .current_dir(repo.path())
+        .args(["-c", &script, "sh", repo.path_str(), &secrets]);
+    let again = output(&mut sh);
+    // The same plan; only the header names the head by commit instead of `HEAD`.
+    let body = |md: &str| md.split_once(" · fingerprint").map(|(_, b)| b.to_owned());
+    let same = body(&again.expect(0).stdout) == body(md) && body(md).is_some();
+    assert!(same, "the reproduced plan differs:\n{}", again.stdout);
+}

@@ -13,6 +13,7 @@ use std::path::Path;
 /// hold the exact messages.
 const LOCATIONS: &[(&str, &[&str])] = &[
     ("absolute-artifact-path", &["blueprints.yaml:9:13"]),
+    ("artifact-path-characters", &["blueprints.yaml:9:13"]),
     ("bad-api-version", &["workflow.yaml:2:13"]),
     ("channel-no-consumer", &["workflow.yaml:8:12"]),
     ("channel-no-producer", &["workflow.yaml:8:13"]),
@@ -21,6 +22,7 @@ const LOCATIONS: &[(&str, &[&str])] = &[
         &["workflow.yaml:7:13"],
     ),
     ("cycle", &["workflow.yaml:10:13"]),
+    ("duplicate-artifact-path", &["blueprints.yaml:12:13"]),
     ("duplicate-name", &["more-blueprints.yaml:4:18"]),
     ("escaping-artifact-path", &["blueprints.yaml:9:13"]),
     ("group-without-workers-in-ring", &["workflow.yaml:11:26"]),
@@ -36,7 +38,15 @@ const LOCATIONS: &[(&str, &[&str])] = &[
     ),
     ("missing-feature", &["workflow.yaml:7:18"]),
     ("missing-required-param", &["workflow.yaml:7:13"]),
+    ("module-duplicate-step", &["module.yaml:10:13"]),
+    ("module-invalid-port-name", &["module.yaml:6:12"]),
+    ("module-unknown-blueprint", &["module.yaml:8:18"]),
+    ("module-unknown-channel", &["module.yaml:9:16"]),
+    ("module-unknown-param-ref", &["module.yaml:12:15"]),
+    ("nested-artifact-path", &["blueprints.yaml:12:13"]),
     ("template-file-missing", &["blueprints.yaml:10:21"]),
+    ("template-file-not-utf8", &["blueprints.yaml:10:21"]),
+    ("template-named-yaml", &["templates/job.yaml:1:1"]),
     ("template-syntax", &["blueprints.yaml:13:1"]),
     ("template-undefined", &["blueprints.yaml:14:1"]),
     ("too-many-replicas", &["workflow.yaml:11:42"]),
@@ -171,7 +181,8 @@ fn worktree_validation_sees_the_fix_of_a_committed_mistake() {
 
 /// Regression: an undeclared channel used to be reported at the step's name; it is
 /// reported where the channel is named, in the workflow for a module's port and in
-/// the module for its internal channels.
+/// the module for its internal channels (there by the module's own check, which names
+/// the module and its step as written).
 #[test]
 fn undeclared_channels_are_located_where_they_are_named_also_through_modules() {
     let repo = Repo::init();
@@ -199,7 +210,7 @@ fn undeclared_channels_are_located_where_they_are_named_also_through_modules() {
     assert_eq!(
         run.stdout,
         "fleet/modules/archive.yaml:12:13: error: channel `archive.sealed` has no consumer (no step lists it in `inputs`)\n\
-         fleet/modules/archive.yaml:25:16: error: step `archive.store` uses channel `seald`, which is not declared in `channels`\n\
+         fleet/modules/archive.yaml:25:16: error: module `archive` step `store` uses channel `seald`, which is neither a port (inputs/outputs) nor in the module's `channels`\n\
          fleet/workflows/invoices.yaml:8:17: error: channel `classified` has no consumer (no step lists it in `inputs`)\n\
          fleet/workflows/invoices.yaml:31:16: error: step `archive.seal` uses channel `classifed`, which is not declared in `channels`\n\
          4 errors\n"

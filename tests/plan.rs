@@ -501,3 +501,166 @@ fn detailed_exitcode_is_1_on_errors() {
         unresolved.stderr
     );
 }
+
+/// A fleet whose templates try every way a secret could slip into a plan: several lines,
+/// JSON escaping, filters that transform it, sensitive lists and maps, and a module param
+/// marked sensitive.
+fn leaky_fleet(repo: &Repo, level: &str) {
+    repo.write(
+        "fleet.yaml",
+        &format!(
+            r#"apiVersion: ringops/v1
+kind: Ring
+metadata: {{name: dev}}
+spec: {{values: {{level: {level}}}}}
+---
+apiVersion: ringops/v1
+kind: WorkerGroup
+metadata: {{name: core}}
+spec: {{workers: [{{name: w1, ring: dev}}]}}
+---
+apiVersion: ringops/v1
+kind: Blueprint
+metadata: {{name: leaky}}
+spec:
+  params:
+    pem: {{type: string, sensitive: true}}
+    quoted: {{type: string}}
+    keys: {{type: list, sensitive: true, default: [key-alpha-1, key-beta-2]}}
+    conf: {{type: map, sensitive: true, default: {{pass: map-pass-123}}}}
+    pw: {{type: string, default: ""}}
+  files:
+    - path: leak.conf
+      template: |
+        level={{{{ ring.values.level }}}}
+        pem={{{{ params.pem }}}}
+        json={{{{ params.quoted | tojson }}}}
+        upper={{{{ params.quoted | upper }}}}
+        reversed={{{{ params.quoted | reverse }}}}
+        keys={{{{ params.keys }}}}
+        pass={{{{ params.conf.pass | default("none") }}}}
+        pw={{{{ params.pw }}}}
+---
+apiVersion: ringops/v1
+kind: Module
+metadata: {{name: wrap}}
+spec:
+  params: {{pw: {{type: string, sensitive: true}}}}
+  steps:
+    - {{name: inner, blueprint: leaky, with: {{pw: {{param: pw}}, pem: {{secret: pem}}, quoted: {{secret: quoted}}}}}}
+---
+apiVersion: ringops/v1
+kind: Workflow
+metadata: {{name: wf}}
+spec:
+  steps:
+    - {{name: s, module: wrap, with: {{pw: module-pw-789}}, placement: {{group: core}}}}
+"#
+        ),
+    );
+}
+
+#[test]
+fn transformed_and_structured_secrets_never_reach_a_plan() {
+    let repo = Repo::init();
+    leaky_fleet(&repo, "info");
+    repo.commit("base");
+    leaky_fleet(&repo, "debug");
+    repo.commit("head");
+    let pem = "-----BEGIN KEY-----\nline-one-of-the-key\nline-two-of-the-key\n-----END KEY-----";
+    let quoted = "Hunter2\"x\\y";
+    let secrets = secrets_dir(&[("pem", pem), ("quoted", quoted)]);
+    let leaks = [
+        "line-one-of-the-key",
+        "line-two-of-the-key",
+        "Hunter2",
+        "HUNTER2",
+        "2retnuH",
+        "key-alpha-1",
+        "key-beta-2",
+        "map-pass-123",
+        "module-pw-789",
+    ];
+    for format in ["text", "markdown", "json"] {
+        let run = plan(
+            &repo,
+            secrets.path(),
+            "HEAD~1",
+            "HEAD",
+            &["--format", format],
+        );
+        let out = &run.expect(0).stdout;
+        for leak in leaks {
+            assert!(!out.contains(leak), "{format} plan shows `{leak}`:\n{out}");
+        }
+        assert!(
+            out.contains("level=debug"),
+            "{format}: the real change is shown"
+        );
+        assert!(
+            out.contains("pem=(sensitive value)"),
+            "{format}: redacted lines keep their key"
+        );
+    }
+    // From nothing, the whole file is shown, still redacted.
+    let created = repo.ringops(&[
+        "plan",
+        "--ring",
+        "dev",
+        "--secrets-dir",
+        secrets.path().to_str().expect("UTF-8"),
+    ]);
+    let created = &created.expect(0).stdout;
+    for leak in leaks {
+        assert!(
+            !created.contains(leak),
+            "plan from nothing shows `{leak}`:\n{created}"
+        );
+    }
+    // The artifact itself holds the real values.
+    let out = out_dir();
+    let render = repo.ringops(&[
+        "render",
+        "--ring",
+        "dev",
+        "--out",
+        out.path().to_str().expect("UTF-8"),
+        "--secrets-dir",
+        secrets.path().to_str().expect("UTF-8"),
+    ]);
+    render.expect(0);
+    let files = files_under(out.path());
+    let leak_conf = String::from_utf8(files["w1/wf/s.inner/leak.conf"].clone()).expect("UTF-8");
+    assert!(leak_conf.contains("upper=HUNTER2"), "{leak_conf}");
+    assert!(leak_conf.contains("pw=module-pw-789"), "{leak_conf}");
+}
+
+#[test]
+fn a_change_of_only_a_secret_is_shown_without_the_secret() {
+    let repo = Repo::init();
+    leaky_fleet(&repo, "info");
+    repo.commit("base");
+    repo.edit(
+        "fleet.yaml",
+        "with: {pw: module-pw-789}",
+        "with: {pw: module-pw-790}",
+    );
+    repo.commit("head");
+    let secrets = secrets_dir(&[("pem", "pem-value"), ("quoted", "quoted-value")]);
+    let run = plan(
+        &repo,
+        secrets.path(),
+        "HEAD~1",
+        "HEAD",
+        &["--format", "json"],
+    );
+    let out = &run.expect(0).stdout;
+    assert!(!out.contains("module-pw-7"), "{out}");
+    let doc: Value = serde_json::from_str(out).expect("JSON");
+    let action = &doc["workers"][0]["actions"][0];
+    assert_eq!(action["action"], "update");
+    assert_eq!(
+        action["diff"],
+        "--- a/wf/s.inner/leak.conf\n+++ b/wf/s.inner/leak.conf\n(only sensitive values changed)\n"
+    );
+}

@@ -36,11 +36,11 @@ pub enum SourceError {
     /// The repository has no work tree.
     #[error("repository at {0} has no work tree; use --rev instead of --worktree")]
     Bare(PathBuf),
-    /// Reading Git objects failed.
-    #[error("cannot read Git objects: {0}")]
+    /// Reading Git objects failed. The cause is printed by whoever shows the error chain.
+    #[error("cannot read Git objects")]
     Git(#[from] git2::Error),
-    /// Reading a work-tree file failed.
-    #[error("cannot read {path}: {source}")]
+    /// Reading a work-tree file failed. The cause is printed by whoever shows the chain.
+    #[error("cannot read {path}")]
     Io {
         /// The file.
         path: PathBuf,

@@ -6,6 +6,7 @@ pub mod render;
 pub mod validate;
 
 use crate::adapters::git::{Source, SourceError};
+use crate::adapters::render_dir::RenderDirError;
 use crate::adapters::secrets::HostSecrets;
 use crate::model::{Bundle, Diagnostic};
 use crate::pipeline::load::is_manifest;
@@ -78,6 +79,16 @@ impl Failure {
 
 impl From<SourceError> for Failure {
     fn from(e: SourceError) -> Self {
+        if e.is_user_error() {
+            Failure::User(e.into())
+        } else {
+            Failure::Internal(e.into())
+        }
+    }
+}
+
+impl From<RenderDirError> for Failure {
+    fn from(e: RenderDirError) -> Self {
         if e.is_user_error() {
             Failure::User(e.into())
         } else {

@@ -58,18 +58,10 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Outcome {
     let head_bundle = ctx.source.bundle_at(&args.head, &ctx.path)?;
     // The two sides compile independently: one thread each.
     let secrets = &ctx.secrets;
-    let (base, head) = std::thread::scope(|scope| {
-        let base =
-            scope.spawn(|| desired(secrets, "base", base_rev, &base_bundle, &args.ring, true));
-        let head = desired(secrets, "head", &args.head, &head_bundle, &args.ring, false);
-        let base = base.join().unwrap_or_else(|_| {
-            Err(Failure::Internal(anyhow::anyhow!(
-                "compiling base panicked"
-            )))
-        });
-        (base, head)
-    });
-    let (base, head) = (base?, head?);
+    let (base, head) = both_sides(
+        || desired(secrets, "base", base_rev, &base_bundle, &args.ring, true),
+        || desired(secrets, "head", &args.head, &head_bundle, &args.ring, false),
+    )?;
     let input = PlanInput {
         path: head_bundle.root.clone(),
         base: args.base.as_ref().map(|rev| Revision {
@@ -92,6 +84,51 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Outcome {
     Ok(match (args.detailed_exitcode, plan.summary.is_empty()) {
         (true, false) => ExitCode::from(2),
         _ => ExitCode::SUCCESS,
+    })
+}
+
+/// Runs the base and the head side on a scoped thread each. A panic of either becomes
+/// an internal error naming the side; when both fail, both errors are reported, base
+/// first, and the failure is internal if either one is.
+fn both_sides<T: Send>(
+    base: impl FnOnce() -> Result<T, Failure> + Send,
+    head: impl FnOnce() -> Result<T, Failure> + Send,
+) -> Result<(T, T), Failure> {
+    let (base, head) = std::thread::scope(|scope| {
+        let base = scope.spawn(base);
+        let head = scope.spawn(head);
+        (joined("base", base.join()), joined("head", head.join()))
+    });
+    match (base, head) {
+        (Ok(base), Ok(head)) => Ok((base, head)),
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+        (Err(base), Err(head)) => {
+            let internal =
+                matches!(base, Failure::Internal(_)) || matches!(head, Failure::Internal(_));
+            let (Failure::User(base) | Failure::Internal(base)) = base;
+            let (Failure::User(head) | Failure::Internal(head)) = head;
+            // `main` prefixes the first with `error: `; the second gets its own.
+            let both = anyhow::anyhow!("{base:#}\nerror: {head:#}");
+            Err(if internal {
+                Failure::Internal(both)
+            } else {
+                Failure::User(both)
+            })
+        }
+    }
+}
+
+/// A side's result, or an internal error if its thread panicked.
+fn joined<T>(side: &str, result: std::thread::Result<Result<T, Failure>>) -> Result<T, Failure> {
+    result.unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("no message");
+        Err(Failure::Internal(anyhow::anyhow!(
+            "compiling the {side} side panicked (a bug in ringops): {message}"
+        )))
     })
 }
 
@@ -124,5 +161,62 @@ fn desired(
                 compiled.rings.join(", ")
             }
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(message: &str) -> Result<u8, Failure> {
+        Err(Failure::user(message))
+    }
+
+    fn message(failure: Failure) -> (bool, String) {
+        match failure {
+            Failure::User(e) => (true, format!("{e:#}")),
+            Failure::Internal(e) => (false, format!("{e:#}")),
+        }
+    }
+
+    #[test]
+    fn both_sides_errors_are_reported_base_first() {
+        let err = both_sides(|| user("base broke"), || user("head broke")).unwrap_err();
+        assert_eq!(message(err), (true, "base broke\nerror: head broke".into()));
+        let err = both_sides(|| Ok(1), || user("head broke")).unwrap_err();
+        assert_eq!(message(err), (true, "head broke".into()));
+        assert_eq!(both_sides(|| Ok(1), || Ok(2)).ok(), Some((1, 2)));
+    }
+
+    #[test]
+    fn a_panic_on_either_side_is_an_internal_error_naming_it() {
+        for side in ["base", "head"] {
+            let boom = |s: &str| -> Result<u8, Failure> {
+                if s == side {
+                    panic!("boom on {s}");
+                }
+                Ok(0)
+            };
+            let err = both_sides(|| boom("base"), || boom("head")).unwrap_err();
+            assert_eq!(
+                message(err),
+                (
+                    false,
+                    format!(
+                        "compiling the {side} side panicked (a bug in ringops): boom on {side}"
+                    )
+                )
+            );
+        }
+        // A panic beside a user error is still internal; both are named.
+        let err = both_sides(|| user("base broke"), || panic!("static")).unwrap_err();
+        assert_eq!(
+            message(err),
+            (
+                false,
+                "base broke\nerror: compiling the head side panicked (a bug in ringops): static"
+                    .into()
+            )
+        );
     }
 }

@@ -38,10 +38,7 @@ pub fn run(ctx: &Context, args: &RenderArgs) -> Outcome {
             }
         )));
     };
-    let written = render_dir::write(&args.out, state).map_err(|e| match e {
-        render_dir::RenderDirError::Io { .. } => Failure::Internal(e.into()),
-        _ => Failure::User(e.into()),
-    })?;
+    let written = render_dir::write(&args.out, state)?;
     emit(&format!(
         "wrote {written} artifacts for {} workers of ring {} under {}\n",
         state.workers.len(),

@@ -46,6 +46,11 @@ pub struct Artifact {
     pub sources: Vec<String>,
     /// Sensitive values inside `content`; lines holding one are never shown.
     pub sensitive: Vec<String>,
+    /// What plans show instead of `content` when the artifact holds sensitive values:
+    /// the same template rendered with placeholders.
+    pub shown: Option<String>,
+    /// Digest of the hidden values, so a plan can tell they changed. Never printed.
+    pub hidden_digest: Option<String>,
 }
 
 impl Artifact {
@@ -57,7 +62,21 @@ impl Artifact {
             sha256,
             sources,
             sensitive,
+            shown: None,
+            hidden_digest: None,
         }
+    }
+
+    /// Sets the text plans show in place of the content, and the digest of what it hides.
+    pub fn with_shown(mut self, shown: Option<String>, hidden_digest: Option<String>) -> Self {
+        self.shown = shown;
+        self.hidden_digest = hidden_digest;
+        self
+    }
+
+    /// The text a plan may show: the redacted rendering when there is one.
+    pub fn display_text(&self) -> &str {
+        self.shown.as_deref().unwrap_or(&self.content)
     }
 }
 

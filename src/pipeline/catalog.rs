@@ -6,10 +6,11 @@
 //! workflows or look at rendering.
 
 use super::checks::{
-    check_approvals, check_artifact_path, check_duration, check_name, check_params, check_target,
-    check_template_source, ring_durations,
+    check_approvals, check_artifact_path, check_artifact_paths_apart, check_duration, check_name,
+    check_params, check_target, check_template_source, ring_durations,
 };
 use super::load::Loaded;
+use super::module::check_module;
 use crate::model::manifest::{
     BlueprintSpec, Document, ModuleSpec, Resource, RingSpec, TransportSpec, Worker,
     WorkerGroupSpec, WorkflowSpec,
@@ -88,6 +89,7 @@ impl<'a> Catalog<'a> {
         cat.index_workers(diags);
         cat.check_rings(diags);
         cat.check_blueprints(bundle, diags);
+        cat.check_modules(diags);
         cat.check_transports(diags);
         cat
     }
@@ -206,9 +208,27 @@ impl<'a> Catalog<'a> {
                 check_artifact_path(file, &spec.path, diags);
                 check_template_source(file, spec, bundle, diags);
             }
+            check_artifact_paths_apart(file, name, &bp.spec.files, diags);
         }
-        for module in self.modules.values() {
-            check_params(module.file(), &module.spec.params, diags);
+    }
+
+    /// Checks every module once, imported or not; see [`check_module`]. Its steps'
+    /// blueprints must exist.
+    fn check_modules(&self, diags: &mut Diagnostics) {
+        for (name, module) in &self.modules {
+            let file = module.file();
+            check_params(file, &module.spec.params, diags);
+            check_module(file, name, module.spec, diags);
+            for blueprint in module
+                .spec
+                .steps
+                .iter()
+                .filter_map(|s| s.blueprint.as_ref())
+            {
+                if !self.blueprints.contains_key(blueprint.value.as_str()) {
+                    self.unknown(diags, file, blueprint, "blueprint");
+                }
+            }
         }
     }
 

@@ -1,13 +1,13 @@
 //! Checks of single values for the index stage: resource names, worker targets,
-//! durations, param defaults, approval counts, artifact paths and where a blueprint
-//! file's template comes from. Each reports a diagnostic and needs nothing but the value
+//! durations, param defaults, approval counts, artifact paths (and that a blueprint's
+//! paths do not collide) and where a blueprint file's template comes from. Each reports a diagnostic and needs nothing but the value
 //! (and, for `templateFile`, the bundle's file list).
 //!
 //! Owns the rules for names and paths, which the edges reuse (`adapters::render_dir`).
 //! It may not look things up in the catalog; that is [`super::catalog`].
 
 use crate::model::manifest::{Approvals, FileSpec, ParamSpec, ParamType, RingSpec};
-use crate::model::{Bundle, Diagnostics, Spanned};
+use crate::model::{Bundle, Diagnostics, Pos, Spanned};
 use std::collections::BTreeMap;
 
 /// True for names of the form `[a-z0-9]([a-z0-9-]*[a-z0-9])?`.
@@ -154,16 +154,69 @@ pub fn check_template_source(
     }
 }
 
-/// Reports an artifact path that is absolute or leaves its job directory.
+/// Reports an artifact path that is absolute, leaves its job directory or uses
+/// characters other than letters, digits, `.`, `_` and `-` in its parts.
 pub fn check_artifact_path(file: &str, path: &Spanned<String>, diags: &mut Diagnostics) {
     if let Some(problem) = artifact_path_problem(&path.value) {
         diags.error(
             file,
             path.at,
             "artifact-path",
-            format!("artifact path `{}` {problem}", path.value),
+            format!("artifact path `{}` {problem}", one_line(&path.value)),
         );
     }
+}
+
+/// Reports files of one blueprint that would be written to the same place: a path
+/// listed twice, or a path inside another file's path (`a` and `a/b`). Paths with a
+/// problem of their own are left to [`check_artifact_path`].
+pub fn check_artifact_paths_apart(
+    file: &str,
+    blueprint: &str,
+    files: &[FileSpec],
+    diags: &mut Diagnostics,
+) {
+    let mut first: BTreeMap<&str, Pos> = BTreeMap::new();
+    for path in files.iter().map(|f| &f.path) {
+        if artifact_path_problem(&path.value).is_some() {
+            continue;
+        }
+        match first.get(path.value.as_str()) {
+            Some(at) => diags.error(
+                file,
+                path.at,
+                "artifact-path",
+                format!(
+                    "file `{}` of blueprint `{blueprint}` is listed twice (first at line {})",
+                    path.value, at.line
+                ),
+            ),
+            None => {
+                first.insert(&path.value, path.at);
+            }
+        }
+    }
+    for (path, at) in &first {
+        let mut outers = path.match_indices('/').map(|(i, _)| &path[..i]);
+        if let Some(outer) = outers.find(|o| first.contains_key(o)) {
+            diags.error(
+                file,
+                *at,
+                "artifact-path",
+                format!("file `{path}` of blueprint `{blueprint}` would be inside file `{outer}`"),
+            );
+        }
+    }
+}
+
+/// `text` with control characters escaped (`\n`, `\t`), so a message stays on one line.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
 }
 
 /// Why a job-relative file path is unsafe, if it is.
@@ -179,6 +232,10 @@ pub fn artifact_path_problem(path: &str) -> Option<&'static str> {
     }
     if path.starts_with(".ringops") {
         return Some("must not be inside `.ringops`, which ringops reserves");
+    }
+    let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/');
+    if !path.bytes().all(plain) {
+        return Some("may only use letters, digits, `.`, `_` and `-` in each part");
     }
     None
 }
@@ -229,6 +286,69 @@ mod tests {
         assert!(artifact_path_problem("../x").is_some());
         assert!(artifact_path_problem("a/../../x").is_some());
         assert!(artifact_path_problem("a//b").is_some());
+        assert!(artifact_path_problem(".ringops/x").is_some());
+        assert!(artifact_path_problem("Conf_2/job-1.v2.yaml").is_none());
+        for odd in [
+            "my job.yaml",
+            "a\nb",
+            "a\tb",
+            "a`b",
+            "<b>x</b>",
+            "é.yaml",
+            "a$b",
+        ] {
+            assert_eq!(
+                artifact_path_problem(odd),
+                Some("may only use letters, digits, `.`, `_` and `-` in each part"),
+                "{odd:?}"
+            );
+        }
+    }
+
+    fn collisions(paths: &[&str]) -> Vec<String> {
+        let files: Vec<FileSpec> = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let at = Pos {
+                    line: i as u32 + 1,
+                    col: 1,
+                };
+                FileSpec {
+                    path: Spanned::new((*p).to_owned(), at),
+                    template: Some(Spanned::new("x".to_owned(), at)),
+                    template_file: None,
+                }
+            })
+            .collect();
+        let mut diags = Diagnostics::default();
+        check_artifact_paths_apart("bp.yaml", "x", &files, &mut diags);
+        diags
+            .into_sorted()
+            .into_iter()
+            .map(|d| format!("{}: {}", d.line, d.message))
+            .collect()
+    }
+
+    #[test]
+    fn blueprint_paths_may_not_collide() {
+        assert!(collisions(&["a", "b/c", "ab/c", "b/d"]).is_empty());
+        assert_eq!(
+            collisions(&["a/b", "c", "a"]),
+            ["1: file `a/b` of blueprint `x` would be inside file `a`"]
+        );
+        assert_eq!(
+            collisions(&["a", "b", "a"]),
+            ["3: file `a` of blueprint `x` is listed twice (first at line 1)"]
+        );
+        assert_eq!(
+            collisions(&["a", "a/b/c"]),
+            ["2: file `a/b/c` of blueprint `x` would be inside file `a`"]
+        );
+        assert!(
+            collisions(&["../a", "../a"]).is_empty(),
+            "left to the path check"
+        );
     }
 
     #[test]

@@ -226,6 +226,36 @@ spec:
     }
 
     #[test]
+    fn an_oversized_artifact_is_an_error_not_an_allocation() {
+        let text = FLEET.replace(
+            "key={{ params.key }}",
+            "{% for i in range(10) %}{{ 'x' * 1000000 }}{% endfor %}",
+        );
+        let diags = dev(&text).unwrap_err();
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.message.contains("larger than 8 MiB")),
+            "{diags:?}"
+        );
+    }
+
+    #[test]
+    fn render_errors_of_jobs_with_secrets_hide_their_details() {
+        let text = FLEET.replace("key={{ params.key }}", "{{ params.key | int }}{{ nope }}");
+        let diags = dev(&text).unwrap_err();
+        let messages: Vec<&str> = diags.iter().map(|d| d.message.as_str()).collect();
+        assert!(
+            messages.iter().all(|m| !m.contains("s3cret")),
+            "{messages:?}"
+        );
+        assert!(
+            messages.iter().any(|m| m.contains("details hidden")),
+            "{messages:?}"
+        );
+    }
+
+    #[test]
     fn channel_names_cannot_make_paths() {
         let text = FLEET.replace("raw", "../../x");
         let diags = dev(&text).unwrap_err();

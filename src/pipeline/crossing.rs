@@ -25,6 +25,8 @@ struct Crossing<'c> {
     file: &'c str,
     /// `transport` in the template context.
     value: Value,
+    /// Files of the groups of every sender and receiver: their addresses are in `value`.
+    group_files: BTreeSet<&'c str>,
 }
 
 impl Renderer<'_> {
@@ -46,10 +48,17 @@ impl Renderer<'_> {
         };
         let senders = hosts(slots, &channel.producers);
         let receivers = hosts(slots, &channel.consumers);
+        let group_files = senders
+            .iter()
+            .chain(&receivers)
+            .filter_map(|w| self.cat.workers.get(w))
+            .map(|e| e.doc.file.as_str())
+            .collect();
         let crossing = Crossing {
             wf,
             channel: name,
             ring,
+            group_files,
             file: transport.file(),
             value: context! {
                 name => tname.value.clone(),
@@ -156,5 +165,6 @@ fn adapter_sources(c: &Crossing, bp: &Entry<BlueprintSpec>) -> BTreeSet<String> 
         bp.file().to_owned(),
     ]);
     sources.extend(c.wf.jobs.iter().flat_map(|j| j.sources.iter().cloned()));
+    sources.extend(c.group_files.iter().map(|f| (*f).to_owned()));
     sources
 }

@@ -22,6 +22,8 @@ pub struct Arg {
     pub file: String,
     /// Position in that file.
     pub at: Pos,
+    /// Passed through a module param marked `sensitive`: never shown.
+    pub sensitive: bool,
 }
 
 /// One job of a workflow after module expansion: a step bound to a blueprint.
@@ -213,6 +215,7 @@ pub(super) fn args(file: &str, with: &BTreeMap<String, Spanned<Value>>) -> BTree
                 value: v.value.clone(),
                 file: file.to_owned(),
                 at: v.at,
+                sensitive: false,
             };
             (k.clone(), arg)
         })

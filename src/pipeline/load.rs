@@ -58,8 +58,15 @@ pub fn parse_file(path: &str, text: &str, out: &mut Loaded, diags: &mut Diagnost
         Ok(docs) => out.documents.extend(docs),
         Err(first) => {
             let chunks = split_documents(text);
+            let hint = !looks_like_manifest(chunks[0].1);
+            let with_hint = |mut e: Diagnostic| {
+                if hint {
+                    e.message.push_str(TEMPLATE_HINT);
+                }
+                e
+            };
             if chunks.len() <= 1 {
-                diags.push(first);
+                diags.push(with_hint(first));
                 out.broken.extend(header(text));
                 return;
             }
@@ -69,13 +76,27 @@ pub fn parse_file(path: &str, text: &str, out: &mut Loaded, diags: &mut Diagnost
                 match parse_documents(path, &padded, diags) {
                     Ok(docs) => out.documents.extend(docs),
                     Err(e) => {
-                        diags.push(e);
+                        diags.push(with_hint(e));
                         out.broken.extend(header(&padded));
                     }
                 }
             }
         }
     }
+}
+
+/// Added to the parse errors of a `.yaml`/`.yml` file that does not look like a
+/// manifest: most likely a template named like one.
+const TEMPLATE_HINT: &str =
+    " (if this is a template, name it *.j2 or use a suffix other than .yaml/.yml)";
+
+/// True when a document's text names `apiVersion` or `kind` as a key. Read as text, so
+/// it also answers for YAML that does not parse.
+fn looks_like_manifest(document: &str) -> bool {
+    document.lines().any(|line| {
+        let key = line.trim_start_matches(|c: char| c == '{' || c.is_whitespace());
+        key.starts_with("apiVersion:") || key.starts_with("kind:")
+    })
 }
 
 fn parse_documents(
@@ -384,6 +405,34 @@ mod tests {
         assert_eq!(ring.values["a"], "n");
         assert_eq!(ring.values["b"], "no");
         assert_eq!(ring.values["c"], true);
+    }
+
+    /// Regression: a template named `*.yaml` was reported with only the parser's
+    /// confusing error.
+    #[test]
+    fn a_file_that_is_not_a_manifest_gets_a_template_hint() {
+        let (_, diags) = parse("listen: \":{{ params.port }}\"\n");
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert!(diags[0].message.ends_with(TEMPLATE_HINT), "{diags:?}");
+        let (_, diags) = parse("{% if params.tls %}\ntls: true\n{% endif %}\n");
+        assert!(diags[0].message.ends_with(TEMPLATE_HINT), "{diags:?}");
+    }
+
+    #[test]
+    fn a_broken_manifest_gets_no_template_hint() {
+        for text in [
+            "apiVersion: ringops/v1\nkind: Ring\nmetadata: {name: d}\nspec: {bad: 1}\n",
+            "# a ring\nkind: Ring\n  oops: [\n",
+            "{apiVersion: ringops/v1, kind: Ring, metadata: {name: d}, spec: {bad: 1}}\n",
+            "apiVersion: ringops/v1\nkind: Ring\nmetadata: {name: d}\nspec: {}\n---\nport: 1\n",
+        ] {
+            let (_, diags) = parse(text);
+            assert!(!diags.is_empty(), "{text}");
+            assert!(
+                diags.iter().all(|d| !d.message.contains(TEMPLATE_HINT)),
+                "{text}: {diags:?}"
+            );
+        }
     }
 
     #[test]

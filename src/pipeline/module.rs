@@ -2,8 +2,10 @@
 //! steps, named `<step>.<inner>`, with the module's params and ports bound to what the
 //! importing step gives.
 //!
-//! Owns the checks of an import (params, port counts, nested modules). It may not bind
-//! channels to producers and consumers; that is [`super::channels`].
+//! Owns the checks of a module on its own ([`check_module`]: names, duplicates,
+//! `{param: NAME}` references, the channels its steps name) and of an import (params,
+//! port counts, nested modules). It may not bind channels to producers and consumers;
+//! that is [`super::channels`].
 
 use super::catalog::Entry;
 use super::channels::declare_channels;
@@ -11,9 +13,8 @@ use super::checks::check_name;
 use super::expand::{
     Arg, ChannelRef, Expanded, Job, args, is_secret, missing_placement, param_ref,
 };
-use crate::model::Diagnostics;
-use crate::model::Spanned;
 use crate::model::manifest::{ModuleSpec, ParamType, Placement, Step, Value};
+use crate::model::{Diagnostics, Pos, Spanned};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One module being imported by one step.
@@ -56,9 +57,123 @@ pub fn import_module<'a>(
         Some(import.prefix),
         diags,
     ));
+    let mut seen = BTreeSet::new();
     for inner in &spec.steps {
+        // A second step of the same name is reported by `check_module`.
+        if !seen.insert(inner.name.value.as_str()) {
+            continue;
+        }
         if let Some(job) = import.job(inner, diags) {
             wf.jobs.push(job);
+        }
+    }
+}
+
+/// Checks a module once, whether or not a step imports it: port and step names are
+/// valid and unique, `{param: NAME}` values name declared params, and every channel a
+/// step names is a port or one of the module's `channels`.
+pub fn check_module(file: &str, name: &str, spec: &ModuleSpec, diags: &mut Diagnostics) {
+    check_ports(file, spec, diags);
+    let mut seen = BTreeMap::new();
+    for step in &spec.steps {
+        check_name(file, &step.name, "step", diags);
+        if let Some(first) = seen.insert(step.name.value.as_str(), step.name.at) {
+            duplicate(file, &step.name, "step", first, diags);
+        }
+        check_param_refs(file, name, spec, step, diags);
+        check_step_channels(file, name, spec, step, diags);
+    }
+}
+
+/// Port names are valid, unique over `inputs` and `outputs`, and not also a channel.
+fn check_ports(file: &str, spec: &ModuleSpec, diags: &mut Diagnostics) {
+    let mut seen = BTreeMap::new();
+    for port in spec.inputs.iter().chain(&spec.outputs) {
+        check_name(file, port, "port", diags);
+        if let Some(first) = seen.insert(port.value.as_str(), port.at) {
+            duplicate(file, port, "port", first, diags);
+        } else if let Some(channel) = spec.channels.get(&port.value) {
+            diags.error(
+                file,
+                port.at,
+                "duplicate-name",
+                format!(
+                    "port `{}` is also a channel in `channels` (line {}): give one of them another name",
+                    port.value, channel.at.line
+                ),
+            );
+        }
+    }
+}
+
+fn duplicate(file: &str, name: &Spanned<String>, what: &str, first: Pos, diags: &mut Diagnostics) {
+    diags.error(
+        file,
+        name.at,
+        "duplicate-name",
+        format!(
+            "{what} `{}` is already defined at line {}",
+            name.value, first.line
+        ),
+    );
+}
+
+/// Reports `{param: NAME}` values naming a param the module does not declare.
+fn check_param_refs(
+    file: &str,
+    module: &str,
+    spec: &ModuleSpec,
+    step: &Step,
+    diags: &mut Diagnostics,
+) {
+    for value in step.with.values() {
+        let Some(p) = param_ref(&value.value) else {
+            continue;
+        };
+        if spec.params.contains_key(p) {
+            continue;
+        }
+        let declared: Vec<&str> = spec.params.keys().map(String::as_str).collect();
+        let hint = if declared.is_empty() {
+            "it declares no params".to_owned()
+        } else {
+            format!("declared: {}", declared.join(", "))
+        };
+        diags.error(
+            file,
+            value.at,
+            "unknown-param",
+            format!("module `{module}` has no param `{p}` ({hint})"),
+        );
+    }
+}
+
+/// Reports channels a module's step names that are neither a port nor an internal
+/// channel: they would otherwise bind to a workflow channel of the same name.
+fn check_step_channels(
+    file: &str,
+    module: &str,
+    spec: &ModuleSpec,
+    step: &Step,
+    diags: &mut Diagnostics,
+) {
+    for c in step.inputs.iter().chain(&step.outputs) {
+        let is_port = spec
+            .inputs
+            .iter()
+            .chain(&spec.outputs)
+            .any(|p| p.value == c.value);
+        if !is_port && !spec.channels.contains_key(&c.value) {
+            diags.error(
+                file,
+                c.at,
+                "unknown-channel",
+                format!(
+                    "module `{module}` step `{}` uses channel `{}`, which is neither a port \
+                     (inputs/outputs) nor in the module's `channels`",
+                    step.name.value, c.value
+                ),
+            );
         }
     }
 }
@@ -66,7 +181,6 @@ pub fn import_module<'a>(
 impl<'a> Import<'a> {
     /// The job of one of the module's steps, or `None` after a reported problem.
     fn job(&self, inner: &'a Step, diags: &mut Diagnostics) -> Option<Job<'a>> {
-        check_name(self.mfile, &inner.name, "step", diags);
         let (Some(blueprint), None) = (&inner.blueprint, &inner.module) else {
             diags.error(
                 self.mfile,
@@ -85,8 +199,16 @@ impl<'a> Import<'a> {
             blueprint,
             with: pass_params(self.mfile, &inner.with, self.spec, &self.given),
             placement,
-            inputs: inner.inputs.iter().map(|c| self.channel(c)).collect(),
-            outputs: inner.outputs.iter().map(|c| self.channel(c)).collect(),
+            inputs: inner
+                .inputs
+                .iter()
+                .filter_map(|c| self.channel(c))
+                .collect(),
+            outputs: inner
+                .outputs
+                .iter()
+                .filter_map(|c| self.channel(c))
+                .collect(),
             file: self.mfile,
             at: inner.name.at,
             sources: BTreeSet::from([self.wf_file.to_owned(), self.mfile.to_owned()]),
@@ -100,24 +222,24 @@ impl<'a> Import<'a> {
 
     /// A channel named by an inner step. A port resolves to the importing step's channel,
     /// located where the step names it; a channel the module declares gets the prefix.
-    fn channel(&self, c: &'a Spanned<String>) -> ChannelRef<'a> {
+    /// Anything else is `None`: never the workflow's channel of the same name. An unknown
+    /// name is reported by [`check_module`], an unbound port by the port count check.
+    fn channel(&self, c: &'a Spanned<String>) -> Option<ChannelRef<'a>> {
         if let Some(bound) = self.ports.get(c.value.as_str()) {
-            return ChannelRef {
+            return Some(ChannelRef {
                 name: bound.value.clone(),
                 file: self.wf_file,
                 at: bound.at,
-            };
+            });
         }
-        let name = if self.spec.channels.contains_key(&c.value) {
-            format!("{}.{}", self.prefix, c.value)
-        } else {
-            c.value.clone()
-        };
-        ChannelRef {
-            name,
-            file: self.mfile,
-            at: c.at,
-        }
+        self.spec
+            .channels
+            .contains_key(&c.value)
+            .then(|| ChannelRef {
+                name: format!("{}.{}", self.prefix, c.value),
+                file: self.mfile,
+                at: c.at,
+            })
     }
 }
 
@@ -200,7 +322,10 @@ fn bind_ports<'a>(
     ports
 }
 
-/// Replaces `{param: NAME}` values of a module's step with the importing step's values.
+/// Replaces `{param: NAME}` values of a module's step with the importing step's values,
+/// else the module param's default. Dropped (so the blueprint's default applies): an
+/// optional param given no value and without default, and an undeclared name, which
+/// [`check_module`] reports.
 fn pass_params(
     mfile: &str,
     with: &BTreeMap<String, Spanned<Value>>,
@@ -210,24 +335,115 @@ fn pass_params(
     let mut out = BTreeMap::new();
     for (key, value) in with {
         let arg = match param_ref(&value.value) {
-            Some(p) => match given.get(p) {
-                Some(arg) => arg.clone(),
-                None => match spec.params.get(p).and_then(|s| s.default.as_ref()) {
-                    Some(d) => Arg {
-                        value: d.value.clone(),
-                        file: mfile.to_owned(),
-                        at: d.at,
+            Some(p) => {
+                let Some(declared) = spec.params.get(p) else {
+                    continue;
+                };
+                let sensitive = declared.sensitive;
+                let arg = match given.get(p) {
+                    Some(arg) => arg.clone(),
+                    None => match declared.default.as_ref() {
+                        Some(d) => Arg {
+                            value: d.value.clone(),
+                            file: mfile.to_owned(),
+                            at: d.at,
+                            sensitive,
+                        },
+                        None => continue,
                     },
-                    None => continue,
-                },
-            },
+                };
+                Arg {
+                    sensitive: arg.sensitive || sensitive,
+                    ..arg
+                }
+            }
             None => Arg {
                 value: value.value.clone(),
                 file: mfile.to_owned(),
                 at: value.at,
+                sensitive: false,
             },
         };
         out.insert(key.clone(), arg);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::manifest::Resource;
+    use crate::pipeline::load::{Loaded, parse_file};
+
+    /// `check_module`'s errors for a module spec written as YAML.
+    fn check(spec: &str) -> Vec<String> {
+        let text =
+            format!("apiVersion: ringops/v1\nkind: Module\nmetadata: {{name: m}}\nspec:\n{spec}");
+        let (mut loaded, mut diags) = (Loaded::default(), Diagnostics::default());
+        parse_file("m.yaml", &text, &mut loaded, &mut diags);
+        let Resource::Module(module) = &loaded.documents[0].resource else {
+            panic!("not a module: {:?}", diags.into_sorted())
+        };
+        check_module("m.yaml", "m", module, &mut diags);
+        diags
+            .into_sorted()
+            .into_iter()
+            .map(|d| format!("{}:{} {} {}", d.line, d.col, d.code, d.message))
+            .collect()
+    }
+
+    #[test]
+    fn a_sound_module_has_no_errors() {
+        let errors = check(
+            "  params: {a: {type: int}}\n  inputs: [i]\n  outputs: [o]\n  channels: {c: {}}\n\
+             \x20 steps:\n    - {name: s, blueprint: b, with: {x: {param: a}}, inputs: [i], outputs: [c]}\n\
+             \x20   - {name: t, blueprint: b, inputs: [c], outputs: [o]}\n",
+        );
+        assert_eq!(errors, Vec::<String>::new());
+    }
+
+    #[test]
+    fn param_references_must_be_declared() {
+        let errors = check(
+            "  params: {a: {type: int}}\n  steps:\n    - {name: s, blueprint: b, with: {x: {param: z}}}\n",
+        );
+        assert_eq!(
+            errors,
+            ["7:41 unknown-param module `m` has no param `z` (declared: a)"]
+        );
+        let errors = check("  steps:\n    - {name: s, blueprint: b, with: {x: {param: z}}}\n");
+        assert_eq!(
+            errors,
+            ["6:41 unknown-param module `m` has no param `z` (it declares no params)"]
+        );
+    }
+
+    #[test]
+    fn ports_are_valid_unique_and_not_channels() {
+        let errors =
+            check("  inputs: [i, Bad]\n  outputs: [i, c]\n  channels: {c: {}}\n  steps: []\n");
+        assert_eq!(
+            errors,
+            [
+                "5:15 invalid-name invalid port name `Bad`: use lowercase letters, digits and `-` (at most 63)",
+                "6:13 duplicate-name port `i` is already defined at line 5",
+                "6:16 duplicate-name port `c` is also a channel in `channels` (line 7): give one of them another name",
+            ]
+        );
+    }
+
+    #[test]
+    fn steps_are_unique_and_name_only_their_module_s_channels() {
+        let errors = check(
+            "  inputs: [i]\n  steps:\n    - {name: s, blueprint: b, inputs: [i]}\n\
+             \x20   - {name: s, blueprint: b, outputs: [w]}\n",
+        );
+        assert_eq!(
+            errors,
+            [
+                "8:14 duplicate-name step `s` is already defined at line 7",
+                "8:41 unknown-channel module `m` step `s` uses channel `w`, which is neither a port (inputs/outputs) nor in the module's `channels`",
+            ]
+        );
+    }
 }

@@ -10,7 +10,7 @@ use super::catalog::Entry;
 use super::expand::{Arg, secret_ref};
 use crate::model::manifest::{BlueprintSpec, ParamSpec, ParamType, Value};
 use crate::model::{Diagnostics, Pos};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Where secret values come from; implemented at the edge (files, credentials, env).
 pub trait SecretSource {
@@ -42,6 +42,62 @@ pub(super) struct Params {
     pub sensitive: Vec<String>,
     /// Names of the secrets used.
     pub secrets: Vec<String>,
+    /// Names of the params whose values are hidden (secrets and sensitive params).
+    pub hidden: BTreeSet<String>,
+}
+
+/// What a hidden string param renders as when a plan shows an artifact.
+pub const PLACEHOLDER: &str = "(sensitive value)";
+
+impl Params {
+    /// The values with every hidden param replaced by a placeholder of its type, or
+    /// `None` when nothing is hidden. Plans show artifacts rendered from these, so a
+    /// secret never reaches a plan, however a template transforms it.
+    pub fn redacted(&self) -> Option<BTreeMap<String, Value>> {
+        if self.hidden.is_empty() {
+            return None;
+        }
+        let mut values = self.values.clone();
+        for name in &self.hidden {
+            if let Some(v) = values.get_mut(name) {
+                *v = placeholder(v);
+            }
+        }
+        Some(values)
+    }
+
+    /// A digest of the hidden values, compared between two sides of a plan to say that
+    /// a hidden value changed without showing it. Never printed.
+    pub fn hidden_digest(&self) -> Option<String> {
+        if self.hidden.is_empty() {
+            return None;
+        }
+        let hidden: BTreeMap<&String, &Value> = self
+            .values
+            .iter()
+            .filter(|(name, _)| self.hidden.contains(*name))
+            .collect();
+        let text = serde_json::to_string(&hidden).unwrap_or_default();
+        Some(crate::model::desired::sha256_hex(text.as_bytes()))
+    }
+
+    fn hide(&mut self, name: &str, value: &Value) {
+        self.hidden.insert(name.to_owned());
+        self.sensitive.extend(sensitive_texts(value));
+    }
+}
+
+/// A value of the same type that reveals nothing.
+fn placeholder(value: &Value) -> Value {
+    match value {
+        Value::String(_) => Value::String(PLACEHOLDER.to_owned()),
+        Value::Number(n) if n.is_f64() => serde_json::json!(0.0),
+        Value::Number(_) => serde_json::json!(0),
+        Value::Bool(_) => Value::Bool(false),
+        Value::Array(_) => Value::Array(Vec::new()),
+        Value::Object(_) => Value::Object(serde_json::Map::new()),
+        Value::Null => Value::Null,
+    }
 }
 
 /// The job whose parameters are resolved: its file, position and name.
@@ -67,7 +123,8 @@ pub(super) fn resolve(
         }
     }
     ok &= fill_defaults(bp, with, owner, &mut params, diags);
-    params.sensitive.retain(|s| !s.is_empty());
+    // Short texts would mask unrelated lines; the redacted render already hides them.
+    params.sensitive.retain(|s| s.len() >= 4);
     params.sensitive.sort();
     params.sensitive.dedup();
     ok.then_some(params)
@@ -95,18 +152,17 @@ fn given(
         );
         return None;
     };
-    let value = match secret_ref(&arg.value) {
+    let (value, secret) = match secret_ref(&arg.value) {
         Some(secret) => {
             let v = lookup(secrets, secret, arg, diags)?;
             params.secrets.push(secret.to_owned());
-            params.sensitive.push(v.clone());
-            Value::String(v)
+            (Value::String(v), true)
         }
-        None => arg.value.clone(),
+        None => (arg.value.clone(), false),
     };
     check_type(bp, name, spec, arg, &value, diags)?;
-    if spec.sensitive {
-        params.sensitive.push(sensitive_text(&value));
+    if secret || spec.sensitive || arg.sensitive {
+        params.hide(name, &value);
     }
     Some(value)
 }
@@ -152,7 +208,7 @@ fn fill_defaults(
         match &spec.default {
             Some(d) => {
                 if spec.sensitive {
-                    params.sensitive.push(sensitive_text(&d.value));
+                    params.hide(name, &d.value);
                 }
                 params.values.insert(name.clone(), d.value.clone());
             }
@@ -220,11 +276,23 @@ fn declared(bp: &Entry<BlueprintSpec>) -> String {
     }
 }
 
-fn sensitive_text(value: &Value) -> String {
+/// The texts by which a hidden value could show up in a line: each scalar, and each line
+/// of a multi-line string.
+fn sensitive_texts(value: &Value) -> Vec<String> {
     match value {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
+        Value::String(s) if s.contains('\n') => std::iter::once(s.clone())
+            .chain(
+                s.lines()
+                    .map(str::trim)
+                    .filter(|l| l.len() >= 4)
+                    .map(str::to_owned),
+            )
+            .collect(),
+        Value::String(s) => vec![s.clone()],
+        Value::Null => Vec::new(),
+        Value::Array(items) => items.iter().flat_map(sensitive_texts).collect(),
+        Value::Object(map) => map.values().flat_map(sensitive_texts).collect(),
+        other => vec![other.to_string()],
     }
 }
 

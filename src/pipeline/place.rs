@@ -1,5 +1,6 @@
 //! Place stage: which workers run a job. Rendezvous (highest-random-weight) hashing,
-//! so adding or removing a worker moves only the replicas that must move.
+//! so adding or removing a worker changes the set of workers running a replicated job by
+//! at most that one worker.
 //!
 //! Owns the choice of workers in a ring and the checks that choice needs (the group
 //! exists, has eligible workers, enough for `replicas`, and offers the blueprint's
@@ -22,9 +23,13 @@ pub struct Slot<'w> {
 
 /// Places a job on `candidates`: all of them, or `replicas` chosen by rendezvous hashing.
 ///
-/// Replica `r` goes to the free worker with the highest `hash(key, r, worker)`, so each
-/// replica keeps its worker while that worker stays eligible. Returns `None` when there
-/// are fewer candidates than replicas.
+/// Replica `r` goes to the free worker with the highest `hash(key, r, worker)`. A worker
+/// that leaves frees its replica, which one new worker takes, possibly through a chain in
+/// which later replicas swap workers; a worker that joins takes at most one replica and
+/// pushes out at most one worker. So the *set* of workers changes by at most one, while
+/// replica numbers may shift. (No pure function of the worker set can keep every replica
+/// number: `{a,b}→{a,c}→{b,c}` and `{a,b}→{b,c}` would need `c` on two numbers.)
+/// Returns `None` when there are fewer candidates than replicas.
 pub fn place<'w>(
     key: &str,
     candidates: &[&'w str],
@@ -97,6 +102,19 @@ pub fn slots<'a>(
         return None;
     }
     let replicas = placement.replicas.as_ref().map(|r| r.value);
+    if replicas == Some(0) {
+        let at = placement.replicas.as_ref().map_or(job.at, |r| r.at);
+        diags.error(
+            job.file,
+            at,
+            "replicas",
+            format!(
+                "step `{}` asks for 0 replicas; use at least 1, or remove the step",
+                job.name
+            ),
+        );
+        return None;
+    }
     let slots = if check_only {
         // Only validity matters for a ring that is checked, not rendered.
         (replicas.unwrap_or(0) as usize <= candidates.len()).then(Vec::new)
@@ -185,6 +203,12 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Workers running the job before and not after.
+    fn set_change(before: &[Slot], after: &[Slot]) -> usize {
+        let after: std::collections::BTreeSet<&str> = after.iter().map(|s| s.worker).collect();
+        before.iter().filter(|s| !after.contains(s.worker)).count()
+    }
+
     fn names(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("w-{i}")).collect()
     }
@@ -239,6 +263,19 @@ mod tests {
             // The new worker takes at most one replica; the chain it displaces is bounded by r.
             prop_assert!(won <= 1);
             prop_assert!(won == 1 || moved == 0);
+            prop_assert!(set_change(&before, &after) <= 1);
+        }
+
+        #[test]
+        fn removing_any_worker_changes_the_set_by_at_most_one(n in 2usize..20, r in 1u32..5, gone in 0usize..20, seed in 0u64..1000) {
+            let owned = names(n);
+            let ws: Vec<&str> = owned.iter().map(String::as_str).collect();
+            let r = r.min(n as u32 - 1);
+            let key = format!("k{seed}");
+            let before = place(&key, &ws, Some(r)).unwrap();
+            let fewer: Vec<&str> = ws.iter().copied().filter(|w| *w != ws[gone % n]).collect();
+            let after = place(&key, &fewer, Some(r)).unwrap();
+            prop_assert!(set_change(&before, &after) <= 1);
         }
     }
 }

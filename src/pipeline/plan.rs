@@ -87,14 +87,7 @@ fn action(
         (Some(b), Some(a)) if b.sha256 != a.sha256 => ActionKind::Update,
         _ => return None,
     };
-    let diff = after.map(|a| {
-        let old = before.map_or("", |b| b.content.as_str());
-        let mut sensitive: Vec<&str> = a.sensitive.iter().map(String::as_str).collect();
-        if let Some(b) = before {
-            sensitive.extend(b.sensitive.iter().map(String::as_str));
-        }
-        unified_diff(path, old, &a.content, &sensitive)
-    });
+    let diff = after.map(|a| shown_diff(path, before, a));
     let why: BTreeSet<String> = before
         .into_iter()
         .chain(after)
@@ -111,6 +104,32 @@ fn action(
         why: why.into_iter().collect(),
     })
 }
+
+/// The diff a plan shows: between the redacted renderings where there are any, with
+/// every line still holding a sensitive value masked.
+fn shown_diff(path: &str, before: Option<&Artifact>, after: &Artifact) -> String {
+    let old = before.map_or("", |b| b.display_text());
+    let new = after.display_text();
+    if before.is_some() && old == new {
+        return format!("--- a/{path}\n+++ b/{path}\n{ONLY_SENSITIVE}\n");
+    }
+    let mut sensitive: Vec<&str> = after.sensitive.iter().map(String::as_str).collect();
+    if let Some(b) = before {
+        sensitive.extend(b.sensitive.iter().map(String::as_str));
+    }
+    let mut diff = unified_diff(path, old, new, &sensitive);
+    if before.is_some_and(|b| b.hidden_digest != after.hidden_digest) {
+        diff.push_str(ALSO_SENSITIVE);
+        diff.push('\n');
+    }
+    diff
+}
+
+/// Added to a diff when sensitive values changed as well as what it shows.
+pub const ALSO_SENSITIVE: &str = "(sensitive values changed too)";
+
+/// The diff of an artifact whose only changes are in sensitive values.
+pub const ONLY_SENSITIVE: &str = "(only sensitive values changed)";
 
 /// A unified diff with 3 lines of context; lines holding a sensitive value are masked.
 pub fn unified_diff(path: &str, old: &str, new: &str, sensitive: &[&str]) -> String {

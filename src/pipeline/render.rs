@@ -227,23 +227,37 @@ impl<'a> Renderer<'a> {
             Some(i) => format!("{}/{}.{i}", r.workflow, r.job),
             None => format!("{}/{}", r.workflow, r.job),
         };
-        let ctx = render_context(r, worker, out.ring_value);
+        let ctx = render_context(r, &r.params.values, worker, out.ring_value);
+        let redacted = r.params.redacted();
+        let shown_ctx = redacted
+            .as_ref()
+            .map(|v| render_context(r, v, worker, out.ring_value));
         let group_file = self.cat.groups.get(r.group).map(|g| g.file());
         for (i, file) in bp.spec.files.iter().enumerate() {
             let Some((template, origin)) = self.templates.get(r.blueprint, i) else {
                 continue;
             };
             let path = &file.path.value;
-            match template.render(&ctx) {
+            match render_capped(&template, &ctx) {
                 Ok(content) => {
-                    let artifact = artifact(content, r, origin, group_file, out.ring_file);
+                    let shown = shown_ctx
+                        .as_ref()
+                        .map(|c| render_capped(&template, c).unwrap_or_else(|_| HIDDEN.to_owned()));
+                    let artifact = artifact(content, r, origin, group_file, out.ring_file)
+                        .with_shown(shown, r.params.hidden_digest());
                     if let Some(ws) = out.state.workers.get_mut(r.slot.worker) {
                         ws.artifacts.insert(format!("{dir}/{path}"), artifact);
                     }
                 }
-                Err(e) => {
-                    let message = render_error(r, path, &e);
-                    let at = error_pos(origin, &e);
+                Err(failure) => {
+                    let message = render_error(r, path, &failure);
+                    let at = match &failure {
+                        RenderFailure::Template(e) => error_pos(origin, e),
+                        RenderFailure::TooLarge => crate::model::Pos {
+                            line: origin.first_line,
+                            col: 1,
+                        },
+                    };
                     out.diags
                         .error(&origin.file, at, "template-render", message);
                 }
@@ -254,9 +268,14 @@ impl<'a> Renderer<'a> {
 
 /// What a template sees: `params`, `step`, `workflow`, `worker`, `ring`, `inputs`,
 /// `outputs` and `transport`.
-fn render_context(r: &Render, worker: &Value, ring: &Value) -> Value {
+fn render_context(
+    r: &Render,
+    params: &BTreeMap<String, crate::model::manifest::Value>,
+    worker: &Value,
+    ring: &Value,
+) -> Value {
     context! {
-        params => Value::from(Serde(&r.params.values)),
+        params => Value::from(Serde(params)),
         step => context! { name => r.job, replica => r.slot.replica, replicas => r.replicas, group => r.group },
         workflow => context! { name => r.workflow },
         worker => worker,
@@ -287,18 +306,64 @@ fn artifact(
     )
 }
 
-/// The message of a render error, with sensitive values hidden.
-fn render_error(r: &Render, path: &str, e: &minijinja::Error) -> String {
-    let mut message = format!(
-        "cannot render blueprint `{}` file `{path}` for step `{}`: {}",
-        r.blueprint,
-        r.job,
-        describe(e)
-    );
-    for s in &r.params.sensitive {
-        message = message.replace(s.as_str(), "(sensitive value)");
+/// What a plan shows of an artifact whose redacted rendering failed.
+const HIDDEN: &str = "(content hidden: it holds sensitive values)\n";
+
+/// Most bytes one rendered file may have; a larger one is an error, not an allocation.
+pub const MAX_ARTIFACT_BYTES: usize = 8 << 20;
+
+/// Why a render failed.
+enum RenderFailure {
+    Template(minijinja::Error),
+    TooLarge,
+}
+
+/// Renders into a buffer that refuses to grow past [`MAX_ARTIFACT_BYTES`].
+fn render_capped(template: &minijinja::Template, ctx: &Value) -> Result<String, RenderFailure> {
+    let mut buffer = Capped(Vec::new());
+    match template.render_captured_to(ctx, &mut buffer) {
+        Ok(_) => String::from_utf8(buffer.0).map_err(|_| RenderFailure::TooLarge),
+        Err(_) if buffer.0.len() >= MAX_ARTIFACT_BYTES => Err(RenderFailure::TooLarge),
+        Err(e) => Err(RenderFailure::Template(e)),
     }
-    message
+}
+
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + bytes.len() > MAX_ARTIFACT_BYTES {
+            self.0.resize(MAX_ARTIFACT_BYTES, 0);
+            return Err(std::io::Error::other("artifact too large"));
+        }
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The message of a render error. For a job with hidden params only the kind of error
+/// is given: its details could quote a transformed secret.
+fn render_error(r: &Render, path: &str, failure: &RenderFailure) -> String {
+    let cause = match failure {
+        RenderFailure::TooLarge => {
+            format!("output is larger than {} MiB", MAX_ARTIFACT_BYTES >> 20)
+        }
+        RenderFailure::Template(e) if r.params.hidden.is_empty() => describe(e),
+        RenderFailure::Template(e) => {
+            format!(
+                "{} (details hidden: the job has sensitive params)",
+                e.kind()
+            )
+        }
+    };
+    format!(
+        "cannot render blueprint `{}` file `{path}` for step `{}`: {cause}",
+        r.blueprint, r.job
+    )
 }
 
 /// The `inputs` or `outputs` of the template context: each channel with its transport

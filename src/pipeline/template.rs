@@ -42,7 +42,7 @@ impl Templates {
         };
         for (name, bp) in &cat.blueprints {
             for (i, file) in bp.spec.files.iter().enumerate() {
-                if let Some((text, origin)) = template_text(bp, file, bundle) {
+                if let Some((text, origin)) = template_text(bp, file, bundle, diags) {
                     templates.add(name, i, file, text, origin, diags);
                 }
             }
@@ -104,10 +104,14 @@ fn template_key(blueprint: &str, index: usize) -> String {
     format!("{blueprint}#{index}")
 }
 
+/// The text of a blueprint file's template and where it was written; `None` for a
+/// missing `templateFile` (reported by the catalog) or one that is not UTF-8 (reported
+/// here).
 fn template_text(
     bp: &Entry<BlueprintSpec>,
     file: &FileSpec,
     bundle: &Bundle,
+    diags: &mut Diagnostics,
 ) -> Option<(String, Origin)> {
     let manifest = bp.file();
     if let Some(inline) = &file.template {
@@ -120,7 +124,15 @@ fn template_text(
     }
     let tf = file.template_file.as_ref()?;
     let path = template_path(manifest, &tf.value);
-    let text = String::from_utf8(bundle.files.get(&path)?.clone()).ok()?;
+    let Ok(text) = String::from_utf8(bundle.files.get(&path)?.clone()) else {
+        diags.error(
+            manifest,
+            tf.at,
+            "template-file",
+            format!("template file `{}` is not UTF-8 text", tf.value),
+        );
+        return None;
+    };
     let origin = Origin {
         file: path.clone(),
         first_line: 1,
@@ -156,5 +168,46 @@ pub(super) fn describe(e: &minijinja::Error) -> String {
     match e.detail() {
         Some(detail) => format!("{}: {detail}", e.kind()),
         None => e.kind().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Diagnostic;
+    use crate::pipeline::load::load;
+
+    const BLUEPRINT: &str = "apiVersion: ringops/v1\nkind: Blueprint\nmetadata: {name: bp}\n\
+                             spec:\n  files:\n    - path: job.conf\n      templateFile: t/job.j2\n";
+
+    fn compile(template: &[u8]) -> Vec<Diagnostic> {
+        let mut bundle = Bundle::default();
+        bundle
+            .files
+            .insert("f/bp.yaml".into(), BLUEPRINT.as_bytes().to_vec());
+        bundle.files.insert("f/t/job.j2".into(), template.to_vec());
+        let mut diags = Diagnostics::default();
+        let loaded = load(&bundle, &mut diags);
+        let cat = Catalog::build(&loaded, &bundle, &mut diags);
+        let templates = Templates::compile(&cat, &bundle, &mut diags);
+        assert_eq!(templates.get("bp", 0).is_some(), diags.is_empty());
+        diags.into_sorted()
+    }
+
+    #[test]
+    fn a_template_file_is_read_from_next_to_its_manifest() {
+        assert_eq!(compile(b"port = {{ params.port }}\n"), []);
+    }
+
+    /// Regression: a `templateFile` that is not UTF-8 was silently left out.
+    #[test]
+    fn a_template_file_that_is_not_utf8_is_reported_where_it_is_named() {
+        let diags = compile(b"caf\xe9 = 1\n");
+        let shown: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            shown,
+            ["f/bp.yaml:7:21: error: template file `t/job.j2` is not UTF-8 text"]
+        );
+        assert_eq!(diags[0].code, "template-file");
     }
 }

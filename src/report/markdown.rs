@@ -195,15 +195,46 @@ fn footer(plan: &Plan) -> String {
     let path = if plan.path.is_empty() {
         String::new()
     } else {
-        format!(" --path {}", plan.path)
+        format!(" --path {}", shell_quote(&plan.path))
     };
     let base = match &plan.base {
-        Some(b) => format!(" --base {}", side(b)),
+        Some(b) => format!(" --base {}", shell_quote(&side(b))),
         None => String::new(),
     };
+    let command = format!(
+        "git fetch origin\nringops plan --ring {}{path}{base} --head {}\n",
+        shell_quote(&plan.ring),
+        shell_quote(&side(&plan.head))
+    );
+    // A path may hold backticks: the fence is longer than any run of them.
+    let fence = fence_for(&command);
     format!(
-        "<details><summary>Reproduce locally</summary>\n\n```sh\ngit fetch origin\nringops plan --ring {}{path}{base} --head {}\n```\n\nSecrets resolve from `--secrets-dir`, `$CREDENTIALS_DIRECTORY` or `RINGOPS_SECRET_<NAME>`.\n</details>\n",
-        plan.ring,
-        side(&plan.head)
+        "<details><summary>Reproduce locally</summary>\n\n{fence}sh\n{command}{fence}\n\nSecrets resolve from `--secrets-dir`, `$CREDENTIALS_DIRECTORY` or `RINGOPS_SECRET_<NAME>`.\n</details>\n"
     )
+}
+
+/// One shell word: left alone when made of `[A-Za-z0-9._/-]` only, otherwise in single
+/// quotes with each `'` written as `'\''`.
+fn shell_quote(arg: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "._/-".contains(c);
+    if !arg.is_empty() && arg.chars().all(plain) {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn shell_words_are_quoted_only_when_needed() {
+        assert_eq!(shell_quote("examples/fleet-1.2_x"), "examples/fleet-1.2_x");
+        assert_eq!(shell_quote("my fleet"), "'my fleet'");
+        assert_eq!(shell_quote("$(rm -rf ~)`x`;a&b"), "'$(rm -rf ~)`x`;a&b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote("HEAD~1"), "'HEAD~1'");
+        assert_eq!(shell_quote(""), "''");
+    }
 }
