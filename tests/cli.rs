@@ -1023,3 +1023,47 @@ fn the_reproduce_command_quotes_the_path_for_the_shell() {
     let same = body(&again.expect(0).stdout) == body(md) && body(md).is_some();
     assert!(same, "the reproduced plan differs:\n{}", again.stdout);
 }
+
+#[test]
+fn ringops_toml_supplies_settings_and_flags_win() {
+    let repo = fleet_repo();
+    repo.write(
+        "ringops.toml",
+        &format!("path = \"{FLEET}\"\nsecrets_dir = \"{}\"\n", demo_secrets()),
+    );
+    let from_file = repo.ringops(&["validate"]);
+    assert!(
+        from_file.expect(0).stdout.contains("ring dev: 3 workers"),
+        "{}",
+        from_file.stdout
+    );
+    // A flag beats the file: this path holds no manifests.
+    let flag = repo.ringops(&["validate", "--path", "nowhere"]);
+    assert!(
+        flag.expect(1).stderr.contains("no manifests"),
+        "{}",
+        flag.stderr
+    );
+
+    repo.write(
+        "ringops.toml",
+        "path = \"examples/fleet\"\nsecret_dir = \"x\"\n",
+    );
+    let bad = repo.ringops(&["validate"]);
+    assert!(
+        bad.expect(1)
+            .stderr
+            .contains("ringops.toml:2:1: unknown field `secret_dir`"),
+        "{}",
+        bad.stderr
+    );
+    let explicit = repo.ringops(&["validate", "--config", "missing.toml"]);
+    assert!(
+        explicit
+            .expect(1)
+            .stderr
+            .contains("cannot read missing.toml"),
+        "{}",
+        explicit.stderr
+    );
+}

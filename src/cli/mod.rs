@@ -1,6 +1,7 @@
 //! The command line: clap arguments, then thin commands over the library.
 //! The only layer (with `main`) that uses anyhow.
 
+pub mod config;
 pub mod plan;
 pub mod render;
 pub mod validate;
@@ -18,19 +19,15 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(name = "ringops", version, about, max_term_width = 100)]
 pub struct Cli {
+    /// Configuration file (default: ./ringops.toml when it exists).
+    #[arg(long, global = true, value_name = "FILE", env = "RINGOPS_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Repository holding the manifests (default: the one containing the current directory).
     #[arg(long, global = true, value_name = "DIR", env = "RINGOPS_REPO")]
     pub repo: Option<PathBuf>,
     /// Folder of the manifests inside the repository.
-    #[arg(
-        long,
-        global = true,
-        value_name = "SUBDIR",
-        default_value = "",
-        hide_default_value = true,
-        env = "RINGOPS_PATH"
-    )]
-    pub path: String,
+    #[arg(long, global = true, value_name = "SUBDIR", env = "RINGOPS_PATH")]
+    pub path: Option<String>,
     /// Folder with one file per secret, consulted before $CREDENTIALS_DIRECTORY and RINGOPS_SECRET_<NAME>.
     #[arg(long, global = true, value_name = "DIR", env = "RINGOPS_SECRETS_DIR")]
     pub secrets_dir: Option<PathBuf>,
@@ -119,14 +116,14 @@ pub struct Context {
 
 impl Context {
     fn new(cli: &Cli) -> Result<Self, Failure> {
-        let dir = match &cli.repo {
-            Some(dir) => dir.clone(),
-            None => std::env::current_dir().map_err(|e| Failure::Internal(e.into()))?,
-        };
+        let cwd = std::env::current_dir().map_err(|e| Failure::Internal(e.into()))?;
+        let file = config::FileConfig::find(cli.config.as_deref(), &cwd)
+            .map_err(|e| Failure::User(e.into()))?;
+        let dir = cli.repo.clone().or(file.repo).unwrap_or(cwd);
         Ok(Context {
             source: Source::open(&dir)?,
-            path: cli.path.clone(),
-            secrets: HostSecrets::new(cli.secrets_dir.clone()),
+            path: cli.path.clone().or(file.path).unwrap_or_default(),
+            secrets: HostSecrets::new(cli.secrets_dir.clone().or(file.secrets_dir)),
         })
     }
 

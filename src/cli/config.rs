@@ -1,0 +1,146 @@
+//! Settings: command-line flags > environment > `ringops.toml` > defaults, resolved in
+//! one place so commands only see the result.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The configuration file looked for in the current directory.
+pub const FILE_NAME: &str = "ringops.toml";
+
+/// `ringops.toml` as written. Unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Repository holding the manifests.
+    pub repo: Option<PathBuf>,
+    /// Folder of the manifests inside the repository.
+    pub path: Option<String>,
+    /// Branch the first ring tracks.
+    pub branch: Option<String>,
+    /// Folder for the state database, objects and local workers.
+    pub state_dir: Option<PathBuf>,
+    /// Folder with one file per secret.
+    pub secrets_dir: Option<PathBuf>,
+}
+
+/// Why the configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid configuration.
+    #[error("{path}:{line}:{col}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        col: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl FileConfig {
+    /// Reads `explicit`, or `ringops.toml` in `cwd` when it exists, or nothing.
+    /// Relative paths in the file are taken from the file's folder.
+    pub fn find(explicit: Option<&Path>, cwd: &Path) -> Result<Self, ConfigError> {
+        let path = match explicit {
+            Some(p) => p.to_owned(),
+            None => {
+                let default = cwd.join(FILE_NAME);
+                if !default.is_file() {
+                    return Ok(FileConfig::default());
+                }
+                default
+            }
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let mut config = Self::parse(&path, &text)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.rebase(base);
+        Ok(config)
+    }
+
+    /// Parses the text of a configuration file named `path` (for messages).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                col,
+                message: e.message().trim().to_owned(),
+            }
+        })
+    }
+
+    fn rebase(&mut self, base: &Path) {
+        for p in [&mut self.repo, &mut self.state_dir, &mut self.secrets_dir]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_located() {
+        let err = FileConfig::parse(
+            Path::new("ringops.toml"),
+            "repo = \"/srv/fleet\"\nstate_dri = \"/var/lib/ringops\"\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("ringops.toml:2:1: unknown field `state_dri`"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn relative_paths_are_taken_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(FILE_NAME),
+            "state_dir = \"state\"\npath = \"fleet\"\n",
+        )
+        .unwrap();
+        let config = FileConfig::find(None, dir.path()).unwrap();
+        assert_eq!(config.state_dir, Some(dir.path().join("state")));
+        assert_eq!(config.path.as_deref(), Some("fleet"));
+    }
+
+    #[test]
+    fn no_file_is_no_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = FileConfig::find(None, dir.path()).unwrap();
+        assert!(config.repo.is_none() && config.state_dir.is_none());
+    }
+}
