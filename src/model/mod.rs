@@ -1,9 +1,11 @@
 //! The vocabulary of ringops: manifests as written, the compiled desired state,
 //! plans and diagnostics. Plain data only; no IO and no behaviour beyond small helpers.
 
+pub mod deployment;
 pub mod desired;
 pub mod diagnostic;
 pub mod manifest;
+pub mod observed;
 pub mod plan;
 
 pub use desired::{Artifact, Bundle, DesiredState, WorkerState};

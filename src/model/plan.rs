@@ -50,6 +50,32 @@ pub struct Action {
     pub diff: Option<String>,
     /// Changed repository files behind the change (secrets by name only).
     pub why: Vec<String>,
+    /// Set when the worker's file is not what ringops last wrote there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftKind>,
+}
+
+/// How a worker's file differs from what ringops last wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftKind {
+    /// A managed file was edited on the worker.
+    Edited,
+    /// A managed file was deleted on the worker.
+    Missing,
+    /// A file ringops never wrote stands where an artifact must go.
+    Unmanaged,
+}
+
+impl DriftKind {
+    /// The word used in reports.
+    pub fn word(self) -> &'static str {
+        match self {
+            DriftKind::Edited => "edited on the worker",
+            DriftKind::Missing => "deleted on the worker",
+            DriftKind::Unmanaged => "an unmanaged file is in the way",
+        }
+    }
 }
 
 /// The changes to one worker.
@@ -59,6 +85,9 @@ pub struct WorkerPlan {
     pub worker: String,
     /// Its changes, sorted by path.
     pub actions: Vec<Action>,
+    /// Files under the worker's job folders that ringops never wrote: left alone.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unmanaged: Vec<String>,
 }
 
 /// Counts over a whole plan.

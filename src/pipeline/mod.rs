@@ -7,6 +7,7 @@ pub mod channels;
 pub mod checks;
 pub mod compile;
 pub mod crossing;
+pub mod drift;
 pub mod expand;
 pub mod load;
 pub mod module;

@@ -28,28 +28,45 @@ pub struct PlanInput {
 pub fn plan(base: &DesiredState, head: &DesiredState, input: PlanInput) -> Plan {
     let empty = BTreeMap::new();
     let names: BTreeSet<&String> = base.workers.keys().chain(head.workers.keys()).collect();
+    let workers: Vec<WorkerPlan> = names
+        .into_iter()
+        .map(|name| {
+            let before = base.workers.get(name).map_or(&empty, |w| &w.artifacts);
+            let after = head.workers.get(name).map_or(&empty, |w| &w.artifacts);
+            WorkerPlan {
+                worker: name.clone(),
+                actions: diff_worker(before, after, &input.changed_files),
+                unmanaged: Vec::new(),
+            }
+        })
+        .collect();
+    assemble(workers.into_iter(), head, input)
+}
+
+/// A plan from every worker's plan: counts, and only workers with something to show.
+pub fn assemble(
+    all: impl Iterator<Item = WorkerPlan>,
+    head: &DesiredState,
+    input: PlanInput,
+) -> Plan {
     let mut workers = Vec::new();
     let mut summary = PlanSummary::default();
-    for name in names {
-        let before = base.workers.get(name).map_or(&empty, |w| &w.artifacts);
-        let after = head.workers.get(name).map_or(&empty, |w| &w.artifacts);
-        let actions = diff_worker(before, after, &input.changed_files);
-        if actions.is_empty() {
+    for worker in all {
+        if worker.actions.is_empty() {
             summary.workers_unchanged += 1;
-            continue;
+        } else {
+            summary.workers_changed += 1;
         }
-        summary.workers_changed += 1;
-        for a in &actions {
+        for a in &worker.actions {
             match a.kind {
                 ActionKind::Create => summary.create += 1,
                 ActionKind::Update => summary.update += 1,
                 ActionKind::Delete => summary.delete += 1,
             }
         }
-        workers.push(WorkerPlan {
-            worker: name.clone(),
-            actions,
-        });
+        if !worker.actions.is_empty() || !worker.unmanaged.is_empty() {
+            workers.push(worker);
+        }
     }
     Plan {
         ring: head.ring.clone(),
@@ -102,6 +119,7 @@ fn action(
         after_sha256: after.map(|a| a.sha256.clone()),
         diff,
         why: why.into_iter().collect(),
+        drift: None,
     })
 }
 

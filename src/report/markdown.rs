@@ -138,6 +138,9 @@ fn section(worker: &WorkerPlan, spare: &mut usize, cut: &mut usize) -> String {
             let _ = writeln!(out, "  _(diff of {} lines left out)_", diff.lines().count());
         }
     }
+    for path in &worker.unmanaged {
+        let _ = writeln!(out, "- `=` `{path}` (unmanaged: left alone)");
+    }
     if !out.ends_with("\n\n") {
         out.push('\n');
     }
@@ -147,6 +150,9 @@ fn section(worker: &WorkerPlan, spare: &mut usize, cut: &mut usize) -> String {
 
 fn action_line(action: &crate::model::Action) -> String {
     let mut line = format!("- `{}` `{}`", action.kind.marker(), action.path);
+    if let Some(drift) = action.drift {
+        let _ = write!(line, " **drift: {}**", drift.word());
+    }
     if !action.why.is_empty() {
         let why: Vec<String> = action.why.iter().map(|w| format!("`{w}`")).collect();
         let _ = write!(line, " because of {}", why.join(", "));

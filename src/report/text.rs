@@ -34,6 +34,9 @@ pub fn render(plan: &Plan, color: bool) -> String {
             let color = kind_color(action.kind);
             let line = format!("  {} {}", action.kind.marker(), action.path);
             let _ = writeln!(out, "{}", paint.style(&line, color));
+            if let Some(drift) = action.drift {
+                let _ = writeln!(out, "      drift: {}", drift.word());
+            }
             if !action.why.is_empty() {
                 let _ = writeln!(out, "      because: {}", action.why.join(", "));
             }
@@ -42,6 +45,9 @@ pub fn render(plan: &Plan, color: bool) -> String {
                     let _ = writeln!(out, "      {}", paint.style(line, diff_color(line)));
                 }
             }
+        }
+        for path in &worker.unmanaged {
+            let _ = writeln!(out, "  = {path} (unmanaged: left alone)");
         }
     }
     out.push('\n');

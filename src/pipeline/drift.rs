@@ -1,0 +1,207 @@
+//! Drift stage: a ring's desired state against what is on its workers → a plan whose
+//! actions also say when a worker's file is not what ringops last wrote (edited,
+//! deleted, or an unmanaged file in the way). Unmanaged files are listed, never acted on.
+//!
+//! Pure: the observed state comes in as data; reading workers is the transports' job.
+
+use super::plan::{PlanInput, assemble, diff_worker};
+use crate::model::observed::{ObservedState, ObservedWorker};
+use crate::model::plan::DriftKind;
+use crate::model::{Artifact, DesiredState, Plan, WorkerPlan};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What would change on each worker if the desired state replaced what is there.
+pub fn plan_observed(observed: &ObservedState, head: &DesiredState, input: PlanInput) -> Plan {
+    let empty_worker = ObservedWorker::default();
+    let empty = BTreeMap::new();
+    let names: BTreeSet<&String> = observed.workers.keys().chain(head.workers.keys()).collect();
+    let workers: Vec<WorkerPlan> = names
+        .into_iter()
+        .map(|name| {
+            let seen = observed.workers.get(name).unwrap_or(&empty_worker);
+            let after = head.workers.get(name).map_or(&empty, |w| &w.artifacts);
+            worker_plan(name, seen, after, &input)
+        })
+        .collect();
+    assemble(workers.into_iter(), head, input)
+}
+
+fn worker_plan(
+    name: &str,
+    seen: &ObservedWorker,
+    after: &BTreeMap<String, Artifact>,
+    input: &PlanInput,
+) -> WorkerPlan {
+    let before = as_artifacts(seen);
+    let mut actions = diff_worker(&before, after, &input.changed_files);
+    for action in &mut actions {
+        action.drift = drift(seen, &action.path);
+    }
+    WorkerPlan {
+        worker: name.to_owned(),
+        actions,
+        unmanaged: seen.unmanaged.clone(),
+    }
+}
+
+/// The files on the worker as the "before" side of a diff.
+fn as_artifacts(seen: &ObservedWorker) -> BTreeMap<String, Artifact> {
+    seen.present
+        .iter()
+        .map(|(path, file)| {
+            let artifact = Artifact {
+                content: file.shown.clone(),
+                sha256: file.sha256.clone(),
+                sources: Vec::new(),
+                sensitive: Vec::new(),
+                shown: None,
+                hidden_digest: None,
+            };
+            (path.clone(), artifact)
+        })
+        .collect()
+}
+
+/// How the worker's file at `path` differs from what ringops last wrote, if it does.
+pub fn drift(seen: &ObservedWorker, path: &str) -> Option<DriftKind> {
+    match (seen.managed.get(path), seen.present.get(path)) {
+        (Some(_), None) => Some(DriftKind::Missing),
+        (Some(m), Some(p)) if m.sha256 != p.sha256 => Some(DriftKind::Edited),
+        (None, Some(_)) => Some(DriftKind::Unmanaged),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ActionKind;
+    use crate::model::WorkerState;
+    use crate::model::desired::sha256_hex;
+    use crate::model::observed::{ManagedFile, PresentFile};
+
+    fn desired(files: &[(&str, &str)]) -> DesiredState {
+        let mut ws = WorkerState::default();
+        for (path, content) in files {
+            ws.artifacts.insert(
+                path.to_string(),
+                Artifact::new(content.to_string(), vec!["wf.yaml".into()], vec![]),
+            );
+        }
+        DesiredState {
+            ring: "dev".into(),
+            workers: BTreeMap::from([("w1".to_string(), ws)]),
+        }
+    }
+
+    fn on_disk(
+        managed: &[(&str, &str)],
+        present: &[(&str, &str)],
+        unmanaged: &[&str],
+    ) -> ObservedState {
+        let worker = ObservedWorker {
+            managed: managed
+                .iter()
+                .map(|(p, c)| {
+                    let file = ManagedFile {
+                        sha256: sha256_hex(c.as_bytes()),
+                        deployment: "d-1".into(),
+                    };
+                    (p.to_string(), file)
+                })
+                .collect(),
+            present: present
+                .iter()
+                .map(|(p, c)| {
+                    let file = PresentFile {
+                        sha256: sha256_hex(c.as_bytes()),
+                        shown: c.to_string(),
+                    };
+                    (p.to_string(), file)
+                })
+                .collect(),
+            unmanaged: unmanaged.iter().map(|s| s.to_string()).collect(),
+        };
+        ObservedState {
+            workers: BTreeMap::from([("w1".to_string(), worker)]),
+        }
+    }
+
+    fn kinds(plan: &Plan) -> Vec<(String, ActionKind, Option<DriftKind>)> {
+        plan.workers
+            .iter()
+            .flat_map(|w| w.actions.iter().map(|a| (a.path.clone(), a.kind, a.drift)))
+            .collect()
+    }
+
+    #[test]
+    fn a_converged_worker_plans_nothing() {
+        let head = desired(&[("wf/s/a", "1\n")]);
+        let seen = on_disk(&[("wf/s/a", "1\n")], &[("wf/s/a", "1\n")], &[]);
+        let plan = plan_observed(&seen, &head, PlanInput::default());
+        assert!(plan.summary.is_empty());
+        assert!(plan.workers.is_empty());
+    }
+
+    #[test]
+    fn hot_edits_deletions_and_leftovers_are_drift() {
+        let head = desired(&[("wf/s/a", "1\n"), ("wf/s/b", "2\n"), ("wf/s/c", "3\n")]);
+        let seen = on_disk(
+            &[("wf/s/a", "1\n"), ("wf/s/b", "2\n"), ("wf/old/x", "9\n")],
+            &[
+                ("wf/s/a", "edited\n"),
+                ("wf/old/x", "9\n"),
+                ("wf/s/c", "mine\n"),
+            ],
+            &["wf/s/notes.txt"],
+        );
+        let plan = plan_observed(&seen, &head, PlanInput::default());
+        assert_eq!(
+            kinds(&plan),
+            [
+                ("wf/old/x".into(), ActionKind::Delete, None),
+                ("wf/s/a".into(), ActionKind::Update, Some(DriftKind::Edited)),
+                (
+                    "wf/s/b".into(),
+                    ActionKind::Create,
+                    Some(DriftKind::Missing)
+                ),
+                (
+                    "wf/s/c".into(),
+                    ActionKind::Update,
+                    Some(DriftKind::Unmanaged)
+                ),
+            ]
+        );
+        assert_eq!(plan.workers[0].unmanaged, ["wf/s/notes.txt"]);
+        let diff = plan.workers[0].actions[1].diff.as_deref().unwrap_or("");
+        assert!(diff.contains("-edited") && diff.contains("+1"), "{diff}");
+    }
+
+    #[test]
+    fn drift_reads_clearly_in_text_and_markdown() {
+        let head = desired(&[("wf/s/a", "1\n"), ("wf/s/b", "2\n")]);
+        let seen = on_disk(
+            &[("wf/s/a", "1\n"), ("wf/s/b", "2\n")],
+            &[("wf/s/a", "edited\n")],
+            &["wf/s/notes.txt"],
+        );
+        let plan = plan_observed(&seen, &head, PlanInput::default());
+        insta::assert_snapshot!("drift-text", crate::report::text::render(&plan, false));
+        insta::assert_snapshot!("drift-markdown", crate::report::markdown::render(&plan));
+    }
+
+    #[test]
+    fn unmanaged_files_alone_are_listed_without_actions() {
+        let head = desired(&[("wf/s/a", "1\n")]);
+        let seen = on_disk(
+            &[("wf/s/a", "1\n")],
+            &[("wf/s/a", "1\n")],
+            &["wf/s/keep.me"],
+        );
+        let plan = plan_observed(&seen, &head, PlanInput::default());
+        assert!(plan.summary.is_empty());
+        assert_eq!(plan.workers.len(), 1);
+        assert_eq!(plan.workers[0].unmanaged, ["wf/s/keep.me"]);
+    }
+}
