@@ -2,5 +2,8 @@
 //! rendered output on disk.
 
 pub mod git;
+pub mod lock;
+pub mod objects;
 pub mod render_dir;
 pub mod secrets;
+pub mod store;

@@ -1,0 +1,344 @@
+//! The content-addressed object store: every rendered artifact's bytes under
+//! `<state_dir>/objects/ab/cdef…` (hex sha256, two-character fan-out), so drift repair and
+//! rollback never need to re-render. Objects are written atomically (temp file, fsync,
+//! rename, folder fsync) and verified on read. Folders are 0o700 and files 0o600: objects
+//! may hold secret values. Knows nothing of deployments; the store records which objects a
+//! deployment used.
+
+use crate::model::desired::sha256_hex;
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Folder of the objects inside the state folder.
+pub const OBJECTS_DIR: &str = "objects";
+
+/// Why an object could not be stored or read.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    /// The name is not 64 lowercase hex characters.
+    #[error("`{0}` is not a sha256 object name (64 lowercase hex characters)")]
+    InvalidSha(String),
+    /// No object has this name.
+    #[error("object {sha} is missing from the object store ({path})")]
+    Missing {
+        /// The object's name.
+        sha: String,
+        /// Where it should be.
+        path: PathBuf,
+    },
+    /// The object's bytes do not hash to its name.
+    #[error("object {sha} is corrupt: {path} holds bytes with sha256 {actual}")]
+    Corrupt {
+        /// The object's name.
+        sha: String,
+        /// The file.
+        path: PathBuf,
+        /// The hash of what the file holds.
+        actual: String,
+    },
+    /// Reading or writing failed.
+    #[error("cannot use object file {path}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// The objects of one state folder.
+#[derive(Clone, Debug)]
+pub struct ObjectStore {
+    root: PathBuf,
+}
+
+/// Makes temp names unique among threads of one process; the pid separates processes.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl ObjectStore {
+    /// The object store of `state_dir` (`<state_dir>/objects`). Creates nothing until the
+    /// first [`ObjectStore::put`].
+    pub fn new(state_dir: &Path) -> Self {
+        Self {
+            root: state_dir.join(OBJECTS_DIR),
+        }
+    }
+
+    /// The objects folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the object named `sha` lives; refuses anything but a sha256 hex name, so no
+    /// name can reach outside the store.
+    pub fn path_of(&self, sha: &str) -> Result<PathBuf, ObjectError> {
+        let valid = sha.len() == 64 && sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !valid {
+            return Err(ObjectError::InvalidSha(sha.to_owned()));
+        }
+        Ok(self.root.join(&sha[..2]).join(&sha[2..]))
+    }
+
+    /// Stores `bytes` durably and returns their sha256. An object already present is not
+    /// rewritten (unless its size shows it is damaged).
+    pub fn put(&self, bytes: &[u8]) -> Result<String, ObjectError> {
+        let mut dirty = BTreeSet::new();
+        let sha = self.put_unsynced(bytes, &mut dirty)?;
+        sync_dirs(&dirty)?;
+        Ok(sha)
+    }
+
+    /// Stores many objects, syncing each touched folder once at the end; returns their
+    /// sha256s in order. Cheaper than [`ObjectStore::put`] in a loop.
+    pub fn put_all<'a>(
+        &self,
+        objects: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Vec<String>, ObjectError> {
+        let mut dirty = BTreeSet::new();
+        let shas = objects
+            .into_iter()
+            .map(|bytes| self.put_unsynced(bytes, &mut dirty))
+            .collect::<Result<Vec<_>, _>>()?;
+        sync_dirs(&dirty)?;
+        Ok(shas)
+    }
+
+    /// Whether the object named `sha` is present (not verified; [`ObjectStore::get`] does).
+    pub fn has(&self, sha: &str) -> Result<bool, ObjectError> {
+        let path = self.path_of(sha)?;
+        match fs::metadata(&path) {
+            Ok(meta) => Ok(meta.is_file()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(ObjectError::Io { path, source }),
+        }
+    }
+
+    /// The bytes of the object named `sha`, checked against the name.
+    pub fn get(&self, sha: &str) -> Result<Vec<u8>, ObjectError> {
+        let path = self.path_of(sha)?;
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(ObjectError::Missing {
+                    sha: sha.to_owned(),
+                    path,
+                });
+            }
+            Err(source) => return Err(ObjectError::Io { path, source }),
+        };
+        let actual = sha256_hex(&bytes);
+        if actual != sha {
+            return Err(ObjectError::Corrupt {
+                sha: sha.to_owned(),
+                path,
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Writes one object without syncing its folder; adds the folders to sync to `dirty`.
+    fn put_unsynced(
+        &self,
+        bytes: &[u8],
+        dirty: &mut BTreeSet<PathBuf>,
+    ) -> Result<String, ObjectError> {
+        let sha = sha256_hex(bytes);
+        let path = self.path_of(&sha)?;
+        if let Ok(meta) = fs::metadata(&path)
+            && meta.is_file()
+            && meta.len() == bytes.len() as u64
+        {
+            return Ok(sha);
+        }
+        let fan_out = path.parent().unwrap_or(&self.root).to_owned();
+        if !fan_out.is_dir() {
+            create_private_dir(&fan_out)?;
+            dirty.insert(self.root.clone());
+            if let Some(state_dir) = self.root.parent() {
+                dirty.insert(state_dir.to_owned());
+            }
+        }
+        let temp = fan_out.join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = write_synced(&temp, bytes).and_then(|()| fs::rename(&temp, &path));
+        if let Err(source) = written {
+            let _ = fs::remove_file(&temp);
+            return Err(ObjectError::Io { path, source });
+        }
+        dirty.insert(fan_out);
+        Ok(sha)
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), ObjectError> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|source| ObjectError::Io {
+        path: dir.to_owned(),
+        source,
+    })
+}
+
+/// fsyncs folders so the renames in them survive a power loss.
+fn sync_dirs(dirs: &BTreeSet<PathBuf>) -> Result<(), ObjectError> {
+    for dir in dirs.iter().rev() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|source| ObjectError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HELLO_SHA: &str = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+
+    fn store() -> (tempfile::TempDir, ObjectStore) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = ObjectStore::new(dir.path());
+        (dir, store)
+    }
+
+    #[test]
+    fn put_then_get_round_trips_under_fan_out() {
+        let (dir, store) = store();
+        let sha = store.put(b"hello").expect("put");
+        assert_eq!(sha, HELLO_SHA);
+        let path = dir.path().join("objects/2c").join(&HELLO_SHA[2..]);
+        assert!(path.is_file(), "{}", path.display());
+        assert!(store.has(&sha).expect("has"));
+        assert_eq!(store.get(&sha).expect("get"), b"hello");
+        let leftovers: Vec<_> = fs::read_dir(dir.path().join("objects/2c"))
+            .expect("read")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(leftovers.len(), 1, "temp files left: {leftovers:?}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn objects_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, store) = store();
+        let sha = store.put(b"secret: hunter2").expect("put");
+        let mode = |p: &Path| fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(&store.path_of(&sha).expect("path")), 0o600);
+        assert_eq!(mode(&dir.path().join("objects")), 0o700);
+        assert_eq!(mode(&dir.path().join("objects").join(&sha[..2])), 0o700);
+    }
+
+    #[test]
+    fn put_of_a_present_object_keeps_it() {
+        let (_dir, store) = store();
+        let sha = store.put(b"same").expect("put");
+        let path = store.path_of(&sha).expect("path");
+        let before = fs::metadata(&path)
+            .expect("meta")
+            .modified()
+            .expect("mtime");
+        assert_eq!(store.put(b"same").expect("put again"), sha);
+        let after = fs::metadata(&path)
+            .expect("meta")
+            .modified()
+            .expect("mtime");
+        assert_eq!(before, after);
+    }
+
+    #[test]
+    fn put_repairs_a_truncated_object() {
+        let (_dir, store) = store();
+        let sha = store.put(b"hello").expect("put");
+        fs::write(store.path_of(&sha).expect("path"), b"he").expect("damage");
+        store.put(b"hello").expect("put again");
+        assert_eq!(store.get(&sha).expect("get"), b"hello");
+    }
+
+    #[test]
+    fn put_all_returns_names_in_order() {
+        let (_dir, store) = store();
+        let items: [&[u8]; 3] = [b"a", b"b", b"a"];
+        let shas = store.put_all(items).expect("put all");
+        assert_eq!(shas.len(), 3);
+        assert_eq!(shas[0], shas[2]);
+        for (sha, bytes) in shas.iter().zip(items) {
+            assert_eq!(store.get(sha).expect("get"), bytes);
+        }
+    }
+
+    #[test]
+    fn corrupt_object_names_sha_and_path() {
+        let (_dir, store) = store();
+        let sha = store.put(b"hello").expect("put");
+        let path = store.path_of(&sha).expect("path");
+        fs::write(&path, b"HELLO").expect("corrupt");
+        let err = store
+            .get(&sha)
+            .expect_err("corrupt object must not be returned");
+        assert!(matches!(err, ObjectError::Corrupt { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains(&sha), "{message}");
+        assert!(message.contains(&path.display().to_string()), "{message}");
+    }
+
+    #[test]
+    fn missing_object_is_typed() {
+        let (_dir, store) = store();
+        assert!(!store.has(HELLO_SHA).expect("has"));
+        let err = store.get(HELLO_SHA).expect_err("missing");
+        assert!(matches!(err, ObjectError::Missing { .. }), "{err:?}");
+        assert!(err.to_string().contains(HELLO_SHA));
+    }
+
+    #[test]
+    fn names_that_are_not_sha256_hex_are_refused() {
+        let (_dir, store) = store();
+        let traversal = format!("../{}", &HELLO_SHA[3..]);
+        let upper = HELLO_SHA.to_uppercase();
+        for bad in [
+            "",
+            "abc",
+            "../../etc/passwd",
+            traversal.as_str(),
+            upper.as_str(),
+            &HELLO_SHA[..63],
+        ] {
+            assert!(
+                matches!(store.get(bad), Err(ObjectError::InvalidSha(_))),
+                "{bad}"
+            );
+            assert!(
+                matches!(store.has(bad), Err(ObjectError::InvalidSha(_))),
+                "{bad}"
+            );
+        }
+        let with_slash = format!("{}/{}", &HELLO_SHA[..2], &HELLO_SHA[3..]);
+        assert!(matches!(
+            store.path_of(&with_slash),
+            Err(ObjectError::InvalidSha(_))
+        ));
+    }
+}

@@ -1,0 +1,382 @@
+//! The deployment record: `<state_dir>/ringops.db`, SQLite in WAL mode. Owns the schema
+//! (append-only migrations under `PRAGMA user_version`), the deployment lifecycle as
+//! stored (one Active per ring, enforced by a partial unique index), worker outcomes, the
+//! artifacts each deployment left on each worker, and drift events.
+//!
+//! [`Store`] is the one writer; hold [`crate::adapters::lock::WriterLock`] while using it.
+//! [`StoreReader`] opens read-only for status and history and never blocks on the writer.
+//! Time comes from a [`Clock`] so tests are deterministic. Artifact bytes live in
+//! [`crate::adapters::objects`], not here. rusqlite blocks: async callers use
+//! `spawn_blocking`.
+
+mod read;
+mod schema;
+mod write;
+
+use crate::model::deployment::{
+    Deployment, DeploymentEvent, DeploymentId, DeploymentState, DriftEvent, Timestamp,
+    WorkerRecord, WrittenArtifact,
+};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use write::{Activation, INTERRUPTED, PruneReport};
+
+/// File name of the database inside the state folder.
+pub const DB_FILE: &str = "ringops.db";
+
+/// How long a connection waits for another writer's transaction before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file is not an SQLite database, or is damaged.
+    #[error(
+        "{path} is not a readable ringops state database (damaged, or not SQLite); move it aside to start a new state"
+    )]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// The schema is newer than this build knows.
+    #[error(
+        "state {path} was written by a newer ringops (schema version {found}, this ringops knows up to {known}); upgrade ringops"
+    )]
+    Newer {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The newest version this build knows.
+        known: i64,
+    },
+    /// A read-only open found no state, or one a writer has not yet brought up to date.
+    #[error(
+        "no ringops state at {path} (schema version {found}, expected {known}); apply a ring first"
+    )]
+    NotReady {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema version (0 when missing).
+        found: i64,
+        /// The version this build expects.
+        known: i64,
+    },
+    /// No deployment has this id.
+    #[error("no deployment {0}")]
+    NotFound(DeploymentId),
+    /// The lifecycle does not allow this change.
+    #[error("deployment {id} cannot go from {from} to {to}")]
+    IllegalTransition {
+        /// The deployment.
+        id: DeploymentId,
+        /// Its state.
+        from: DeploymentState,
+        /// The state asked for.
+        to: DeploymentState,
+    },
+    /// Another process kept the database locked longer than the busy timeout.
+    #[error("state {path} is busy: another ringops kept it locked; try again")]
+    Busy {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// A stored value this build does not understand.
+    #[error("state {path} holds a value this ringops does not understand: {detail}")]
+    BadValue {
+        /// The database file.
+        path: PathBuf,
+        /// What and where.
+        detail: String,
+    },
+    /// Any other database failure.
+    #[error("cannot use state {path}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// The state folder could not be created.
+    #[error("cannot create state folder {path}")]
+    Io {
+        /// The folder.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    /// True when trying again later may succeed (another process held the database).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Busy { .. })
+    }
+
+    /// Classifies an SQLite error on the database at `path`.
+    fn sqlite(path: &Path, source: rusqlite::Error) -> Self {
+        let path = path.to_owned();
+        match source.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+                Self::Corrupt { path, source }
+            }
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+                Self::Busy { path, source }
+            }
+            _ => Self::Sqlite { path, source },
+        }
+    }
+}
+
+/// Result of state operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Where the store gets "now".
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// The current time.
+    fn now(&self) -> Timestamp;
+}
+
+/// The system's wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+/// A clock that shows what it is told; for tests and replays.
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    /// A clock stopped at `at`.
+    pub fn new(at: Timestamp) -> Self {
+        Self(AtomicI64::new(at.0))
+    }
+
+    /// Moves the clock to `at`.
+    pub fn set(&self, at: Timestamp) {
+        self.0.store(at.0, Ordering::SeqCst);
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        self.set(self.now().plus(by));
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// The writing side of the state. Hold the writer lock while using it.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    clock: Arc<dyn Clock>,
+}
+
+impl Store {
+    /// Opens (creating if needed) `<state_dir>/ringops.db` with the system clock, and
+    /// brings its schema up to date.
+    pub fn open(state_dir: &Path) -> Result<Self> {
+        Self::open_with_clock(state_dir, Arc::new(SystemClock))
+    }
+
+    /// Like [`Store::open`], reading time from `clock`.
+    pub fn open_with_clock(state_dir: &Path, clock: Arc<dyn Clock>) -> Result<Self> {
+        create_private_dir(state_dir)?;
+        let path = state_dir.join(DB_FILE);
+        let err = |e| StoreError::sqlite(&path, e);
+        let mut conn = Connection::open(&path).map_err(err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+        // Read the version before changing anything: a damaged or newer file is left as is.
+        refuse_newer(&path, schema::version(&conn).map_err(err)?)?;
+        let _mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(err)?;
+        refuse_newer(&path, schema::migrate(&mut conn).map_err(err)?)?;
+        Ok(Self { conn, path, clock })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The store's clock.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+}
+
+/// A read-only view of the state for status and history. Never takes a write lock, so it
+/// neither waits for nor blocks the writer (WAL).
+#[derive(Debug)]
+pub struct StoreReader {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl StoreReader {
+    /// Opens `<state_dir>/ringops.db` read-only. A missing state is
+    /// [`StoreError::NotReady`].
+    pub fn open(state_dir: &Path) -> Result<Self> {
+        let path = state_dir.join(DB_FILE);
+        let not_ready = |found| StoreError::NotReady {
+            path: path.clone(),
+            found,
+            known: schema::latest(),
+        };
+        if !path.is_file() {
+            return Err(not_ready(0));
+        }
+        let err = |e| StoreError::sqlite(&path, e);
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&path, flags).map_err(err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+        let found = schema::version(&conn).map_err(err)?;
+        refuse_newer(&path, found)?;
+        if found < schema::latest() {
+            return Err(not_ready(found));
+        }
+        conn.pragma_update(None, "query_only", true).map_err(err)?;
+        Ok(Self { conn, path })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn refuse_newer(path: &Path, found: i64) -> Result<()> {
+    if found > schema::latest() {
+        return Err(StoreError::Newer {
+            path: path.to_owned(),
+            found,
+            known: schema::latest(),
+        });
+    }
+    Ok(())
+}
+
+/// Creates the state folder private to its owner: objects may hold secret values.
+fn create_private_dir(dir: &Path) -> Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|source| StoreError::Io {
+        path: dir.to_owned(),
+        source,
+    })
+}
+
+/// The read queries, the same on the writer and on a reader.
+macro_rules! reads {
+    ($ty:ty) => {
+        impl $ty {
+            /// One deployment, pruned or not.
+            pub fn get(&self, id: DeploymentId) -> Result<Deployment> {
+                read::get(&self.conn, &self.path, id)
+            }
+
+            /// The ring's Active deployment, if any.
+            pub fn active(&self, ring: &str) -> Result<Option<Deployment>> {
+                read::active(&self.conn, &self.path, ring)
+            }
+
+            /// Deployments, newest first, of one ring or all; pruned ones left out.
+            pub fn history(&self, ring: Option<&str>, limit: usize) -> Result<Vec<Deployment>> {
+                read::history(&self.conn, &self.path, ring, limit, false)
+            }
+
+            /// Like [`Self::history`], including pruned deployments (for audit).
+            pub fn history_with_pruned(
+                &self,
+                ring: Option<&str>,
+                limit: usize,
+            ) -> Result<Vec<Deployment>> {
+                read::history(&self.conn, &self.path, ring, limit, true)
+            }
+
+            /// The newest deployment of the ring that reached Active and is no longer
+            /// Active: what a rollback goes back to.
+            pub fn previous_success(&self, ring: &str) -> Result<Option<Deployment>> {
+                read::previous_success(&self.conn, &self.path, ring)
+            }
+
+            /// A deployment's events, oldest first.
+            pub fn events(&self, id: DeploymentId) -> Result<Vec<DeploymentEvent>> {
+                read::events(&self.conn, &self.path, id)
+            }
+
+            /// A deployment's worker outcomes, by worker name.
+            pub fn workers(&self, id: DeploymentId) -> Result<Vec<WorkerRecord>> {
+                read::workers(&self.conn, &self.path, id)
+            }
+
+            /// The artifacts a deployment left on each worker, sorted by path.
+            pub fn artifacts(
+                &self,
+                id: DeploymentId,
+            ) -> Result<BTreeMap<String, Vec<WrittenArtifact>>> {
+                read::artifacts(&self.conn, &self.path, id, None)
+            }
+
+            /// The artifacts a deployment left on one worker, sorted by path.
+            pub fn worker_artifacts(
+                &self,
+                id: DeploymentId,
+                worker: &str,
+            ) -> Result<Vec<WrittenArtifact>> {
+                let mut all = read::artifacts(&self.conn, &self.path, id, Some(worker))?;
+                Ok(all.remove(worker).unwrap_or_default())
+            }
+
+            /// Drift events, newest first, of one ring or all; pruned ones left out.
+            pub fn drift_events(
+                &self,
+                ring: Option<&str>,
+                limit: usize,
+            ) -> Result<Vec<DriftEvent>> {
+                read::drift_events(&self.conn, &self.path, ring, limit)
+            }
+
+            /// The names of every ring with a deployment, sorted.
+            pub fn rings(&self) -> Result<Vec<String>> {
+                read::rings(&self.conn, &self.path)
+            }
+        }
+    };
+}
+
+reads!(Store);
+reads!(StoreReader);
+
+#[cfg(test)]
+mod tests;
