@@ -7,3 +7,4 @@ pub mod objects;
 pub mod render_dir;
 pub mod secrets;
 pub mod store;
+pub mod worker_dir;
