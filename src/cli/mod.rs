@@ -1,9 +1,12 @@
 //! The command line: clap arguments, then thin commands over the library.
 //! The only layer (with `main`) that uses anyhow.
 
+pub mod apply;
 pub mod config;
+pub mod history;
 pub mod plan;
 pub mod render;
+pub mod status;
 pub mod validate;
 
 use crate::adapters::git::{Source, SourceError};
@@ -28,6 +31,14 @@ pub struct Cli {
     /// Folder of the manifests inside the repository.
     #[arg(long, global = true, value_name = "SUBDIR", env = "RINGOPS_PATH")]
     pub path: Option<String>,
+    /// Folder of the state: database, objects, local workers (default ./.ringops).
+    #[arg(
+        long = "state",
+        global = true,
+        value_name = "DIR",
+        env = "RINGOPS_STATE"
+    )]
+    pub state_dir: Option<PathBuf>,
     /// Folder with one file per secret, consulted before $CREDENTIALS_DIRECTORY and RINGOPS_SECRET_<NAME>.
     #[arg(long, global = true, value_name = "DIR", env = "RINGOPS_SECRETS_DIR")]
     pub secrets_dir: Option<PathBuf>,
@@ -45,6 +56,14 @@ pub enum Command {
     Render(render::RenderArgs),
     /// Show what would change on each worker of a ring if HEAD replaced BASE.
     Plan(plan::PlanArgs),
+    /// Apply a ring's desired state to its workers and record the deployment.
+    Apply(apply::ApplyArgs),
+    /// Per ring: the active deployment and whether its workers are in sync.
+    Status(status::StatusArgs),
+    /// The record of deployments.
+    History(history::HistoryArgs),
+    /// One deployment: its states, workers and artifacts.
+    Show(history::ShowArgs),
 }
 
 /// Which manifests to read: a revision or the work tree.
@@ -104,13 +123,18 @@ pub fn run(cli: Cli) -> Outcome {
         Command::Validate(args) => validate::run(&ctx, args),
         Command::Render(args) => render::run(&ctx, args),
         Command::Plan(args) => plan::run(&ctx, args),
+        Command::Apply(args) => apply::run(&ctx, args),
+        Command::Status(args) => status::run(&ctx, args),
+        Command::History(args) => history::run(&ctx, args),
+        Command::Show(args) => history::show(&ctx, args),
     }
 }
 
-/// What every command needs: the repository, the manifest path and the secrets.
+/// What commands need: where the repository, manifests, state and secrets are.
 pub struct Context {
-    source: Source,
+    repo_dir: PathBuf,
     path: String,
+    state_dir: PathBuf,
     secrets: HostSecrets,
 }
 
@@ -119,26 +143,39 @@ impl Context {
         let cwd = std::env::current_dir().map_err(|e| Failure::Internal(e.into()))?;
         let file = config::FileConfig::find(cli.config.as_deref(), &cwd)
             .map_err(|e| Failure::User(e.into()))?;
-        let dir = cli.repo.clone().or(file.repo).unwrap_or(cwd);
+        let state_dir = cli
+            .state_dir
+            .clone()
+            .or(file.state_dir)
+            .unwrap_or_else(|| cwd.join(".ringops"));
         Ok(Context {
-            source: Source::open(&dir)?,
+            repo_dir: cli.repo.clone().or(file.repo).unwrap_or(cwd),
             path: cli.path.clone().or(file.path).unwrap_or_default(),
+            state_dir,
             secrets: HostSecrets::new(cli.secrets_dir.clone().or(file.secrets_dir)),
         })
+    }
+
+    /// The repository; opened only by the commands that read manifests.
+    fn source(&self) -> Result<Source, Failure> {
+        Ok(Source::open(&self.repo_dir)?)
+    }
+
+    /// The state folder: `--state`, `state_dir` in the configuration, or `./.ringops`.
+    pub fn state_dir(&self) -> &std::path::Path {
+        &self.state_dir
     }
 
     /// The bundle a [`Revision`] names; holding no manifest at all is a mistake (a
     /// mistyped `--path` must not validate as an empty, error-free fleet).
     fn bundle(&self, rev: &Revision) -> Result<Bundle, Failure> {
+        let source = self.source()?;
         let (bundle, at) = if rev.worktree {
-            let bundle = self.source.bundle_worktree(&self.path)?;
+            let bundle = source.bundle_worktree(&self.path)?;
             (bundle, "in the work tree".to_owned())
         } else {
             let name = rev.rev.as_deref().unwrap_or("HEAD");
-            (
-                self.source.bundle_at(name, &self.path)?,
-                format!("at `{name}`"),
-            )
+            (source.bundle_at(name, &self.path)?, format!("at `{name}`"))
         };
         if !bundle.files.keys().any(|p| is_manifest(p)) {
             let under = if bundle.root.is_empty() {

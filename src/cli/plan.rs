@@ -50,12 +50,13 @@ impl PlanArgs {
 
 /// Prints the plan; exit 1 naming the errors of a side that does not compile.
 pub fn run(ctx: &Context, args: &PlanArgs) -> Outcome {
+    let source = ctx.source()?;
     let base_bundle = match &args.base {
-        Some(rev) => ctx.source.bundle_at(rev, &ctx.path)?,
+        Some(rev) => source.bundle_at(rev, &ctx.path)?,
         None => Bundle::default(),
     };
     let base_rev = args.base.as_deref().unwrap_or("nothing");
-    let head_bundle = ctx.source.bundle_at(&args.head, &ctx.path)?;
+    let head_bundle = source.bundle_at(&args.head, &ctx.path)?;
     // The two sides compile independently: one thread each.
     let secrets = &ctx.secrets;
     let (base, head) = both_sides(
