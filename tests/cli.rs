@@ -821,7 +821,7 @@ fn without_a_base_the_plan_creates_everything_render_writes() {
 
     let md = fleet(&repo, "plan", &["--ring", "dev", "--format", "markdown"]);
     let md = md.expect(0).stdout.clone();
-    assert!(md.contains("`nothing` → `HEAD"), "{md}");
+    assert!(md.contains("`the workers` → `HEAD"), "{md}");
     assert!(
         md.contains("ringops plan --ring dev --path examples/fleet --head "),
         "{md}"

@@ -113,6 +113,39 @@ impl From<RenderDirError> for Failure {
     }
 }
 
+/// An engine error as a command failure: unsupported targets and bad worker paths
+/// are the user's to fix; the rest broke underneath.
+pub fn engine_failure(e: crate::engine::EngineError) -> Failure {
+    use crate::engine::EngineError;
+    let user = match &e {
+        EngineError::Unsupported { .. } => true,
+        EngineError::Worker { source, .. } => source.is_user_error(),
+        _ => false,
+    };
+    if user {
+        Failure::User(e.into())
+    } else {
+        Failure::Internal(e.into())
+    }
+}
+
+/// Repository files that differ between the ring's Active deployment and `head`: the
+/// reasons a plan against the workers gives. Every file when nothing is Active yet.
+pub fn changed_since_active(
+    ctx: &Context,
+    ring: &str,
+    head: &Bundle,
+) -> std::collections::BTreeSet<String> {
+    let active = crate::adapters::store::StoreReader::open(ctx.state_dir())
+        .ok()
+        .and_then(|r| r.active(ring).ok().flatten());
+    let base = active.and_then(|a| {
+        let source = ctx.source().ok()?;
+        source.bundle_at(&a.commit, &ctx.path).ok()
+    });
+    base.unwrap_or_default().changed_files(head)
+}
+
 /// Outcome of a command.
 pub type Outcome = Result<ExitCode, Failure>;
 

@@ -1,6 +1,7 @@
 //! `ringops plan`: what would change on each worker of a ring between two commits.
 
-use super::{Context, Failure, Outcome, emit};
+use super::{Context, Failure, Outcome, emit, engine_failure};
+use crate::engine;
 use crate::model::plan::Revision;
 use crate::model::{Bundle, DesiredState};
 use crate::pipeline::plan::{PlanInput, plan};
@@ -55,7 +56,7 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Outcome {
         Some(rev) => source.bundle_at(rev, &ctx.path)?,
         None => Bundle::default(),
     };
-    let base_rev = args.base.as_deref().unwrap_or("nothing");
+    let base_rev = args.base.as_deref().unwrap_or("the workers");
     let head_bundle = source.bundle_at(&args.head, &ctx.path)?;
     // The two sides compile independently: one thread each.
     let secrets = &ctx.secrets;
@@ -75,7 +76,16 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Outcome {
         },
         changed_files: base_bundle.changed_files(&head_bundle),
     };
-    let plan = plan(&base, &head, input);
+    let plan = match &args.base {
+        Some(_) => plan(&base, &head, input),
+        None => {
+            let input = PlanInput {
+                changed_files: super::changed_since_active(ctx, &args.ring, &head_bundle),
+                ..input
+            };
+            engine::plan_ring(ctx.state_dir(), &head, input).map_err(engine_failure)?
+        }
+    };
     let text = match args.format {
         Format::Text => report::text::render(&plan, true),
         Format::Markdown => report::markdown::render(&plan),

@@ -36,6 +36,11 @@ fn worker_plan(
     let mut actions = diff_worker(&before, after, &input.changed_files);
     for action in &mut actions {
         action.drift = drift(seen, &action.path);
+        // A file the worker changed but the manifests did not: the manifests are no reason.
+        let recorded = seen.managed.get(&action.path).map(|m| &m.sha256);
+        if action.drift.is_some() && recorded == action.after_sha256.as_ref() {
+            action.why.clear();
+        }
     }
     WorkerPlan {
         worker: name.to_owned(),

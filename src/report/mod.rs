@@ -18,9 +18,10 @@ pub fn revision(rev: &Revision) -> String {
     }
 }
 
-/// The base side of a plan: a revision, or `nothing` when planning from nothing deployed.
+/// The base side of a plan: a revision, or `the workers` when planning against what is
+/// on them.
 pub fn base(rev: Option<&Revision>) -> String {
-    rev.map_or_else(|| "nothing".to_owned(), revision)
+    rev.map_or_else(|| "the workers".to_owned(), revision)
 }
 
 /// The first 12 characters of a commit id.
