@@ -59,13 +59,10 @@ pub enum Command {
     /// Apply a ring's desired state to its workers and record the deployment.
     Apply(apply::ApplyArgs),
     /// Per ring: the active deployment and whether its workers are in sync.
-    #[command(hide = true)]
     Status(status::StatusArgs),
     /// The record of deployments.
-    #[command(hide = true)]
     History(history::HistoryArgs),
     /// One deployment: its states, workers and artifacts.
-    #[command(hide = true)]
     Show(history::ShowArgs),
 }
 

@@ -1,7 +1,24 @@
-//! `ringops status`: per ring, the active deployment and its workers' sync.
+//! `ringops status`: per ring, the Active deployment and whether its workers still hold
+//! what it wrote, plus who holds the writer lock. Reads the state with
+//! [`StoreReader`] and each local worker with [`WorkerDir::inventory`]; takes no lock,
+//! writes nothing and needs no repository.
+//!
+//! Only local workers at `<state_dir>/workers/<worker>` are checked for now: a deployment
+//! does not record a worker's target, so one elsewhere shows as unreachable.
 
-use super::{Context, Failure, Outcome};
+use super::history::{Format, open_reader, store_failure};
+use super::{Context, Outcome, emit};
+use crate::adapters::lock::{LockStatus, WriterLock};
+use crate::adapters::store::StoreReader;
+use crate::adapters::worker_dir::{Inventory, OnDisk, WorkerDir};
+use crate::model::deployment::WrittenArtifact;
+use crate::report::history::{
+    self as report, DriftedFile, RingStatus, Status, WorkerStatus, WorkerSync, Writer,
+};
 use clap::Args;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::ExitCode;
 
 /// Arguments of `status`.
 #[derive(Debug, Args)]
@@ -9,9 +26,249 @@ pub struct StatusArgs {
     /// Only this ring.
     #[arg(long)]
     pub ring: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }
 
-/// Prints the status of every ring (or one).
-pub fn run(_ctx: &Context, _args: &StatusArgs) -> Outcome {
-    Err(Failure::user("`status` is not implemented yet"))
+/// Prints the status of every ring with deployments (or one).
+pub fn run(ctx: &Context, args: &StatusArgs) -> Outcome {
+    let state_dir = ctx.state_dir();
+    let rings = match open_reader(state_dir)? {
+        None => Vec::new(),
+        Some(reader) => rings(&reader, state_dir, args.ring.as_deref())?,
+    };
+    let status = Status {
+        rings,
+        writer: writer(state_dir),
+    };
+    emit(&match args.format {
+        Format::Text => report::status_text(&status, args.ring.as_deref()),
+        Format::Json => report::status_json(&status),
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rings(
+    reader: &StoreReader,
+    state_dir: &Path,
+    only: Option<&str>,
+) -> Result<Vec<RingStatus>, super::Failure> {
+    let names = match only {
+        Some(ring) => vec![ring.to_owned()],
+        None => reader.rings().map_err(store_failure)?,
+    };
+    let mut out = Vec::new();
+    for ring in names {
+        let Some(newest) = reader.history(Some(&ring), 1).map_err(store_failure)?.pop() else {
+            continue;
+        };
+        let active = reader.active(&ring).map_err(store_failure)?;
+        let workers = match &active {
+            Some(a) => {
+                let recorded = recorded_workers(reader, a.id)?;
+                recorded
+                    .into_iter()
+                    .map(|(worker, artifacts)| WorkerStatus {
+                        sync: worker_sync(state_dir, &worker, &artifacts),
+                        worker,
+                    })
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        let latest = (active.as_ref().map(|a| a.id) != Some(newest.id)).then_some(newest);
+        out.push(RingStatus {
+            ring,
+            active,
+            latest,
+            workers,
+        });
+    }
+    Ok(out)
+}
+
+/// Every worker the deployment recorded an outcome or artifacts for, with its artifacts.
+fn recorded_workers(
+    reader: &StoreReader,
+    id: crate::model::deployment::DeploymentId,
+) -> Result<BTreeMap<String, Vec<WrittenArtifact>>, super::Failure> {
+    let mut workers = reader.artifacts(id).map_err(store_failure)?;
+    for record in reader.workers(id).map_err(store_failure)? {
+        workers.entry(record.worker).or_default();
+    }
+    Ok(workers)
+}
+
+/// Reads a local worker's directory and compares it with the recorded artifacts.
+fn worker_sync(state_dir: &Path, worker: &str, recorded: &[WrittenArtifact]) -> WorkerSync {
+    let root = state_dir.join("workers").join(worker);
+    if !root.is_dir() {
+        return WorkerSync::Unreachable {
+            reason: format!(
+                "no worker directory at {}; workers with a `dir:` target are not checked yet",
+                root.display()
+            ),
+        };
+    }
+    match WorkerDir::new(&root).inventory() {
+        Ok(inventory) => compare(recorded, &inventory),
+        Err(e) => WorkerSync::Unreachable {
+            reason: format!("{:#}", anyhow::Error::new(e)),
+        },
+    }
+}
+
+/// Compares the artifacts a deployment recorded with what a worker holds: every recorded
+/// file must be on disk with its sha256 and mode, and no other file may be managed.
+pub fn compare(recorded: &[WrittenArtifact], inventory: &Inventory) -> WorkerSync {
+    let unmanaged: BTreeSet<&str> = inventory.unmanaged.iter().map(String::as_str).collect();
+    let mut files = Vec::new();
+    for artifact in recorded {
+        let how = match inventory.managed.get(&artifact.path).map(|e| &e.on_disk) {
+            Some(OnDisk::File { sha256, mode })
+                if *sha256 == artifact.sha256 && *mode == artifact.mode =>
+            {
+                continue;
+            }
+            Some(OnDisk::File { .. }) => "edited".to_owned(),
+            Some(OnDisk::Missing) => "missing".to_owned(),
+            Some(OnDisk::NotAFile { what }) => format!("replaced by {what}"),
+            None if unmanaged.contains(artifact.path.as_str()) => "unmanaged".to_owned(),
+            None => "missing".to_owned(),
+        };
+        files.push(DriftedFile {
+            path: artifact.path.clone(),
+            how,
+        });
+    }
+    let paths: BTreeSet<&str> = recorded.iter().map(|a| a.path.as_str()).collect();
+    for path in inventory.managed.keys() {
+        if !paths.contains(path.as_str()) {
+            files.push(DriftedFile {
+                path: path.clone(),
+                how: "extra".to_owned(),
+            });
+        }
+    }
+    if files.is_empty() {
+        WorkerSync::InSync {
+            files: recorded.len(),
+        }
+    } else {
+        files.sort();
+        WorkerSync::Drifted {
+            files: recorded.len(),
+            drifted: files,
+        }
+    }
+}
+
+/// Who holds the writer lock; never waits.
+fn writer(state_dir: &Path) -> Writer {
+    match WriterLock::status(state_dir) {
+        Ok(LockStatus::Free) => Writer::Free,
+        Ok(LockStatus::Held(holder)) => Writer::Held {
+            pid: holder.as_ref().map(|h| h.pid),
+            command: holder.as_ref().map(|h| h.command.clone()),
+            since: holder.map(|h| h.since),
+        },
+        Err(e) => Writer::Unknown {
+            reason: format!("{:#}", anyhow::Error::new(e)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::worker_dir::{ManagedEntry, ManagedFile};
+
+    fn artifact(path: &str, sha256: &str) -> WrittenArtifact {
+        WrittenArtifact {
+            path: path.to_owned(),
+            sha256: sha256.to_owned(),
+            mode: 0o644,
+        }
+    }
+
+    fn entry(sha256: &str, on_disk: OnDisk) -> ManagedEntry {
+        ManagedEntry {
+            record: ManagedFile {
+                sha256: sha256.to_owned(),
+                mode: 0o644,
+                deployment: "d-000001".to_owned(),
+            },
+            on_disk,
+        }
+    }
+
+    fn file(sha256: &str, mode: u32) -> OnDisk {
+        OnDisk::File {
+            sha256: sha256.to_owned(),
+            mode,
+        }
+    }
+
+    #[test]
+    fn every_difference_is_drift() {
+        let recorded = [
+            artifact("a/j/ok", "1"),
+            artifact("a/j/edited", "2"),
+            artifact("a/j/chmod", "3"),
+            artifact("a/j/gone", "4"),
+            artifact("a/j/dir", "5"),
+            artifact("a/j/hand", "6"),
+            artifact("a/j/unknown", "7"),
+        ];
+        let inventory = Inventory {
+            managed: BTreeMap::from([
+                ("a/j/ok".to_owned(), entry("1", file("1", 0o644))),
+                ("a/j/edited".to_owned(), entry("2", file("x", 0o644))),
+                ("a/j/chmod".to_owned(), entry("3", file("3", 0o600))),
+                ("a/j/gone".to_owned(), entry("4", OnDisk::Missing)),
+                (
+                    "a/j/dir".to_owned(),
+                    entry("5", OnDisk::NotAFile { what: "a folder" }),
+                ),
+                ("a/j/later".to_owned(), entry("8", file("8", 0o644))),
+            ]),
+            unmanaged: vec!["a/j/hand".to_owned()],
+            ..Inventory::default()
+        };
+        let WorkerSync::Drifted { files, drifted } = compare(&recorded, &inventory) else {
+            panic!("expected drift");
+        };
+        assert_eq!(files, recorded.len());
+        let got: Vec<(&str, &str)> = drifted
+            .iter()
+            .map(|f| (f.path.as_str(), f.how.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a/j/chmod", "edited"),
+                ("a/j/dir", "replaced by a folder"),
+                ("a/j/edited", "edited"),
+                ("a/j/gone", "missing"),
+                ("a/j/hand", "unmanaged"),
+                ("a/j/later", "extra"),
+                ("a/j/unknown", "missing"),
+            ]
+        );
+    }
+
+    #[test]
+    fn intact_files_are_in_sync() {
+        let recorded = [artifact("a/j/ok", "1")];
+        let inventory = Inventory {
+            managed: BTreeMap::from([("a/j/ok".to_owned(), entry("1", file("1", 0o644)))]),
+            unmanaged: vec!["a/j/mine".to_owned()],
+            ..Inventory::default()
+        };
+        assert_eq!(
+            compare(&recorded, &inventory),
+            WorkerSync::InSync { files: 1 }
+        );
+    }
 }
