@@ -320,23 +320,29 @@ enum RenderFailure {
 
 /// Renders into a buffer that refuses to grow past [`MAX_ARTIFACT_BYTES`].
 fn render_capped(template: &minijinja::Template, ctx: &Value) -> Result<String, RenderFailure> {
-    let mut buffer = Capped(Vec::new());
+    let mut buffer = Capped::default();
     match template.render_captured_to(ctx, &mut buffer) {
-        Ok(_) => String::from_utf8(buffer.0).map_err(|_| RenderFailure::TooLarge),
-        Err(_) if buffer.0.len() >= MAX_ARTIFACT_BYTES => Err(RenderFailure::TooLarge),
+        // minijinja writes only whole `str`s, so the bytes are UTF-8.
+        Ok(_) => Ok(String::from_utf8_lossy(&buffer.bytes).into_owned()),
+        Err(_) if buffer.overflowed => Err(RenderFailure::TooLarge),
         Err(e) => Err(RenderFailure::Template(e)),
     }
 }
 
-struct Capped(Vec<u8>);
+/// An output buffer that fails the write that would take it past the cap.
+#[derive(Default)]
+struct Capped {
+    bytes: Vec<u8>,
+    overflowed: bool,
+}
 
 impl std::io::Write for Capped {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        if self.0.len() + bytes.len() > MAX_ARTIFACT_BYTES {
-            self.0.resize(MAX_ARTIFACT_BYTES, 0);
+        if self.bytes.len() + bytes.len() > MAX_ARTIFACT_BYTES {
+            self.overflowed = true;
             return Err(std::io::Error::other("artifact too large"));
         }
-        self.0.extend_from_slice(bytes);
+        self.bytes.extend_from_slice(bytes);
         Ok(bytes.len())
     }
 
