@@ -76,10 +76,7 @@ pub fn observe(state_dir: &Path, desired: &DesiredState) -> Result<ObservedState
             worker: name.clone(),
             source,
         })?;
-        let mut worker = ObservedWorker {
-            unmanaged: Vec::new(),
-            ..ObservedWorker::default()
-        };
+        let mut worker = ObservedWorker::default();
         for (path, entry) in &inventory.managed {
             let record = ManagedFile {
                 sha256: entry.record.sha256.clone(),

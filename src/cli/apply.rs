@@ -68,8 +68,15 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Outcome {
         },
         Err(diags) => return print_diagnostics(&diags),
     };
-    let mut input = plan_input(&bundle, &rev);
-    input.changed_files = super::changed_since_active(ctx, &args.ring, &bundle);
+    let input = PlanInput {
+        path: bundle.root.clone(),
+        base: None,
+        head: Revision {
+            rev: rev.clone(),
+            commit: bundle.commit.clone(),
+        },
+        changed_files: super::changed_since_active(ctx, &args.ring, &bundle),
+    };
     let plan = engine::plan_ring(state_dir, &desired, input).map_err(engine_failure)?;
     emit(&report::text::render(&plan, true))?;
     let active = store
@@ -84,18 +91,6 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Outcome {
         return Ok(ExitCode::from(1));
     }
     deploy(ctx, &mut store, &desired, &bundle, args)
-}
-
-fn plan_input(bundle: &Bundle, rev: &str) -> PlanInput {
-    PlanInput {
-        path: bundle.root.clone(),
-        base: None,
-        head: Revision {
-            rev: rev.to_owned(),
-            commit: bundle.commit.clone(),
-        },
-        changed_files: Default::default(),
-    }
 }
 
 /// Asks on the terminal; refuses when there is none (use `--yes` in scripts).

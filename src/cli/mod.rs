@@ -93,9 +93,10 @@ impl Failure {
     }
 }
 
-impl From<SourceError> for Failure {
-    fn from(e: SourceError) -> Self {
-        if e.is_user_error() {
+impl Failure {
+    /// A user mistake when `user`, otherwise an internal failure.
+    fn classify(user: bool, e: impl Into<anyhow::Error>) -> Self {
+        if user {
             Failure::User(e.into())
         } else {
             Failure::Internal(e.into())
@@ -103,13 +104,15 @@ impl From<SourceError> for Failure {
     }
 }
 
+impl From<SourceError> for Failure {
+    fn from(e: SourceError) -> Self {
+        Failure::classify(e.is_user_error(), e)
+    }
+}
+
 impl From<RenderDirError> for Failure {
     fn from(e: RenderDirError) -> Self {
-        if e.is_user_error() {
-            Failure::User(e.into())
-        } else {
-            Failure::Internal(e.into())
-        }
+        Failure::classify(e.is_user_error(), e)
     }
 }
 
@@ -122,11 +125,7 @@ pub fn engine_failure(e: crate::engine::EngineError) -> Failure {
         EngineError::Worker { source, .. } => source.is_user_error(),
         _ => false,
     };
-    if user {
-        Failure::User(e.into())
-    } else {
-        Failure::Internal(e.into())
-    }
+    Failure::classify(user, e)
 }
 
 /// Repository files that differ between the ring's Active deployment and `head`: the

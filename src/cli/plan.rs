@@ -52,36 +52,45 @@ impl PlanArgs {
 /// Prints the plan; exit 1 naming the errors of a side that does not compile.
 pub fn run(ctx: &Context, args: &PlanArgs) -> Outcome {
     let source = ctx.source()?;
-    let base_bundle = match &args.base {
-        Some(rev) => source.bundle_at(rev, &ctx.path)?,
-        None => Bundle::default(),
-    };
-    let base_rev = args.base.as_deref().unwrap_or("the workers");
     let head_bundle = source.bundle_at(&args.head, &ctx.path)?;
-    // The two sides compile independently: one thread each.
-    let secrets = &ctx.secrets;
-    let (base, head) = both_sides(
-        || desired(secrets, "base", base_rev, &base_bundle, &args.ring, true),
-        || desired(secrets, "head", &args.head, &head_bundle, &args.ring, false),
-    )?;
-    let input = PlanInput {
-        path: head_bundle.root.clone(),
-        base: args.base.as_ref().map(|rev| Revision {
-            rev: rev.clone(),
-            commit: base_bundle.commit.clone(),
-        }),
-        head: Revision {
-            rev: args.head.clone(),
-            commit: head_bundle.commit.clone(),
-        },
-        changed_files: base_bundle.changed_files(&head_bundle),
+    let head_rev = Revision {
+        rev: args.head.clone(),
+        commit: head_bundle.commit.clone(),
     };
     let plan = match &args.base {
-        Some(_) => plan(&base, &head, input),
-        None => {
+        Some(base_rev) => {
+            let base_bundle = source.bundle_at(base_rev, &ctx.path)?;
+            // The two sides compile independently: one thread each.
+            let secrets = &ctx.secrets;
+            let (base, head) = both_sides(
+                || desired(secrets, "base", base_rev, &base_bundle, &args.ring, true),
+                || desired(secrets, "head", &args.head, &head_bundle, &args.ring, false),
+            )?;
             let input = PlanInput {
+                path: head_bundle.root.clone(),
+                base: Some(Revision {
+                    rev: base_rev.clone(),
+                    commit: base_bundle.commit.clone(),
+                }),
+                head: head_rev,
+                changed_files: base_bundle.changed_files(&head_bundle),
+            };
+            plan(&base, &head, input)
+        }
+        None => {
+            let head = desired(
+                &ctx.secrets,
+                "head",
+                &args.head,
+                &head_bundle,
+                &args.ring,
+                false,
+            )?;
+            let input = PlanInput {
+                path: head_bundle.root.clone(),
+                base: None,
+                head: head_rev,
                 changed_files: super::changed_since_active(ctx, &args.ring, &head_bundle),
-                ..input
             };
             engine::plan_ring(ctx.state_dir(), &head, input).map_err(engine_failure)?
         }
