@@ -91,6 +91,19 @@ pub struct WorkerState {
     pub target: Option<String>,
     /// Artifacts by worker-relative path.
     pub artifacts: BTreeMap<String, Artifact>,
+    /// The group's `check` hook: run on the staged files before a switch.
+    pub check: Option<HookSpec>,
+    /// The group's `reload` hook: run after a switch.
+    pub reload: Option<HookSpec>,
+}
+
+/// A command a worker group runs around a switch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookSpec {
+    /// Program and arguments.
+    pub command: Vec<String>,
+    /// How long it may run before it is killed and counted as failed.
+    pub timeout: std::time::Duration,
 }
 
 /// The desired state of every worker of one ring.

@@ -6,8 +6,8 @@
 //! workflows or look at rendering.
 
 use super::checks::{
-    check_approvals, check_artifact_path, check_artifact_paths_apart, check_duration, check_name,
-    check_params, check_target, check_template_source, ring_durations,
+    check_approvals, check_artifact_path, check_artifact_paths_apart, check_duration, check_hook,
+    check_name, check_params, check_target, check_template_source, ring_durations,
 };
 use super::load::Loaded;
 use super::module::check_module;
@@ -123,6 +123,12 @@ impl<'a> Catalog<'a> {
         let groups: Vec<(&'a str, Entry<'a, WorkerGroupSpec>)> =
             self.groups.iter().map(|(k, v)| (*k, *v)).collect();
         for (group, entry) in groups {
+            for hook in [&entry.spec.check, &entry.spec.reload]
+                .into_iter()
+                .flatten()
+            {
+                check_hook(entry.file(), hook, diags);
+            }
             for worker in &entry.spec.workers {
                 check_name(entry.file(), &worker.name, "worker", diags);
                 if !self.rings.contains_key(worker.ring.value.as_str()) {

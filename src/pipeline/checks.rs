@@ -69,6 +69,24 @@ pub fn ring_durations(spec: &RingSpec) -> Vec<&Spanned<String>> {
     out
 }
 
+/// Time limit of a hook that sets none.
+pub const DEFAULT_HOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reports a hook with no program or a timeout that does not parse.
+pub fn check_hook(file: &str, hook: &crate::model::manifest::Hook, diags: &mut Diagnostics) {
+    if hook.command.value.first().is_none_or(|p| p.is_empty()) {
+        diags.error(
+            file,
+            hook.command.at,
+            "invalid-hook",
+            "a hook's `command` needs a program: a list like [\"nginx\", \"-t\"]",
+        );
+    }
+    if let Some(timeout) = &hook.timeout {
+        check_duration(file, timeout, diags);
+    }
+}
+
 /// Reports a duration that does not parse (e.g. `10s`, `2m`).
 pub fn check_duration(file: &str, value: &Spanned<String>, diags: &mut Diagnostics) {
     if let Err(e) = humantime::parse_duration(&value.value) {

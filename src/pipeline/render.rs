@@ -12,6 +12,8 @@ use super::expand::{Expanded, Job, args};
 use super::params::{self, Params, SecretSource};
 use super::place::{self, Slot};
 use super::template::{Origin, Templates, describe, error_pos};
+use crate::model::desired::HookSpec;
+use crate::model::manifest::{Hook, WorkerGroupSpec};
 use crate::model::manifest::{RingSpec, With};
 use crate::model::{Artifact, DesiredState, Diagnostics, WorkerState};
 use minijinja::value::Serde;
@@ -106,10 +108,30 @@ impl<'a> Renderer<'a> {
                     address: w.worker.address.clone(),
                     target: w.worker.target.as_ref().map(|t| t.value.clone()),
                     artifacts: BTreeMap::new(),
+                    check: self.hook(w.group, |g| &g.check),
+                    reload: self.hook(w.group, |g| &g.reload),
                 };
                 ((*name).to_owned(), state)
             })
             .collect()
+    }
+
+    /// A hook of `group` as the engine runs it (checked by the catalog).
+    fn hook(
+        &self,
+        group: &str,
+        which: impl Fn(&WorkerGroupSpec) -> &Option<Hook>,
+    ) -> Option<HookSpec> {
+        let hook = which(self.cat.groups.get(group)?.spec).as_ref()?;
+        let timeout = hook
+            .timeout
+            .as_ref()
+            .and_then(|t| humantime::parse_duration(&t.value).ok())
+            .unwrap_or(super::checks::DEFAULT_HOOK_TIMEOUT);
+        Some(HookSpec {
+            command: hook.command.value.clone(),
+            timeout,
+        })
     }
 
     fn worker_values(&self, ring: &str) -> BTreeMap<&'a str, Value> {

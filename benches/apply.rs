@@ -1,0 +1,2 @@
+//! Placeholder: the apply benchmark lands with the performance work.
+fn main() {}
