@@ -1,42 +1,43 @@
-//! One pass of deploying a ring: observe its workers, plan against them, apply, record.
-//! IO orchestration over the adapters; the decisions are the pure pipeline's.
+//! One pass of deploying a ring: observe its workers, plan against them, switch them,
+//! record. IO orchestration over the adapters; the decisions are the pure pipeline's.
 //!
-//! Only local directory workers (no `target`, or `dir:/abs/path`) are reachable so far;
-//! the HTTP agent transport comes later.
+//! Workers are reached through [`WorkerTransport`]s, several at a time. A rollout is a
+//! list of [`Target`]s, built from a compiled desired state ([`targets_from_desired`])
+//! or from a recorded deployment and the object store ([`targets_from_record`], for
+//! rollback and drift repair, which need no repository).
 
 use crate::adapters::objects::ObjectStore;
 use crate::adapters::store::Store;
-use crate::adapters::worker_dir::{Batch, FileSpec, OnDisk, WorkerDir};
+use crate::adapters::transport::{Hooks, SwitchError, Transport, TransportError, WorkerTransport};
+use crate::adapters::worker_dir::{Applied, Batch, FileSpec, Inventory, OnDisk};
 use crate::model::deployment::{
-    Deployment, DeploymentState, NewDeployment, WorkerOutcome, WrittenArtifact,
+    Deployment, DeploymentId, DeploymentState, NewDeployment, Placement, WorkerOutcome,
+    WrittenArtifact,
 };
 use crate::model::observed::{ManagedFile, ObservedState, ObservedWorker, PresentFile};
 use crate::model::{DesiredState, WorkerState};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Permission bits of every artifact for now.
 pub const ARTIFACT_MODE: u32 = 0o644;
 
+/// How many workers are read or switched at once.
+pub const MAX_CONCURRENT_WORKERS: usize = 16;
+
 /// Why a pass failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// A worker cannot be reached by any transport this build has.
-    #[error("worker {worker}: target `{target}` is not supported yet (only local directories)")]
-    Unsupported {
-        /// The worker.
-        worker: String,
-        /// Its target.
-        target: String,
-    },
-    /// A worker directory could not be read or written.
+    /// A worker could not be reached, read or written.
     #[error("worker {worker}")]
     Worker {
         /// The worker.
         worker: String,
         /// The cause.
         #[source]
-        source: crate::adapters::worker_dir::WorkerDirError,
+        source: TransportError,
     },
     /// The state could not be read or written.
     #[error(transparent)]
@@ -46,96 +47,291 @@ pub enum EngineError {
     Objects(#[from] crate::adapters::objects::ObjectError),
 }
 
-/// Where a worker's files live: `dir:/abs/path`, or `<state_dir>/workers/<worker>`.
-pub fn worker_root(
-    state_dir: &Path,
-    worker: &str,
-    state: &WorkerState,
-) -> Result<PathBuf, EngineError> {
-    match state.target.as_deref() {
-        None => Ok(state_dir.join("workers").join(worker)),
-        Some(t) => match t.strip_prefix("dir:") {
-            Some(path) => Ok(PathBuf::from(path)),
-            None => Err(EngineError::Unsupported {
-                worker: worker.to_owned(),
-                target: t.to_owned(),
-            }),
-        },
+impl EngineError {
+    fn worker(worker: &str, source: TransportError) -> Self {
+        EngineError::Worker {
+            worker: worker.to_owned(),
+            source,
+        }
+    }
+
+    /// True when the user can fix it (a bad target, a path, a failing hook).
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            EngineError::Worker { source, .. } => source.is_user_error(),
+            _ => false,
+        }
     }
 }
 
-/// Reads every worker of the desired state. What a plan may show of a file on disk:
-/// the desired artifact's shown text when identical, the file itself when nothing
-/// about the path is sensitive, otherwise a notice.
-pub fn observe(state_dir: &Path, desired: &DesiredState) -> Result<ObservedState, EngineError> {
-    let mut observed = ObservedState::default();
-    for (name, state) in &desired.workers {
-        let root = worker_root(state_dir, name, state)?;
-        let dir = WorkerDir::new(&root);
-        let inventory = dir.inventory().map_err(|source| EngineError::Worker {
-            worker: name.clone(),
-            source,
-        })?;
-        let mut worker = ObservedWorker::default();
-        for (path, entry) in &inventory.managed {
-            let record = ManagedFile {
-                sha256: entry.record.sha256.clone(),
-                deployment: entry.record.deployment.clone(),
-            };
-            worker.managed.insert(path.clone(), record);
-            if let OnDisk::File { sha256, .. } = &entry.on_disk {
-                let shown = shown_text(&root, path, sha256, state);
-                let file = PresentFile {
-                    sha256: sha256.clone(),
-                    shown,
-                };
-                worker.present.insert(path.clone(), file);
-            }
-        }
-        for path in inventory.unmanaged {
-            if state.artifacts.contains_key(&path) {
-                let shown = shown_text(&root, &path, "", state);
-                let file = PresentFile {
-                    sha256: String::new(),
-                    shown,
-                };
-                worker.present.insert(path, file);
-            } else {
-                worker.unmanaged.push(path);
-            }
-        }
-        observed.workers.insert(name.clone(), worker);
+/// The transport of a worker of the desired state.
+pub fn transport(
+    state_dir: &Path,
+    worker: &str,
+    state: &WorkerState,
+) -> Result<WorkerTransport, EngineError> {
+    WorkerTransport::for_target(state_dir, worker, state.target.as_deref())
+        .map_err(|e| EngineError::worker(worker, e))
+}
+
+/// The transport of a worker where a deployment put it; deployments recorded before
+/// placements were only had workers under `<state_dir>/workers/`.
+pub fn recorded_transport(
+    state_dir: &Path,
+    worker: &str,
+    placement: Option<&Placement>,
+) -> Result<WorkerTransport, EngineError> {
+    match placement {
+        Some(p) => WorkerTransport::from_location(&p.location),
+        None => WorkerTransport::for_target(state_dir, worker, None),
     }
-    Ok(observed)
+    .map_err(|e| EngineError::worker(worker, e))
+}
+
+/// Reads many workers at once; each result by worker name.
+pub async fn inventories(
+    workers: Vec<(String, WorkerTransport)>,
+) -> BTreeMap<String, Result<Inventory, TransportError>> {
+    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_WORKERS));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (name, transport) in workers {
+        let limit = Arc::clone(&limit);
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let inventory = transport.inventory().await;
+            (name, inventory)
+        });
+    }
+    let mut out = BTreeMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok((name, inventory)) = joined {
+            out.insert(name, inventory);
+        }
+    }
+    out
+}
+
+/// Reads every worker of the desired state. A worker that cannot be read is
+/// unreachable, with the reason; the others are observed. What a plan may show of a
+/// file: the desired artifact's shown text when identical, the file itself when
+/// nothing about the path is sensitive, otherwise a notice.
+pub async fn observe(state_dir: &Path, desired: &DesiredState) -> ObservedState {
+    let mut observed = ObservedState::default();
+    let mut reachable = Vec::new();
+    for (name, state) in &desired.workers {
+        match transport(state_dir, name, state) {
+            Ok(t) => reachable.push((name.clone(), t)),
+            Err(e) => {
+                observed.unreachable.insert(name.clone(), chain(&e));
+            }
+        }
+    }
+    let transports: BTreeMap<String, WorkerTransport> = reachable.iter().cloned().collect();
+    for (name, inventory) in inventories(reachable).await {
+        let Some(state) = desired.workers.get(&name) else {
+            continue;
+        };
+        match inventory {
+            Ok(inventory) => {
+                let transport = &transports[&name];
+                let worker = observed_worker(transport, &inventory, state).await;
+                observed.workers.insert(name, worker);
+            }
+            Err(e) => {
+                let e = EngineError::worker(&name, e);
+                observed.unreachable.insert(name, chain(&e));
+            }
+        }
+    }
+    observed
+}
+
+async fn observed_worker(
+    transport: &WorkerTransport,
+    inventory: &Inventory,
+    state: &WorkerState,
+) -> ObservedWorker {
+    let mut worker = ObservedWorker::default();
+    for (path, entry) in &inventory.managed {
+        let record = ManagedFile {
+            sha256: entry.record.sha256.clone(),
+            deployment: entry.record.deployment.clone(),
+        };
+        worker.managed.insert(path.clone(), record);
+        if let OnDisk::File { sha256, .. } = &entry.on_disk {
+            let shown = shown_text(transport, path, sha256, state).await;
+            let file = PresentFile {
+                sha256: sha256.clone(),
+                shown,
+            };
+            worker.present.insert(path.clone(), file);
+        }
+    }
+    for path in &inventory.unmanaged {
+        if state.artifacts.contains_key(path) {
+            let shown = shown_text(transport, path, "", state).await;
+            let file = PresentFile {
+                sha256: String::new(),
+                shown,
+            };
+            worker.present.insert(path.clone(), file);
+        } else {
+            worker.unmanaged.push(path.clone());
+        }
+    }
+    worker
 }
 
 /// What applying `desired` would change on the ring's workers: the plan `plan` and
 /// `apply` both show.
-pub fn plan_ring(
+pub async fn plan_ring(
     state_dir: &Path,
     desired: &DesiredState,
     input: crate::pipeline::plan::PlanInput,
-) -> Result<crate::model::Plan, EngineError> {
-    let observed = observe(state_dir, desired)?;
-    Ok(crate::pipeline::drift::plan_observed(
-        &observed, desired, input,
-    ))
+) -> crate::model::Plan {
+    let observed = observe(state_dir, desired).await;
+    crate::pipeline::drift::plan_observed(&observed, desired, input)
 }
 
 /// Text a plan may show for a file on a worker.
-fn shown_text(root: &Path, path: &str, sha256: &str, state: &WorkerState) -> String {
+async fn shown_text(
+    transport: &WorkerTransport,
+    path: &str,
+    sha256: &str,
+    state: &WorkerState,
+) -> String {
     let desired = state.artifacts.get(path);
     if let Some(a) = desired.filter(|a| a.sha256 == sha256) {
         return a.display_text().to_owned();
     }
     if desired.is_some_and(|a| a.shown.is_some()) {
-        return "(content on the worker not shown: this artifact holds sensitive values)\n"
-            .to_owned();
+        return SENSITIVE_NOTICE.to_owned();
     }
-    match std::fs::read(root.join(path)) {
-        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        Err(_) => String::new(),
+    match transport.read(path).await {
+        Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+        _ => String::new(),
     }
+}
+
+/// What is shown instead of a worker's file that may hold sensitive values.
+pub const SENSITIVE_NOTICE: &str =
+    "(content on the worker not shown: this artifact holds sensitive values)\n";
+
+/// One worker of a rollout: how to reach it and everything it should hold.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The worker.
+    pub name: String,
+    /// How it is reached.
+    pub transport: WorkerTransport,
+    /// Every file it should hold, by worker-relative path.
+    pub files: BTreeMap<String, FileSpec>,
+    /// Where it is and the hooks to run, as recorded.
+    pub placement: Placement,
+    /// Secret values its hooks' output must never show.
+    pub redact: Vec<String>,
+}
+
+impl Target {
+    fn written(&self) -> Vec<WrittenArtifact> {
+        self.files
+            .iter()
+            .map(|(path, f)| WrittenArtifact {
+                path: path.clone(),
+                sha256: f.sha256.clone(),
+                mode: f.mode,
+            })
+            .collect()
+    }
+}
+
+/// The rollout of a compiled desired state.
+pub fn targets_from_desired(
+    state_dir: &Path,
+    desired: &DesiredState,
+) -> Result<Vec<Target>, EngineError> {
+    desired
+        .workers
+        .iter()
+        .map(|(name, state)| {
+            let transport = transport(state_dir, name, state)?;
+            let files = state
+                .artifacts
+                .iter()
+                .map(|(path, a)| {
+                    let spec = FileSpec {
+                        content: a.content.as_bytes().into(),
+                        sha256: a.sha256.clone(),
+                        mode: ARTIFACT_MODE,
+                    };
+                    (path.clone(), spec)
+                })
+                .collect();
+            let placement = Placement {
+                location: transport.location(),
+                check: state.check.clone(),
+                reload: state.reload.clone(),
+                sensitive: state
+                    .artifacts
+                    .iter()
+                    .filter(|(_, a)| a.shown.is_some())
+                    .map(|(p, _)| p.clone())
+                    .collect(),
+            };
+            let mut redact: Vec<String> = state
+                .artifacts
+                .values()
+                .flat_map(|a| a.sensitive.iter().cloned())
+                .collect();
+            redact.sort();
+            redact.dedup();
+            Ok(Target {
+                name: name.clone(),
+                transport,
+                files,
+                placement,
+                redact,
+            })
+        })
+        .collect()
+}
+
+/// The rollout that puts back what a recorded deployment left on its workers, read
+/// from the object store (no repository needed). Only `workers` when given.
+pub fn targets_from_record(
+    store: &Store,
+    objects: &ObjectStore,
+    state_dir: &Path,
+    deployment: DeploymentId,
+    workers: Option<&[String]>,
+) -> Result<Vec<Target>, EngineError> {
+    let artifacts = store.artifacts(deployment)?;
+    let placements = store.placements(deployment)?;
+    let mut targets = Vec::new();
+    for (name, written) in artifacts {
+        if workers.is_some_and(|only| !only.contains(&name)) {
+            continue;
+        }
+        let placement = placements.get(&name);
+        let transport = recorded_transport(state_dir, &name, placement)?;
+        let mut files = BTreeMap::new();
+        for a in written {
+            let bytes = objects.get(&a.sha256)?;
+            files.insert(a.path, FileSpec::new(bytes, a.mode));
+        }
+        let placement = placement.cloned().unwrap_or_else(|| Placement {
+            location: transport.location(),
+            ..Placement::default()
+        });
+        targets.push(Target {
+            name,
+            transport,
+            files,
+            placement,
+            redact: Vec::new(),
+        });
+    }
+    Ok(targets)
 }
 
 /// What applying a ring did.
@@ -149,64 +345,72 @@ pub struct Outcome {
     pub failure: Option<String>,
 }
 
-/// Records a deployment of `desired` and switches every worker to it. A worker that
-/// fails stops the rollout; workers already switched get the previous Active
-/// deployment's artifacts back from the object store.
-pub fn apply(
+/// Records a deployment of `targets` and switches every worker to it, several at a
+/// time. When a worker fails, no further worker starts; workers already switched get
+/// the previous Active deployment's artifacts back from the object store.
+pub async fn apply(
     store: &mut Store,
     objects: &ObjectStore,
     state_dir: &Path,
-    desired: &DesiredState,
+    targets: Vec<Target>,
     new: NewDeployment,
 ) -> Result<Outcome, EngineError> {
-    let previous = store.active(&desired.ring)?;
+    let previous = store.active(&new.ring)?;
     let deployment = store.create_deployment(&new)?;
     let id = deployment.id;
     store.transition(id, DeploymentState::Building, "storing artifacts")?;
-    let contents = desired
-        .workers
-        .values()
-        .flat_map(|w| w.artifacts.values().map(|a| a.content.as_bytes()));
-    objects.put_all(contents)?;
+    for t in &targets {
+        objects.put_all(t.files.values().map(|f| &*f.content))?;
+    }
     store.transition(id, DeploymentState::Deploying, "switching workers")?;
+    let ring = new.ring.clone();
+    let results = switch_all(&targets, &ring, &id.to_string()).await;
     let mut switched = Vec::new();
     let mut changed = Vec::new();
-    for (name, state) in &desired.workers {
-        match switch(state_dir, name, state, &id.to_string()) {
-            Ok(applied) => {
+    let mut failure = None;
+    for target in &targets {
+        let name = &target.name;
+        store.record_placement(id, name, &target.placement)?;
+        match results.get(name) {
+            Some(Ok(applied)) => {
                 let outcome = if applied.written.is_empty() && applied.removed.is_empty() {
                     WorkerOutcome::Unchanged
                 } else {
                     changed.push(name.clone());
                     WorkerOutcome::Applied
                 };
-                let message = format!(
-                    "{} written, {} removed, {} unchanged",
-                    applied.written.len(),
-                    applied.removed.len(),
-                    applied.unchanged
-                );
-                store.record_worker(id, name, outcome, &message)?;
-                store.record_artifacts(id, name, &written(state))?;
+                store.record_worker(id, name, outcome, &summary(applied))?;
+                store.record_artifacts(id, name, &target.written())?;
                 switched.push(name.clone());
             }
-            Err(e) => {
-                let message = chain(&e);
+            Some(Err(e)) => {
+                let message = chain(&EngineError::worker(name, clone_error(e.error())));
+                if matches!(e, SwitchError::ReloadFailed(_)) {
+                    switched.push(name.clone());
+                }
                 store.record_worker(id, name, WorkerOutcome::Failed, &message)?;
-                let back = Restore {
-                    failing: id,
-                    previous: previous.as_ref(),
-                    switched: &switched,
-                };
-                restore(store, objects, state_dir, desired, back)?;
-                let failed = store.transition(id, DeploymentState::Failed, &message)?;
-                return Ok(Outcome {
-                    deployment: failed,
-                    changed,
-                    failure: Some(message),
-                });
+                failure.get_or_insert(message);
+            }
+            None => {
+                let message = "not attempted: another worker failed first";
+                store.record_worker(id, name, WorkerOutcome::Skipped, message)?;
             }
         }
+    }
+    if let Some(message) = failure {
+        let back = Restore {
+            failing: id,
+            previous: previous.as_ref(),
+            switched: &switched,
+            ring: &ring,
+        };
+        restore(store, objects, state_dir, &targets, back).await?;
+        let failed = store.transition(id, DeploymentState::Failed, &message)?;
+        return Ok(Outcome {
+            deployment: failed,
+            changed,
+            failure: Some(message),
+        });
     }
     store.transition(id, DeploymentState::Validating, "every worker switched")?;
     let activation = store.activate(id, "active")?;
@@ -217,57 +421,93 @@ pub fn apply(
     })
 }
 
-fn switch(
-    state_dir: &Path,
-    name: &str,
-    state: &WorkerState,
+/// Switches every target, at most [`MAX_CONCURRENT_WORKERS`] at a time; after the
+/// first failure no other worker starts. Workers never started have no result.
+async fn switch_all(
+    targets: &[Target],
+    ring: &str,
     deployment: &str,
-) -> Result<crate::adapters::worker_dir::Applied, EngineError> {
-    let root = worker_root(state_dir, name, state)?;
-    let files = state
-        .artifacts
-        .iter()
-        .map(|(path, a)| {
-            let spec = FileSpec {
-                content: a.content.as_bytes().into(),
-                sha256: a.sha256.clone(),
-                mode: ARTIFACT_MODE,
-            };
-            (path.clone(), spec)
-        })
-        .collect();
-    let batch = Batch {
-        deployment: deployment.to_owned(),
-        expected_generation: None,
-        files,
-    };
-    WorkerDir::new(root)
-        .apply(&batch)
-        .map_err(|source| EngineError::Worker {
-            worker: name.to_owned(),
-            source,
-        })
+) -> BTreeMap<String, Result<Applied, SwitchError>> {
+    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_WORKERS));
+    let failed = Arc::new(AtomicBool::new(false));
+    let mut tasks = tokio::task::JoinSet::new();
+    for target in targets {
+        let batch = Batch {
+            deployment: deployment.to_owned(),
+            expected_generation: None,
+            files: target.files.clone(),
+        };
+        let hooks = hooks(target, ring);
+        let (transport, name) = (target.transport.clone(), target.name.clone());
+        let (limit, failed) = (Arc::clone(&limit), Arc::clone(&failed));
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            if failed.load(Ordering::SeqCst) {
+                return (name, None);
+            }
+            let result = transport.switch(batch, hooks).await;
+            if result.is_err() {
+                failed.store(true, Ordering::SeqCst);
+            }
+            (name, Some(result))
+        });
+    }
+    let mut out = BTreeMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((name, Some(result))) => {
+                out.insert(name, result);
+            }
+            Ok((_, None)) => {}
+            Err(e) => {
+                // A panicked task: its worker counts as failed; which one is unknown, so
+                // every worker without a result is left out and reported as skipped.
+                failed.store(true, Ordering::SeqCst);
+                report_panic(&e);
+            }
+        }
+    }
+    out
 }
 
-fn written(state: &WorkerState) -> Vec<WrittenArtifact> {
-    state
-        .artifacts
-        .iter()
-        .map(|(path, a)| WrittenArtifact {
-            path: path.clone(),
-            sha256: a.sha256.clone(),
-            mode: ARTIFACT_MODE,
-        })
-        .collect()
+fn report_panic(e: &tokio::task::JoinError) {
+    eprintln!("error: a worker task stopped unexpectedly (a bug in ringops): {e}");
+}
+
+fn hooks(target: &Target, ring: &str) -> Hooks {
+    Hooks {
+        check: target.placement.check.clone(),
+        reload: target.placement.reload.clone(),
+        worker: target.name.clone(),
+        ring: ring.to_owned(),
+        redact: target.redact.clone(),
+    }
+}
+
+fn summary(applied: &Applied) -> String {
+    format!(
+        "{} written, {} removed, {} unchanged",
+        applied.written.len(),
+        applied.removed.len(),
+        applied.unchanged
+    )
+}
+
+/// A transport error again, as text (they hold IO errors, which do not clone).
+fn clone_error(e: &TransportError) -> TransportError {
+    TransportError::Hook(chain(e))
 }
 
 /// The error and its causes on one line.
-fn chain(e: &dyn std::error::Error) -> String {
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
+        let next = c.to_string();
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
         cause = c.source();
     }
     text
@@ -275,47 +515,58 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 /// What to put back after a failed rollout.
 struct Restore<'r> {
-    failing: crate::model::deployment::DeploymentId,
+    failing: DeploymentId,
     previous: Option<&'r Deployment>,
     switched: &'r [String],
+    ring: &'r str,
 }
 
 /// Puts the previous Active deployment's artifacts back on the workers already switched
 /// (or removes ringops' files where there was none), recording each as Restored.
-fn restore(
+async fn restore(
     store: &mut Store,
     objects: &ObjectStore,
     state_dir: &Path,
-    desired: &DesiredState,
-    back: Restore,
+    targets: &[Target],
+    back: Restore<'_>,
 ) -> Result<(), EngineError> {
     let Restore {
         failing,
         previous,
         switched,
+        ring,
     } = back;
-    let before: BTreeMap<String, Vec<WrittenArtifact>> = match previous {
-        Some(p) => store.artifacts(p.id)?,
+    if switched.is_empty() {
+        return Ok(());
+    }
+    let mut before: BTreeMap<String, Target> = match previous {
+        Some(p) => targets_from_record(store, objects, state_dir, p.id, Some(switched))?
+            .into_iter()
+            .map(|t| (t.name.clone(), t))
+            .collect(),
         None => BTreeMap::new(),
     };
+    let deployment = previous.map(|p| p.id.to_string()).unwrap_or_default();
     for name in switched {
-        let Some(state) = desired.workers.get(name) else {
+        let Some(current) = targets.iter().find(|t| &t.name == name) else {
             continue;
         };
-        let mut files = BTreeMap::new();
-        for a in before.get(name).into_iter().flatten() {
-            let bytes = objects.get(&a.sha256)?;
-            files.insert(a.path.clone(), FileSpec::new(bytes, a.mode));
-        }
+        let target = before.remove(name).unwrap_or_else(|| Target {
+            files: BTreeMap::new(),
+            ..current.clone()
+        });
         let batch = Batch {
-            deployment: previous.map(|p| p.id.to_string()).unwrap_or_default(),
+            deployment: deployment.clone(),
             expected_generation: None,
-            files,
+            files: target.files.clone(),
         };
-        let root = worker_root(state_dir, name, state)?;
-        let message = match WorkerDir::new(root).restore(&batch) {
+        let hooks = Hooks {
+            check: None,
+            ..hooks(&target, ring)
+        };
+        let message = match current.transport.switch(batch, hooks).await {
             Ok(_) => "restored the previous active artifacts".to_owned(),
-            Err(e) => format!("restore failed: {}", chain(&e)),
+            Err(e) => format!("restore failed: {}", chain(e.error())),
         };
         store.record_worker(failing, name, WorkerOutcome::Restored, &message)?;
     }

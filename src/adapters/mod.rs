@@ -7,4 +7,5 @@ pub mod objects;
 pub mod render_dir;
 pub mod secrets;
 pub mod store;
+pub mod transport;
 pub mod worker_dir;

@@ -77,8 +77,9 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Outcome {
         },
         changed_files: super::changed_since_active(ctx, &args.ring, &bundle),
     };
-    let plan = engine::plan_ring(state_dir, &desired, input).map_err(engine_failure)?;
+    let plan = super::block_on(engine::plan_ring(state_dir, &desired, input))?;
     emit(&report::text::render(&plan, true))?;
+    refuse_unreachable(&plan)?;
     let active = store
         .active(&args.ring)
         .map_err(|e| Failure::Internal(e.into()))?;
@@ -91,6 +92,17 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Outcome {
         return Ok(ExitCode::from(1));
     }
     deploy(ctx, &mut store, &desired, &bundle, args)
+}
+
+/// A rollout never starts while a worker cannot be read: it would be left behind.
+pub fn refuse_unreachable(plan: &crate::model::Plan) -> Result<(), Failure> {
+    match plan.unreachable.first() {
+        None => Ok(()),
+        Some(u) => Err(Failure::user(format!(
+            "cannot apply to ring {}: worker {} is unreachable ({}); nothing was changed",
+            plan.ring, u.worker, u.error
+        ))),
+    }
 }
 
 /// Asks on the terminal; refuses when there is none (use `--yes` in scripts).
@@ -127,8 +139,15 @@ fn deploy(
         rollback_of: None,
     };
     let objects = ObjectStore::new(ctx.state_dir());
-    let outcome =
-        engine::apply(store, &objects, ctx.state_dir(), desired, new).map_err(engine_failure)?;
+    let targets = engine::targets_from_desired(ctx.state_dir(), desired).map_err(engine_failure)?;
+    let outcome = super::block_on(engine::apply(
+        store,
+        &objects,
+        ctx.state_dir(),
+        targets,
+        new,
+    ))?
+    .map_err(engine_failure)?;
     let d = &outcome.deployment;
     match &outcome.failure {
         None => {

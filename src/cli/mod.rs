@@ -116,16 +116,21 @@ impl From<RenderDirError> for Failure {
     }
 }
 
-/// An engine error as a command failure: unsupported targets and bad worker paths
-/// are the user's to fix; the rest broke underneath.
+/// An engine error as a command failure: unsupported targets, bad worker paths and
+/// failing hooks are the user's to fix; the rest broke underneath.
 pub fn engine_failure(e: crate::engine::EngineError) -> Failure {
-    use crate::engine::EngineError;
-    let user = match &e {
-        EngineError::Unsupported { .. } => true,
-        EngineError::Worker { source, .. } => source.is_user_error(),
-        _ => false,
-    };
-    Failure::classify(user, e)
+    Failure::classify(e.is_user_error(), e)
+}
+
+/// Runs the async engine to completion on a runtime made for this command.
+pub fn block_on<T>(future: impl std::future::Future<Output = T>) -> Result<T, Failure> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            Failure::Internal(anyhow::Error::new(e).context("cannot start the runtime"))
+        })?;
+    Ok(runtime.block_on(future))
 }
 
 /// Repository files that differ between the ring's Active deployment and `head`: the

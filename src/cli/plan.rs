@@ -1,6 +1,6 @@
 //! `ringops plan`: what would change on each worker of a ring between two commits.
 
-use super::{Context, Failure, Outcome, emit, engine_failure};
+use super::{Context, Failure, Outcome, emit};
 use crate::engine;
 use crate::model::plan::Revision;
 use crate::model::{Bundle, DesiredState};
@@ -92,7 +92,7 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Outcome {
                 head: head_rev,
                 changed_files: super::changed_since_active(ctx, &args.ring, &head_bundle),
             };
-            engine::plan_ring(ctx.state_dir(), &head, input).map_err(engine_failure)?
+            super::block_on(engine::plan_ring(ctx.state_dir(), &head, input))?
         }
     };
     let text = match args.format {

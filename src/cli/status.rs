@@ -3,14 +3,15 @@
 //! [`StoreReader`] and each local worker with [`WorkerDir::inventory`]; takes no lock,
 //! writes nothing and needs no repository.
 //!
-//! Only local workers at `<state_dir>/workers/<worker>` are checked for now: a deployment
-//! does not record a worker's target, so one elsewhere shows as unreachable.
+//! Each worker is read where the Active deployment put it (recorded with the deployment).
 
 use super::history::{Format, open_reader, store_failure};
 use super::{Context, Outcome, emit};
 use crate::adapters::lock::{LockStatus, WriterLock};
 use crate::adapters::store::StoreReader;
-use crate::adapters::worker_dir::{Inventory, OnDisk, WorkerDir};
+use crate::adapters::transport::WorkerTransport;
+use crate::adapters::worker_dir::{Inventory, OnDisk};
+use crate::engine;
 use crate::model::deployment::WrittenArtifact;
 use crate::report::history::{
     self as report, DriftedFile, RingStatus, Status, WorkerStatus, WorkerSync, Writer,
@@ -65,16 +66,7 @@ fn rings(
         };
         let active = reader.active(&ring).map_err(store_failure)?;
         let workers = match &active {
-            Some(a) => {
-                let recorded = recorded_workers(reader, a.id)?;
-                recorded
-                    .into_iter()
-                    .map(|(worker, artifacts)| WorkerStatus {
-                        sync: worker_sync(state_dir, &worker, &artifacts),
-                        worker,
-                    })
-                    .collect()
-            }
+            Some(a) => workers_sync(reader, state_dir, a.id)?,
             None => Vec::new(),
         };
         let latest = (active.as_ref().map(|a| a.id) != Some(newest.id)).then_some(newest);
@@ -100,23 +92,46 @@ fn recorded_workers(
     Ok(workers)
 }
 
-/// Reads a local worker's directory and compares it with the recorded artifacts.
-fn worker_sync(state_dir: &Path, worker: &str, recorded: &[WrittenArtifact]) -> WorkerSync {
-    let root = state_dir.join("workers").join(worker);
-    if !root.is_dir() {
-        return WorkerSync::Unreachable {
-            reason: format!(
-                "no worker directory at {}; workers with a `dir:` target are not checked yet",
-                root.display()
-            ),
-        };
+/// Every worker of a deployment, read where the deployment put it (several at once)
+/// and compared with what it recorded.
+fn workers_sync(
+    reader: &StoreReader,
+    state_dir: &Path,
+    id: crate::model::deployment::DeploymentId,
+) -> Result<Vec<WorkerStatus>, super::Failure> {
+    let recorded = recorded_workers(reader, id)?;
+    let placements = reader.placements(id).map_err(store_failure)?;
+    let mut reachable = Vec::new();
+    let mut unreachable = BTreeMap::new();
+    for worker in recorded.keys() {
+        match engine::recorded_transport(state_dir, worker, placements.get(worker)) {
+            Ok(WorkerTransport::Local(dir)) if !dir.root().is_dir() => {
+                let reason = format!("no worker directory at {}", dir.root().display());
+                unreachable.insert(worker.clone(), reason);
+            }
+            Ok(t) => reachable.push((worker.clone(), t)),
+            Err(e) => {
+                unreachable.insert(worker.clone(), engine::chain(&e));
+            }
+        }
     }
-    match WorkerDir::new(&root).inventory() {
-        Ok(inventory) => compare(recorded, &inventory),
-        Err(e) => WorkerSync::Unreachable {
-            reason: format!("{:#}", anyhow::Error::new(e)),
-        },
-    }
+    let mut inventories = super::block_on(engine::inventories(reachable))?;
+    Ok(recorded
+        .into_iter()
+        .map(|(worker, artifacts)| {
+            let sync = match (unreachable.remove(&worker), inventories.remove(&worker)) {
+                (Some(reason), _) => WorkerSync::Unreachable { reason },
+                (None, Some(Ok(inventory))) => compare(&artifacts, &inventory),
+                (None, Some(Err(e))) => WorkerSync::Unreachable {
+                    reason: engine::chain(&e),
+                },
+                (None, None) => WorkerSync::Unreachable {
+                    reason: "not read (a bug in ringops)".to_owned(),
+                },
+            };
+            WorkerStatus { worker, sync }
+        })
+        .collect())
 }
 
 /// Compares the artifacts a deployment recorded with what a worker holds: every recorded

@@ -337,6 +337,23 @@ pub struct WrittenArtifact {
     pub mode: u32,
 }
 
+/// Where a deployment put one worker's files and what ran around the switch: enough
+/// to reach the worker again (status, drift, rollback) without the repository.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Placement {
+    /// The worker's target: `dir:/abs/path` for a local directory.
+    pub location: String,
+    /// The group's check hook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<crate::model::desired::HookSpec>,
+    /// The group's reload hook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload: Option<crate::model::desired::HookSpec>,
+    /// Paths of artifacts holding sensitive values: never shown, not even as a diff.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sensitive: Vec<String>,
+}
+
 named_enum! {
     /// How a managed file differs from the Active deployment.
     pub enum DriftKind ("drift kind") {

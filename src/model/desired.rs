@@ -98,12 +98,27 @@ pub struct WorkerState {
 }
 
 /// A command a worker group runs around a switch.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HookSpec {
     /// Program and arguments.
     pub command: Vec<String>,
     /// How long it may run before it is killed and counted as failed.
+    #[serde(rename = "timeout_ms", with = "millis")]
     pub timeout: std::time::Duration,
+}
+
+/// A duration as whole milliseconds.
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
 }
 
 /// The desired state of every worker of one ring.

@@ -36,4 +36,6 @@ pub struct ObservedWorker {
 pub struct ObservedState {
     /// Workers by name.
     pub workers: BTreeMap<String, ObservedWorker>,
+    /// Workers that could not be read, with the reason.
+    pub unreachable: BTreeMap<String, String>,
 }

@@ -90,6 +90,15 @@ pub struct WorkerPlan {
     pub unmanaged: Vec<String>,
 }
 
+/// A worker a plan could not read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Unreachable {
+    /// Worker name.
+    pub worker: String,
+    /// Why it could not be read.
+    pub error: String,
+}
+
 /// Counts over a whole plan.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PlanSummary {
@@ -127,6 +136,9 @@ pub struct Plan {
     pub fingerprint: String,
     /// Workers with changes, sorted by name.
     pub workers: Vec<WorkerPlan>,
+    /// Workers that could not be read, so nothing is planned for them, with the reason.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreachable: Vec<Unreachable>,
     /// Counts.
     pub summary: PlanSummary,
 }

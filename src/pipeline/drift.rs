@@ -6,7 +6,7 @@
 
 use super::plan::{PlanInput, assemble, diff_worker};
 use crate::model::observed::{ObservedState, ObservedWorker};
-use crate::model::plan::DriftKind;
+use crate::model::plan::{DriftKind, Unreachable};
 use crate::model::{Artifact, DesiredState, Plan, WorkerPlan};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -17,13 +17,23 @@ pub fn plan_observed(observed: &ObservedState, head: &DesiredState, input: PlanI
     let names: BTreeSet<&String> = observed.workers.keys().chain(head.workers.keys()).collect();
     let workers: Vec<WorkerPlan> = names
         .into_iter()
+        .filter(|name| !observed.unreachable.contains_key(*name))
         .map(|name| {
             let seen = observed.workers.get(name).unwrap_or(&empty_worker);
             let after = head.workers.get(name).map_or(&empty, |w| &w.artifacts);
             worker_plan(name, seen, after, &input)
         })
         .collect();
-    assemble(workers.into_iter(), head, input)
+    let mut plan = assemble(workers.into_iter(), head, input);
+    plan.unreachable = observed
+        .unreachable
+        .iter()
+        .map(|(worker, error)| Unreachable {
+            worker: worker.clone(),
+            error: error.clone(),
+        })
+        .collect();
+    plan
 }
 
 fn worker_plan(
@@ -129,6 +139,7 @@ mod tests {
         };
         ObservedState {
             workers: BTreeMap::from([("w1".to_string(), worker)]),
+            ..ObservedState::default()
         }
     }
 

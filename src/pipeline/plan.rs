@@ -75,6 +75,7 @@ pub fn assemble(
         head: input.head,
         fingerprint: head.fingerprint(),
         workers,
+        unreachable: Vec::new(),
         summary,
     }
 }

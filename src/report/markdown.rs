@@ -53,6 +53,14 @@ fn header(plan: &Plan) -> String {
         revision(&plan.head),
         plan.fingerprint
     );
+    for u in &plan.unreachable {
+        let _ = writeln!(
+            out,
+            "> **worker `{}` is unreachable:** {} (nothing planned for it)\n",
+            u.worker,
+            u.error.replace('\n', " ")
+        );
+    }
     if plan.summary.is_empty() {
         let _ = writeln!(
             out,

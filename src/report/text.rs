@@ -50,7 +50,18 @@ pub fn render(plan: &Plan, color: bool) -> String {
             let _ = writeln!(out, "  = {path} (unmanaged: left alone)");
         }
     }
+    for u in &plan.unreachable {
+        let line = format!("\nworker {} is unreachable: {}", u.worker, u.error);
+        let _ = writeln!(out, "{}", paint.style(&line, AnsiColor::Red.on_default()));
+    }
     out.push('\n');
+    if !plan.unreachable.is_empty() {
+        let _ = writeln!(
+            out,
+            "Nothing is planned for {} unreachable worker(s).",
+            plan.unreachable.len()
+        );
+    }
     if plan.summary.is_empty() {
         let _ = writeln!(
             out,

@@ -14,7 +14,7 @@ mod schema;
 mod write;
 
 use crate::model::deployment::{
-    Deployment, DeploymentEvent, DeploymentId, DeploymentState, DriftEvent, Timestamp,
+    Deployment, DeploymentEvent, DeploymentId, DeploymentState, DriftEvent, Placement, Timestamp,
     WorkerRecord, WrittenArtifact,
 };
 use rusqlite::{Connection, ErrorCode, OpenFlags};
@@ -356,6 +356,12 @@ macro_rules! reads {
             ) -> Result<Vec<WrittenArtifact>> {
                 let mut all = read::artifacts(&self.conn, &self.path, id, Some(worker))?;
                 Ok(all.remove(worker).unwrap_or_default())
+            }
+
+            /// Where a deployment put each worker's files, by worker (none for
+            /// deployments recorded before placements were).
+            pub fn placements(&self, id: DeploymentId) -> Result<BTreeMap<String, Placement>> {
+                read::placements(&self.conn, &self.path, id)
             }
 
             /// Drift events, newest first, of one ring or all; pruned ones left out.

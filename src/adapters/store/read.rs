@@ -3,8 +3,8 @@
 
 use super::{Result, StoreError};
 use crate::model::deployment::{
-    Deployment, DeploymentEvent, DeploymentId, DeploymentState, Drift, DriftEvent, Timestamp,
-    WorkerRecord, WrittenArtifact,
+    Deployment, DeploymentEvent, DeploymentId, DeploymentState, Drift, DriftEvent, Placement,
+    Timestamp, WorkerRecord, WrittenArtifact,
 };
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -190,6 +190,60 @@ pub(super) fn artifacts(
     worker: Option<&str>,
 ) -> Result<BTreeMap<String, Vec<WrittenArtifact>>> {
     get(conn, path, id)?;
+    let mut out = legacy_artifacts(conn, path, id, worker)?;
+    let sql = "SELECT s.worker, a.body FROM deployment_sets s \
+               JOIN artifact_sets a ON a.sha256 = s.artifact_set \
+               WHERE s.deployment = ?1 AND (?2 IS NULL OR s.worker = ?2)";
+    let mut stmt = conn.prepare_cached(sql).map_err(map_err(path))?;
+    let mut rows = stmt
+        .query(params![id.to_string(), worker])
+        .map_err(map_err(path))?;
+    while let Some(row) = rows.next().map_err(map_err(path))? {
+        let read = || -> rusqlite::Result<(String, Vec<WrittenArtifact>)> {
+            let body: String = row.get(1)?;
+            let set = parse_set(&body).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    1,
+                    Type::Text,
+                    "not an artifact set".into(),
+                )
+            })?;
+            Ok((row.get(0)?, set))
+        };
+        let (worker, set) = read().map_err(map_err(path))?;
+        out.insert(worker, set);
+    }
+    Ok(out)
+}
+
+/// One worker's artifact set as stored: its sha256 and body, a JSON list of
+/// `[path, sha256, mode]` sorted by path.
+pub(super) fn artifact_set(artifacts: &[WrittenArtifact]) -> (String, String) {
+    let mut rows: Vec<(&str, &str, u32)> = artifacts
+        .iter()
+        .map(|a| (a.path.as_str(), a.sha256.as_str(), a.mode))
+        .collect();
+    rows.sort_unstable();
+    let body = serde_json::to_string(&rows).unwrap_or_default();
+    (crate::model::desired::sha256_hex(body.as_bytes()), body)
+}
+
+fn parse_set(body: &str) -> Option<Vec<WrittenArtifact>> {
+    let rows: Vec<(String, String, u32)> = serde_json::from_str(body).ok()?;
+    let set = rows
+        .into_iter()
+        .map(|(path, sha256, mode)| WrittenArtifact { path, sha256, mode })
+        .collect();
+    Some(set)
+}
+
+/// Artifacts recorded one row each, by states of schema version 1.
+fn legacy_artifacts(
+    conn: &Connection,
+    path: &Path,
+    id: DeploymentId,
+    worker: Option<&str>,
+) -> Result<BTreeMap<String, Vec<WrittenArtifact>>> {
     let sql = "SELECT worker, path, sha256, mode FROM deployment_artifacts \
                WHERE deployment = ?1 AND (?2 IS NULL OR worker = ?2) ORDER BY worker, path";
     let mut out: BTreeMap<String, Vec<WrittenArtifact>> = BTreeMap::new();
@@ -213,6 +267,28 @@ pub(super) fn artifacts(
         out.entry(worker).or_default().push(artifact);
     }
     Ok(out)
+}
+
+/// Where a deployment put each worker's files, by worker.
+pub(super) fn placements(
+    conn: &Connection,
+    path: &Path,
+    id: DeploymentId,
+) -> Result<BTreeMap<String, Placement>> {
+    get(conn, path, id)?;
+    let sql = "SELECT worker, details FROM deployment_placements WHERE deployment = ?1";
+    conn.prepare_cached(sql)
+        .and_then(|mut s| {
+            s.query_map([id.to_string()], |row| {
+                let details: String = row.get(1)?;
+                let placement = serde_json::from_str(&details).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(1, Type::Text, e.into())
+                })?;
+                Ok((row.get(0)?, placement))
+            })?
+            .collect()
+        })
+        .map_err(map_err(path))
 }
 
 pub(super) fn drift_events(

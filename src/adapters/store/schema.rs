@@ -72,6 +72,29 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX drift_events_by_ring ON drift_events(ring, seq);
     ",
+    // 2: artifact sets stored once and shared by every deployment that leaves a worker
+    // with the same files; where each worker was and the hooks it ran.
+    "
+    CREATE TABLE artifact_sets (
+        sha256 TEXT NOT NULL PRIMARY KEY,
+        body   TEXT NOT NULL
+    ) STRICT;
+
+    CREATE TABLE deployment_sets (
+        deployment   TEXT NOT NULL REFERENCES deployments(id),
+        worker       TEXT NOT NULL,
+        artifact_set TEXT NOT NULL REFERENCES artifact_sets(sha256),
+        PRIMARY KEY (deployment, worker)
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE deployment_placements (
+        deployment TEXT NOT NULL REFERENCES deployments(id),
+        worker     TEXT NOT NULL,
+        location   TEXT NOT NULL,
+        details    TEXT NOT NULL,
+        PRIMARY KEY (deployment, worker)
+    ) STRICT, WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build writes.

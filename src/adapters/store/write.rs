@@ -4,8 +4,8 @@
 use super::read::{self, map_err};
 use super::{Result, Store, StoreError};
 use crate::model::deployment::{
-    Deployment, DeploymentId, DeploymentState, Drift, NewDeployment, Timestamp, WorkerOutcome,
-    WrittenArtifact,
+    Deployment, DeploymentId, DeploymentState, Drift, NewDeployment, Placement, Timestamp,
+    WorkerOutcome, WrittenArtifact,
 };
 use rusqlite::{Connection, TransactionBehavior, params};
 use serde::Serialize;
@@ -136,8 +136,9 @@ impl Store {
     }
 
     /// Records the complete set of managed artifacts a deployment leaves on one worker,
-    /// replacing what was recorded for that worker before. Put the bytes in the object
-    /// store first: a record must never name an object that is not there.
+    /// replacing what was recorded for that worker before. The set is stored once by its
+    /// sha256 and shared by every deployment leaving the same files. Put the bytes in the
+    /// object store first: a record must never name an object that is not there.
     pub fn record_artifacts(
         &mut self,
         id: DeploymentId,
@@ -145,6 +146,7 @@ impl Store {
         artifacts: &[WrittenArtifact],
     ) -> Result<()> {
         let path = self.path.clone();
+        let (sha, body) = read::artifact_set(artifacts);
         let tx = self.begin()?;
         read::get(&tx, &path, id)?;
         let deployment = id.to_string();
@@ -153,19 +155,38 @@ impl Store {
             params![deployment, worker],
         )
         .map_err(map_err(&path))?;
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO deployment_artifacts (deployment, worker, path, sha256, mode) \
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .map_err(map_err(&path))?;
-            for a in artifacts {
-                insert
-                    .execute(params![deployment, worker, a.path, a.sha256, a.mode])
-                    .map_err(map_err(&path))?;
-            }
-        }
+        tx.execute(
+            "INSERT OR IGNORE INTO artifact_sets (sha256, body) VALUES (?1, ?2)",
+            params![sha, body],
+        )
+        .map_err(map_err(&path))?;
+        tx.execute(
+            "INSERT INTO deployment_sets (deployment, worker, artifact_set) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (deployment, worker) DO UPDATE SET artifact_set = excluded.artifact_set",
+            params![deployment, worker, sha],
+        )
+        .map_err(map_err(&path))?;
+        tx.commit().map_err(map_err(&path))
+    }
+
+    /// Records where a deployment put one worker's files and the hooks it ran.
+    pub fn record_placement(
+        &mut self,
+        id: DeploymentId,
+        worker: &str,
+        placement: &Placement,
+    ) -> Result<()> {
+        let path = self.path.clone();
+        let details = serde_json::to_string(placement).unwrap_or_default();
+        let tx = self.begin()?;
+        read::get(&tx, &path, id)?;
+        tx.execute(
+            "INSERT INTO deployment_placements (deployment, worker, location, details) \
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (deployment, worker) DO UPDATE SET \
+             location = excluded.location, details = excluded.details",
+            params![id.to_string(), worker, placement.location, details],
+        )
+        .map_err(map_err(&path))?;
         tx.commit().map_err(map_err(&path))
     }
 

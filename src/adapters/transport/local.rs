@@ -1,0 +1,205 @@
+//! The local directory transport: a [`WorkerDir`] on this host, its blocking IO run on
+//! tokio's blocking pool.
+
+use super::{Hooks, SwitchError, Transport, TransportError};
+use crate::adapters::worker_dir::{Applied, Batch, Inventory, OnDisk, RESERVED, WorkerDir};
+use crate::pipeline::checks::artifact_path_problem;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// A worker directory on this host.
+#[derive(Clone, Debug)]
+pub struct LocalDir {
+    dir: WorkerDir,
+}
+
+impl LocalDir {
+    /// The worker directory at `root`.
+    pub fn new(root: PathBuf) -> Self {
+        Self {
+            dir: WorkerDir::new(root),
+        }
+    }
+
+    /// The worker directory.
+    pub fn root(&self) -> &Path {
+        self.dir.root()
+    }
+}
+
+/// Runs blocking work on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, TransportError> + Send + 'static,
+) -> Result<T, TransportError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| TransportError::Task(e.to_string()))?
+}
+
+impl Transport for LocalDir {
+    fn location(&self) -> String {
+        format!("dir:{}", self.root().display())
+    }
+
+    async fn inventory(&self) -> Result<Inventory, TransportError> {
+        let dir = self.dir.clone();
+        blocking(move || Ok(dir.inventory()?)).await
+    }
+
+    async fn read(&self, path: &str) -> Result<Option<Vec<u8>>, TransportError> {
+        let (root, path) = (self.root().to_owned(), path.to_owned());
+        blocking(move || read_file(&root, &path)).await
+    }
+
+    async fn switch(&self, batch: Batch, hooks: Hooks) -> Result<Applied, SwitchError> {
+        let dir = self.dir.clone();
+        let _ = hooks;
+        blocking(move || Ok(dir.apply(&batch)?))
+            .await
+            .map_err(SwitchError::NotSwitched)
+    }
+
+    async fn clone_file(&self, from: &str, to: &str) -> Result<(), TransportError> {
+        let dir = self.dir.clone();
+        let (from, to) = (from.to_owned(), to.to_owned());
+        blocking(move || clone_file(&dir, &from, &to)).await
+    }
+}
+
+/// The file at `path` below `root`, refusing paths that could leave the directory.
+fn read_file(root: &Path, path: &str) -> Result<Option<Vec<u8>>, TransportError> {
+    let Some(full) = inside(root, path)? else {
+        return Ok(None);
+    };
+    match std::fs::symlink_metadata(&full) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(io(&full, "cannot read", source)),
+    }
+    match std::fs::read(&full) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(io(&full, "cannot read", source)),
+    }
+}
+
+/// `root/path` when `path` is a valid worker-relative path, outside `.ringops/`, whose
+/// folders below `root` are real folders (no symbolic link). `None` when a folder on
+/// the way does not exist.
+fn inside(root: &Path, path: &str) -> Result<Option<PathBuf>, TransportError> {
+    if let Some(problem) = artifact_path_problem(path) {
+        return Err(TransportError::Refused(format!("path `{path}` {problem}")));
+    }
+    if path.split('/').next() == Some(RESERVED) {
+        return Err(TransportError::Refused(format!(
+            "path `{path}` is inside `{RESERVED}/`, which ringops keeps for itself"
+        )));
+    }
+    let mut at = root.to_owned();
+    let parts: Vec<&str> = path.split('/').collect();
+    for part in &parts[..parts.len() - 1] {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(TransportError::Refused(format!(
+                    "path `{path}` goes through the symbolic link {}",
+                    at.display()
+                )));
+            }
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(io(&at, "cannot inspect", source)),
+        }
+    }
+    Ok(Some(root.join(path)))
+}
+
+/// Copies the intact managed file `from` to `to`, a path nothing occupies, without ever
+/// replacing a file: written to a temporary file, synced, then linked into place.
+fn clone_file(dir: &WorkerDir, from: &str, to: &str) -> Result<(), TransportError> {
+    let inventory = dir.inventory()?;
+    let Some(entry) = inventory.managed.get(from) else {
+        return Err(TransportError::Refused(format!(
+            "`{from}` is not a file ringops manages on this worker"
+        )));
+    };
+    if !matches!(entry.on_disk, OnDisk::File { .. }) {
+        return Err(TransportError::Refused(format!(
+            "`{from}` is not on the worker any more (see `ringops drift`)"
+        )));
+    }
+    if inventory.managed.contains_key(to) {
+        return Err(TransportError::Refused(format!(
+            "`{to}` is managed by ringops; pick a path no artifact uses"
+        )));
+    }
+    let root = dir.root();
+    let bytes = read_file(root, from)?.ok_or_else(|| {
+        TransportError::Refused(format!("`{from}` is not a regular file on the worker"))
+    })?;
+    create_parents(root, to)?;
+    let target = inside(root, to)?.ok_or_else(|| {
+        TransportError::Refused(format!("a file stands where a folder of `{to}` must go"))
+    })?;
+    let parent = target.parent().unwrap_or(root);
+    let mut tmp = tempfile::NamedTempFile::new_in(parent)
+        .map_err(|e| io(parent, "cannot create a file in", e))?;
+    tmp.write_all(&bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(|e| io(tmp.path(), "cannot write", e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = match entry.on_disk {
+            OnDisk::File { mode, .. } => mode,
+            _ => 0o644,
+        };
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))
+            .map_err(|e| io(tmp.path(), "cannot set the mode of", e))?;
+    }
+    match std::fs::hard_link(tmp.path(), &target) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(TransportError::Refused(format!(
+                "`{to}` already exists on the worker; clone never replaces a file"
+            )));
+        }
+        Err(e) => return Err(io(&target, "cannot create", e)),
+    }
+    drop(tmp);
+    std::fs::File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io(parent, "cannot sync", e))
+}
+
+/// Creates the folders of `path` below `root`, refusing symbolic links on the way.
+fn create_parents(root: &Path, path: &str) -> Result<(), TransportError> {
+    let parts: Vec<&str> = path.split('/').collect();
+    let mut at = root.to_owned();
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => {
+                return Err(TransportError::Refused(format!(
+                    "`{}` is in the way of `{path}`: not a folder",
+                    at.display()
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&at).map_err(|e| io(&at, "cannot create", e))?;
+            }
+            Err(e) => return Err(io(&at, "cannot inspect", e)),
+        }
+    }
+    Ok(())
+}
+
+fn io(path: &Path, what: &str, source: std::io::Error) -> TransportError {
+    TransportError::Io {
+        what: format!("{what} {}", path.display()),
+        source,
+    }
+}

@@ -1,0 +1,194 @@
+//! How ringops reaches a worker: read what it holds, switch it to a new file set as a
+//! whole, run its group's hooks around the switch. [`Transport`] is the interface; a
+//! worker's `target` picks the implementation ([`WorkerTransport::for_target`]).
+//!
+//! Only local directories exist so far (no target, or `dir:/abs/path`); the remote agent
+//! adds an HTTP transport behind the same interface. Every operation is async so that
+//! many workers are reached at once; the local one runs its blocking IO on tokio's
+//! blocking pool.
+
+mod local;
+
+pub use local::LocalDir;
+
+use crate::adapters::worker_dir::{Applied, Batch, Inventory, WorkerDirError};
+use crate::model::desired::HookSpec;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+/// Why an operation on a worker failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The worker's target names a transport this build does not have.
+    #[error("target `{target}` is not supported yet (only local directories: `dir:/abs/path`)")]
+    Unsupported {
+        /// The target as written.
+        target: String,
+    },
+    /// The worker directory refused or failed.
+    #[error(transparent)]
+    Dir(#[from] WorkerDirError),
+    /// A hook failed; for `check`, nothing was switched.
+    #[error("{0}")]
+    Hook(String),
+    /// A path given to clone is not one ringops may write or read.
+    #[error("{0}")]
+    Refused(String),
+    /// Reading or writing failed outside the worker directory's own checks.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The blocking task died (a bug in ringops).
+    #[error("the worker task stopped unexpectedly: {0}")]
+    Task(String),
+}
+
+impl TransportError {
+    /// True when the user can fix it (a bad target, a path, a failing hook); false when
+    /// something broke underneath.
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            TransportError::Unsupported { .. }
+            | TransportError::Hook(_)
+            | TransportError::Refused(_) => true,
+            TransportError::Dir(e) => e.is_user_error(),
+            TransportError::Io { .. } | TransportError::Task(_) => false,
+        }
+    }
+}
+
+/// What a switch runs around it, and what it tells the hooks.
+#[derive(Clone, Debug, Default)]
+pub struct Hooks {
+    /// Run on the complete new file set, staged, before the switch.
+    pub check: Option<HookSpec>,
+    /// Run after the switch.
+    pub reload: Option<HookSpec>,
+    /// The worker's name, given to hooks as `RINGOPS_WORKER`.
+    pub worker: String,
+    /// The ring, given as `RINGOPS_RING`.
+    pub ring: String,
+    /// Secret values a hook's output must never show.
+    pub redact: Vec<String>,
+}
+
+/// Why a switch failed, and whether the worker was left switched.
+#[derive(Debug)]
+pub enum SwitchError {
+    /// Nothing changed on the worker (a refused batch, a failed check).
+    NotSwitched(TransportError),
+    /// The new files are in place but the reload hook failed: the caller restores.
+    ReloadFailed(TransportError),
+}
+
+impl SwitchError {
+    /// The cause.
+    pub fn error(&self) -> &TransportError {
+        match self {
+            SwitchError::NotSwitched(e) | SwitchError::ReloadFailed(e) => e,
+        }
+    }
+}
+
+/// The operations every transport offers.
+pub trait Transport: Send + Sync {
+    /// Where the worker is, as recorded with deployments (`dir:/abs/path`).
+    fn location(&self) -> String;
+
+    /// The record and what is really there.
+    fn inventory(&self) -> impl Future<Output = Result<Inventory, TransportError>> + Send;
+
+    /// The bytes at a worker-relative path, if it is a regular file.
+    fn read(
+        &self,
+        path: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, TransportError>> + Send;
+
+    /// Runs `check` on the staged set, switches to exactly the batch's files, then runs
+    /// `reload`.
+    fn switch(
+        &self,
+        batch: Batch,
+        hooks: Hooks,
+    ) -> impl Future<Output = Result<Applied, SwitchError>> + Send;
+
+    /// Copies the managed file `from` to the new unmanaged path `to`.
+    fn clone_file(
+        &self,
+        from: &str,
+        to: &str,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+}
+
+/// A worker's transport, chosen by its target.
+#[derive(Clone, Debug)]
+pub enum WorkerTransport {
+    /// A directory on this host.
+    Local(LocalDir),
+}
+
+impl WorkerTransport {
+    /// The transport of a worker: no target → `<state_dir>/workers/<worker>`,
+    /// `dir:/abs/path` → that directory.
+    pub fn for_target(
+        state_dir: &Path,
+        worker: &str,
+        target: Option<&str>,
+    ) -> Result<Self, TransportError> {
+        match target {
+            None => Ok(Self::Local(LocalDir::new(
+                state_dir.join("workers").join(worker),
+            ))),
+            Some(t) => Self::from_location(t),
+        }
+    }
+
+    /// The transport of a recorded location (`dir:/abs/path`).
+    pub fn from_location(location: &str) -> Result<Self, TransportError> {
+        match location.strip_prefix("dir:") {
+            Some(path) if Path::new(path).is_absolute() => {
+                Ok(Self::Local(LocalDir::new(PathBuf::from(path))))
+            }
+            _ => Err(TransportError::Unsupported {
+                target: location.to_owned(),
+            }),
+        }
+    }
+}
+
+impl Transport for WorkerTransport {
+    fn location(&self) -> String {
+        match self {
+            Self::Local(t) => t.location(),
+        }
+    }
+
+    async fn inventory(&self) -> Result<Inventory, TransportError> {
+        match self {
+            Self::Local(t) => t.inventory().await,
+        }
+    }
+
+    async fn read(&self, path: &str) -> Result<Option<Vec<u8>>, TransportError> {
+        match self {
+            Self::Local(t) => t.read(path).await,
+        }
+    }
+
+    async fn switch(&self, batch: Batch, hooks: Hooks) -> Result<Applied, SwitchError> {
+        match self {
+            Self::Local(t) => t.switch(batch, hooks).await,
+        }
+    }
+
+    async fn clone_file(&self, from: &str, to: &str) -> Result<(), TransportError> {
+        match self {
+            Self::Local(t) => t.clone_file(from, to).await,
+        }
+    }
+}
