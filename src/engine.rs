@@ -423,7 +423,7 @@ pub async fn apply(
 
 /// Switches every target, at most [`MAX_CONCURRENT_WORKERS`] at a time; after the
 /// first failure no other worker starts. Workers never started have no result.
-async fn switch_all(
+pub async fn switch_all(
     targets: &[Target],
     ring: &str,
     deployment: &str,

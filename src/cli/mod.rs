@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod config;
+pub mod drift;
 pub mod history;
 pub mod plan;
 pub mod render;
@@ -64,6 +65,8 @@ pub enum Command {
     History(history::HistoryArgs),
     /// One deployment: its states, workers and artifacts.
     Show(history::ShowArgs),
+    /// Files on the workers that differ from what the Active deployment wrote.
+    Drift(drift::DriftArgs),
 }
 
 /// Which manifests to read: a revision or the work tree.
@@ -164,6 +167,7 @@ pub fn run(cli: Cli) -> Outcome {
         Command::Status(args) => status::run(&ctx, args),
         Command::History(args) => history::run(&ctx, args),
         Command::Show(args) => history::show(&ctx, args),
+        Command::Drift(args) => drift::run(&ctx, args),
     }
 }
 

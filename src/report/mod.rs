@@ -1,6 +1,7 @@
 //! Pure rendering of plans and diagnostics for people and programs: text (optionally
 //! coloured), markdown for pull-request comments, and JSON.
 
+pub mod drift;
 pub mod history;
 pub mod json;
 pub mod markdown;
