@@ -133,6 +133,9 @@ pub async fn observe(state_dir: &Path, desired: &DesiredState) -> ObservedState 
         };
         match inventory {
             Ok(inventory) => {
+                observed
+                    .digests
+                    .insert(name.clone(), inventory_digest(&inventory));
                 let transport = &transports[&name];
                 let worker = observed_worker(transport, &inventory, state).await;
                 observed.workers.insert(name, worker);
@@ -144,6 +147,30 @@ pub async fn observe(state_dir: &Path, desired: &DesiredState) -> ObservedState 
         }
     }
     observed
+}
+
+/// sha256 over everything an inventory says: generation, each managed file's record
+/// and what is on disk, and the unmanaged paths.
+pub fn inventory_digest(inventory: &Inventory) -> String {
+    use std::fmt::Write;
+    let mut text = format!("{} {}\n", inventory.generation, inventory.pending);
+    for (path, e) in &inventory.managed {
+        let r = &e.record;
+        let _ = write!(
+            text,
+            "m {path}\t{} {:o} {}\t",
+            r.sha256, r.mode, r.deployment
+        );
+        let _ = match &e.on_disk {
+            OnDisk::File { sha256, mode } => writeln!(text, "file {sha256} {mode:o}"),
+            OnDisk::Missing => writeln!(text, "missing"),
+            OnDisk::NotAFile { what } => writeln!(text, "other {what}"),
+        };
+    }
+    for path in &inventory.unmanaged {
+        let _ = writeln!(text, "u {path}");
+    }
+    crate::model::desired::sha256_hex(text.as_bytes())
 }
 
 async fn observed_worker(
@@ -188,9 +215,10 @@ pub async fn plan_ring(
     state_dir: &Path,
     desired: &DesiredState,
     input: crate::pipeline::plan::PlanInput,
-) -> crate::model::Plan {
+) -> (crate::model::Plan, ObservedState) {
     let observed = observe(state_dir, desired).await;
-    crate::pipeline::drift::plan_observed(&observed, desired, input)
+    let plan = crate::pipeline::drift::plan_observed(&observed, desired, input);
+    (plan, observed)
 }
 
 /// Text a plan may show for a file on a worker.

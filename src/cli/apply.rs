@@ -1,29 +1,35 @@
-//! `ringops apply`: plan a ring against its workers, confirm, apply, record.
+//! `ringops apply`: plan a ring against its workers, confirm, apply, record; or apply a
+//! saved plan exactly, refusing it when anything it was made against has changed.
 
-use super::{
-    Context, Failure, Outcome, Revision as Source, emit, engine_failure, print_diagnostics,
-};
+use super::{Context, Failure, Outcome, Revision as Source, block_on, emit, engine_failure};
 use crate::adapters::lock::WriterLock;
 use crate::adapters::objects::ObjectStore;
 use crate::adapters::store::Store;
 use crate::engine;
 use crate::model::deployment::NewDeployment;
+use crate::model::observed::ObservedState;
 use crate::model::plan::Revision;
-use crate::model::{Bundle, DesiredState};
+use crate::model::{Bundle, DesiredState, Plan};
 use crate::pipeline::plan::PlanInput;
 use crate::pipeline::{Rings, compile};
 use crate::report;
+use crate::report::saved::{Facts, SavedPlan};
 use clap::Args;
 use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Arguments of `apply`.
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
+    /// A plan saved with `ringops plan --out`: applied exactly as reviewed, without
+    /// asking, or refused if anything it was made against changed.
+    #[arg(value_name = "PLAN.json", conflicts_with_all = ["ring", "rev"])]
+    pub plan_file: Option<PathBuf>,
     /// Ring to apply.
-    #[arg(long)]
-    pub ring: String,
-    /// Revision to deploy (default HEAD).
+    #[arg(long, required_unless_present = "plan_file")]
+    pub ring: Option<String>,
+    /// Revision to deploy (default: the tracked branch, `branch` in ringops.toml, or HEAD).
     #[arg(long, value_name = "REV")]
     pub rev: Option<String>,
     /// Apply without asking.
@@ -32,14 +38,49 @@ pub struct ApplyArgs {
     /// Why, recorded with the deployment.
     #[arg(long, default_value = "")]
     pub reason: String,
+    /// Wait for another writer to finish instead of failing.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 /// Shows the plan, asks (unless `--yes`), applies and records the deployment.
 pub fn run(ctx: &Context, args: &ApplyArgs) -> Outcome {
+    let (_lock, mut store) = open_writer(ctx, "ringops apply", args.wait)?;
+    if let Some(file) = &args.plan_file {
+        return apply_saved(ctx, &mut store, file, args);
+    }
+    let ring = args.ring.as_deref().unwrap_or_default();
+    let rev = args.rev.clone().unwrap_or_else(|| ctx.default_rev());
+    let Some(prepared) = prepare(ctx, ring, &rev)? else {
+        return Ok(ExitCode::from(1));
+    };
+    emit(&report::text::render(&prepared.plan, true))?;
+    refuse_unreachable(&prepared.plan)?;
+    let active = store
+        .active(ring)
+        .map_err(|e| Failure::Internal(e.into()))?;
+    let plan = &prepared.plan;
+    if plan.summary.is_empty() && active.is_some_and(|a| a.fingerprint == plan.fingerprint) {
+        emit("Nothing to apply.\n")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !args.yes && !confirm(&format!("Apply this plan to ring {ring}?"))? {
+        emit("Apply cancelled.\n")?;
+        return Ok(ExitCode::from(1));
+    }
+    deploy(ctx, &mut store, &prepared, &args.reason)
+}
+
+/// Takes the writer lock and opens the state, marking deployments a crashed writer
+/// left in progress as Failed.
+pub fn open_writer(
+    ctx: &Context,
+    command: &str,
+    wait: bool,
+) -> Result<(WriterLock, Store), Failure> {
     let state_dir = ctx.state_dir();
-    let command = format!("ringops apply --ring {}", args.ring);
-    let _lock =
-        WriterLock::acquire(state_dir, &command, false).map_err(|e| Failure::User(e.into()))?;
+    let lock =
+        WriterLock::acquire(state_dir, command, wait).map_err(|e| Failure::User(e.into()))?;
     let mut store = Store::open(state_dir).map_err(|e| Failure::Internal(e.into()))?;
     for d in store
         .mark_interrupted()
@@ -50,52 +91,112 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Outcome {
             d.id, d.ring
         );
     }
-    let rev = args.rev.clone().unwrap_or_else(|| "HEAD".to_owned());
+    Ok((lock, store))
+}
+
+/// A ring compiled at a revision and planned against its workers.
+pub struct Prepared {
+    /// The manifests.
+    pub bundle: Bundle,
+    /// What the ring's workers should hold.
+    pub desired: DesiredState,
+    /// The plan against the workers.
+    pub plan: Plan,
+    /// What the workers held.
+    pub observed: ObservedState,
+}
+
+impl Prepared {
+    /// The facts a saved plan of this checks again.
+    pub fn facts(&self, active: Option<String>) -> Facts {
+        Facts {
+            commit: self.bundle.commit.clone().unwrap_or_default(),
+            active_deployment: active,
+            workers: self.observed.digests.clone(),
+        }
+    }
+}
+
+/// Compiles `ring` at `rev` and plans it against the workers; `None` after printing
+/// the manifests' errors.
+pub fn prepare(ctx: &Context, ring: &str, rev: &str) -> Result<Option<Prepared>, Failure> {
     let bundle = ctx.bundle(&Source {
-        rev: Some(rev.clone()),
+        rev: Some(rev.to_owned()),
         worktree: false,
     })?;
-    let desired = match compile(&bundle, &ctx.secrets, Rings::One(&args.ring)) {
-        Ok(mut c) => match c.states.remove(&args.ring) {
+    let desired = match compile(&bundle, &ctx.secrets, Rings::One(ring)) {
+        Ok(mut c) => match c.states.remove(ring) {
             Some(state) => state,
             None => {
                 return Err(Failure::user(format!(
-                    "ring `{}` is not defined at `{rev}` (rings: {})",
-                    args.ring,
+                    "ring `{ring}` is not defined at `{rev}` (rings: {})",
                     c.rings.join(", ")
                 )));
             }
         },
-        Err(diags) => return print_diagnostics(&diags),
+        Err(diags) => {
+            super::print_diagnostics(&diags)?;
+            return Ok(None);
+        }
     };
     let input = PlanInput {
         path: bundle.root.clone(),
         base: None,
         head: Revision {
-            rev: rev.clone(),
+            rev: rev.to_owned(),
             commit: bundle.commit.clone(),
         },
-        changed_files: super::changed_since_active(ctx, &args.ring, &bundle),
+        changed_files: super::changed_since_active(ctx, ring, &bundle),
     };
-    let plan = super::block_on(engine::plan_ring(state_dir, &desired, input))?;
-    emit(&report::text::render(&plan, true))?;
-    refuse_unreachable(&plan)?;
-    let active = store
-        .active(&args.ring)
-        .map_err(|e| Failure::Internal(e.into()))?;
-    if plan.summary.is_empty() && active.is_some_and(|a| a.fingerprint == plan.fingerprint) {
-        emit("Nothing to apply.\n")?;
-        return Ok(ExitCode::SUCCESS);
+    let (plan, observed) = block_on(engine::plan_ring(ctx.state_dir(), &desired, input))?;
+    Ok(Some(Prepared {
+        bundle,
+        desired,
+        plan,
+        observed,
+    }))
+}
+
+/// Applies a saved plan after checking that nothing it was made against changed.
+fn apply_saved(ctx: &Context, store: &mut Store, file: &Path, args: &ApplyArgs) -> Outcome {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Failure::user(format!("cannot read {}: {e}", file.display())))?;
+    let saved =
+        SavedPlan::parse(&text).map_err(|e| Failure::user(format!("{}: {e}", file.display())))?;
+    if saved.path != ctx.path {
+        return Err(Failure::user(format!(
+            "{}: the plan was made for manifests under `{}`, not `{}` (check --path)",
+            file.display(),
+            saved.path,
+            ctx.path
+        )));
     }
-    if !args.yes && !confirm(&args.ring)? {
-        emit("Apply cancelled.\n")?;
+    let Some(now) = prepare(ctx, &saved.ring, &saved.commit)? else {
         return Ok(ExitCode::from(1));
+    };
+    let active = store
+        .active(&saved.ring)
+        .map_err(|e| Failure::Internal(e.into()))?;
+    let mut facts = now.facts(active.map(|a| a.id.to_string()));
+    facts.commit = ctx.source()?.resolve(&saved.rev).unwrap_or_default();
+    let changes = saved.changes(&facts, &now.plan.fingerprint);
+    if !changes.is_empty() {
+        return Err(Failure::user(format!(
+            "refusing to apply {}: it is stale; plan again.\n  {}",
+            file.display(),
+            changes.join("\n  ")
+        )));
     }
-    deploy(ctx, &mut store, &desired, &bundle, args)
+    emit(&report::text::render(&now.plan, true))?;
+    emit(&format!(
+        "Applying saved plan {} (nothing changed since it was made).\n",
+        file.display()
+    ))?;
+    deploy(ctx, store, &now, &args.reason)
 }
 
 /// A rollout never starts while a worker cannot be read: it would be left behind.
-pub fn refuse_unreachable(plan: &crate::model::Plan) -> Result<(), Failure> {
+pub fn refuse_unreachable(plan: &Plan) -> Result<(), Failure> {
     match plan.unreachable.first() {
         None => Ok(()),
         Some(u) => Err(Failure::user(format!(
@@ -106,13 +207,13 @@ pub fn refuse_unreachable(plan: &crate::model::Plan) -> Result<(), Failure> {
 }
 
 /// Asks on the terminal; refuses when there is none (use `--yes` in scripts).
-fn confirm(ring: &str) -> Result<bool, Failure> {
+pub fn confirm(question: &str) -> Result<bool, Failure> {
     if !std::io::stdin().is_terminal() {
         return Err(Failure::user(
-            "refusing to apply without confirmation: stdin is not a terminal (pass --yes)",
+            "refusing to go on without confirmation: stdin is not a terminal (pass --yes)",
         ));
     }
-    print!("Apply this plan to ring {ring}? Only `yes` is accepted: ");
+    print!("{question} Only `yes` is accepted: ");
     let _ = std::io::stdout().flush();
     let mut answer = String::new();
     std::io::stdin()
@@ -122,25 +223,36 @@ fn confirm(ring: &str) -> Result<bool, Failure> {
     Ok(answer.trim() == "yes")
 }
 
-fn deploy(
-    ctx: &Context,
-    store: &mut Store,
-    desired: &DesiredState,
-    bundle: &Bundle,
-    args: &ApplyArgs,
-) -> Outcome {
+fn deploy(ctx: &Context, store: &mut Store, prepared: &Prepared, reason: &str) -> Outcome {
+    let (bundle, desired) = (&prepared.bundle, &prepared.desired);
     let new = NewDeployment {
-        ring: args.ring.clone(),
+        ring: desired.ring.clone(),
         commit: bundle.commit.clone().unwrap_or_default(),
         tree: bundle.tree.clone().unwrap_or_default(),
         fingerprint: desired.fingerprint(),
-        actor: std::env::var("USER").unwrap_or_else(|_| "cli".to_owned()),
-        reason: args.reason.clone(),
+        actor: actor(),
+        reason: reason.to_owned(),
         rollback_of: None,
     };
-    let objects = ObjectStore::new(ctx.state_dir());
     let targets = engine::targets_from_desired(ctx.state_dir(), desired).map_err(engine_failure)?;
-    let outcome = super::block_on(engine::apply(
+    run_rollout(ctx, store, targets, new)
+}
+
+/// Who runs this command, as recorded.
+pub fn actor() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "cli".to_owned())
+}
+
+/// Switches the targets, records the deployment and says how it went.
+pub fn run_rollout(
+    ctx: &Context,
+    store: &mut Store,
+    targets: Vec<engine::Target>,
+    new: NewDeployment,
+) -> Outcome {
+    let objects = ObjectStore::new(ctx.state_dir());
+    let workers = targets.len();
+    let outcome = block_on(engine::apply(
         store,
         &objects,
         ctx.state_dir(),
@@ -152,12 +264,11 @@ fn deploy(
     match &outcome.failure {
         None => {
             emit(&format!(
-                "Deployment {} is {} on ring {} ({} of {} workers changed).\n",
+                "Deployment {} is {} on ring {} ({} of {workers} workers changed).\n",
                 d.id,
                 d.state,
                 d.ring,
                 outcome.changed.len(),
-                desired.workers.len()
             ))?;
             Ok(ExitCode::SUCCESS)
         }

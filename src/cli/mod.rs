@@ -2,11 +2,13 @@
 //! The only layer (with `main`) that uses anyhow.
 
 pub mod apply;
+pub mod clone;
 pub mod config;
 pub mod drift;
 pub mod history;
 pub mod plan;
 pub mod render;
+pub mod rollback;
 pub mod status;
 pub mod validate;
 
@@ -40,6 +42,9 @@ pub struct Cli {
         env = "RINGOPS_STATE"
     )]
     pub state_dir: Option<PathBuf>,
+    /// The tracked branch: what `apply` deploys when no --rev is given (default HEAD).
+    #[arg(long, global = true, value_name = "BRANCH", env = "RINGOPS_BRANCH")]
+    pub branch: Option<String>,
     /// Folder with one file per secret, consulted before $CREDENTIALS_DIRECTORY and RINGOPS_SECRET_<NAME>.
     #[arg(long, global = true, value_name = "DIR", env = "RINGOPS_SECRETS_DIR")]
     pub secrets_dir: Option<PathBuf>,
@@ -67,6 +72,10 @@ pub enum Command {
     Show(history::ShowArgs),
     /// Files on the workers that differ from what the Active deployment wrote.
     Drift(drift::DriftArgs),
+    /// Deploy an earlier successful deployment's files again, from the object store.
+    Rollback(rollback::RollbackArgs),
+    /// Copy a managed artifact to a new path that ringops will leave alone.
+    Clone(clone::CloneArgs),
 }
 
 /// Which manifests to read: a revision or the work tree.
@@ -168,6 +177,8 @@ pub fn run(cli: Cli) -> Outcome {
         Command::History(args) => history::run(&ctx, args),
         Command::Show(args) => history::show(&ctx, args),
         Command::Drift(args) => drift::run(&ctx, args),
+        Command::Rollback(args) => rollback::run(&ctx, args),
+        Command::Clone(args) => clone::run(&ctx, args),
     }
 }
 
@@ -176,6 +187,7 @@ pub struct Context {
     repo_dir: PathBuf,
     path: String,
     state_dir: PathBuf,
+    branch: Option<String>,
     secrets: HostSecrets,
 }
 
@@ -193,6 +205,7 @@ impl Context {
             repo_dir: cli.repo.clone().or(file.repo).unwrap_or(cwd),
             path: cli.path.clone().or(file.path).unwrap_or_default(),
             state_dir,
+            branch: cli.branch.clone().or(file.branch),
             secrets: HostSecrets::new(cli.secrets_dir.clone().or(file.secrets_dir)),
         })
     }
@@ -200,6 +213,11 @@ impl Context {
     /// The repository; opened only by the commands that read manifests.
     fn source(&self) -> Result<Source, Failure> {
         Ok(Source::open(&self.repo_dir)?)
+    }
+
+    /// The revision commands deploy by default: the tracked branch, or HEAD.
+    pub fn default_rev(&self) -> String {
+        self.branch.clone().unwrap_or_else(|| "HEAD".to_owned())
     }
 
     /// The state folder: `--state`, `state_dir` in the configuration, or `./.ringops`.

@@ -7,6 +7,7 @@ use crate::model::{Bundle, DesiredState};
 use crate::pipeline::plan::{PlanInput, plan};
 use crate::pipeline::{Rings, SecretSource, compile};
 use crate::report;
+use crate::report::saved::{Facts, SavedPlan};
 use clap::{Args, ValueEnum};
 use std::process::ExitCode;
 
@@ -31,15 +32,18 @@ pub struct PlanArgs {
     /// deployed, so every artifact is created.
     #[arg(long, value_name = "REV")]
     base: Option<String>,
-    /// The revision replacing it.
-    #[arg(long, value_name = "REV", default_value = "HEAD")]
-    head: String,
+    /// The revision replacing it (default: the tracked branch, or HEAD).
+    #[arg(long, visible_alias = "rev", value_name = "REV")]
+    head: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
     /// Exit 0 when nothing changes, 2 when something does, 1 on error.
     #[arg(long)]
     detailed_exitcode: bool,
+    /// Also save the plan (against the workers) for `ringops apply PLAN.json`.
+    #[arg(long, value_name = "PLAN.json", conflicts_with = "base")]
+    out: Option<std::path::PathBuf>,
 }
 
 impl PlanArgs {
@@ -52,9 +56,10 @@ impl PlanArgs {
 /// Prints the plan; exit 1 naming the errors of a side that does not compile.
 pub fn run(ctx: &Context, args: &PlanArgs) -> Outcome {
     let source = ctx.source()?;
-    let head_bundle = source.bundle_at(&args.head, &ctx.path)?;
+    let head_name = args.head.clone().unwrap_or_else(|| ctx.default_rev());
+    let head_bundle = source.bundle_at(&head_name, &ctx.path)?;
     let head_rev = Revision {
-        rev: args.head.clone(),
+        rev: head_name.clone(),
         commit: head_bundle.commit.clone(),
     };
     let plan = match &args.base {
@@ -64,7 +69,7 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Outcome {
             let secrets = &ctx.secrets;
             let (base, head) = both_sides(
                 || desired(secrets, "base", base_rev, &base_bundle, &args.ring, true),
-                || desired(secrets, "head", &args.head, &head_bundle, &args.ring, false),
+                || desired(secrets, "head", &head_name, &head_bundle, &args.ring, false),
             )?;
             let input = PlanInput {
                 path: head_bundle.root.clone(),
@@ -81,7 +86,7 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Outcome {
             let head = desired(
                 &ctx.secrets,
                 "head",
-                &args.head,
+                &head_name,
                 &head_bundle,
                 &args.ring,
                 false,
@@ -92,7 +97,12 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Outcome {
                 head: head_rev,
                 changed_files: super::changed_since_active(ctx, &args.ring, &head_bundle),
             };
-            super::block_on(engine::plan_ring(ctx.state_dir(), &head, input))?
+            let (plan, observed) =
+                super::block_on(engine::plan_ring(ctx.state_dir(), &head, input))?;
+            if let Some(out) = &args.out {
+                save(ctx, &plan, &observed, out)?;
+            }
+            plan
         }
     };
     let text = match args.format {
@@ -105,6 +115,37 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Outcome {
         (true, false) => ExitCode::from(2),
         _ => ExitCode::SUCCESS,
     })
+}
+
+/// Writes the plan with what `apply PLAN.json` checks again, atomically.
+fn save(
+    ctx: &Context,
+    plan: &crate::model::Plan,
+    observed: &crate::model::observed::ObservedState,
+    out: &std::path::Path,
+) -> Result<(), Failure> {
+    let active = match super::history::open_reader(ctx.state_dir())? {
+        Some(reader) => reader
+            .active(&plan.ring)
+            .map_err(super::history::store_failure)?
+            .map(|a| a.id.to_string()),
+        None => None,
+    };
+    let facts = Facts {
+        commit: plan.head.commit.clone().unwrap_or_default(),
+        active_deployment: active,
+        workers: observed.digests.clone(),
+    };
+    let text = SavedPlan::new(plan, facts).to_json();
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    let fail = |e: std::io::Error| Failure::user(format!("cannot write {}: {e}", out.display()));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(fail)?;
+    tmp.persist(out).map_err(|e| fail(e.error))?;
+    Ok(())
 }
 
 /// Runs the base and the head side on a scoped thread each. A panic of either becomes

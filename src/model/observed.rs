@@ -38,4 +38,7 @@ pub struct ObservedState {
     pub workers: BTreeMap<String, ObservedWorker>,
     /// Workers that could not be read, with the reason.
     pub unreachable: BTreeMap<String, String>,
+    /// A digest of everything each readable worker reported: two reads with the same
+    /// digest saw the same files (a saved plan's optimistic check).
+    pub digests: BTreeMap<String, String>,
 }

@@ -5,6 +5,7 @@ pub mod drift;
 pub mod history;
 pub mod json;
 pub mod markdown;
+pub mod saved;
 pub mod text;
 
 use crate::model::plan::Revision;
