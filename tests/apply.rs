@@ -3,39 +3,9 @@
 
 mod common;
 
-use common::{Repo, Run, project};
+use common::{FLEET, Fleet};
 use ringops::adapters::lock::WriterLock;
-use std::path::{Path, PathBuf};
-
-const FLEET: &str = "examples/fleet";
-
-struct Fleet {
-    repo: Repo,
-    state: tempfile::TempDir,
-}
-
-impl Fleet {
-    fn new() -> Self {
-        let repo = Repo::init();
-        repo.copy_in(&project().join(FLEET), FLEET);
-        repo.commit("example fleet");
-        let state = tempfile::tempdir().expect("state dir");
-        Fleet { repo, state }
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        let secrets = project().join("examples/secrets");
-        let mut all: Vec<&str> = args.to_vec();
-        let state = self.state.path().to_str().expect("UTF-8");
-        all.extend(["--path", FLEET, "--state", state]);
-        all.extend(["--secrets-dir", secrets.to_str().expect("UTF-8")]);
-        self.repo.ringops(&all)
-    }
-
-    fn worker(&self, name: &str) -> PathBuf {
-        self.state.path().join("workers").join(name)
-    }
-}
+use std::path::Path;
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))

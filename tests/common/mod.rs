@@ -274,3 +274,49 @@ pub fn commit_filters() -> insta::Settings {
     settings.set_prepend_module_to_snapshot(true);
     settings
 }
+
+/// The example fleet's folder inside test repositories.
+pub const FLEET: &str = "examples/fleet";
+
+/// A repository holding the example fleet, committed once, and a state folder.
+pub struct Fleet {
+    /// The repository.
+    pub repo: Repo,
+    /// The state folder (`--state`).
+    pub state: tempfile::TempDir,
+}
+
+impl Fleet {
+    /// The example fleet in a new repository, one commit.
+    pub fn new() -> Self {
+        let repo = Repo::init();
+        repo.copy_in(&project().join(FLEET), FLEET);
+        repo.commit("example fleet");
+        let state = tempfile::tempdir().expect("state dir");
+        Fleet { repo, state }
+    }
+
+    /// Runs `ringops <args>` on the fleet with its state and the example secrets.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let mut cmd = self.command(args);
+        output(&mut cmd)
+    }
+
+    /// The command [`Fleet::run`] runs, to start it in the background.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let secrets = project().join("examples/secrets");
+        let mut cmd = ringops_in(self.repo.path());
+        cmd.args(args)
+            .args(["--repo", self.repo.path_str(), "--path", FLEET])
+            .arg("--state")
+            .arg(self.state.path())
+            .arg("--secrets-dir")
+            .arg(secrets);
+        cmd
+    }
+
+    /// A local worker's directory.
+    pub fn worker(&self, name: &str) -> PathBuf {
+        self.state.path().join("workers").join(name)
+    }
+}
