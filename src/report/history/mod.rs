@@ -1,9 +1,10 @@
-//! Pure rendering of the deployment record for `history`, `show` and `status`, as text
-//! for people and as JSON (versioned by `format_version`) for programs.
+//! Pure rendering of the deployment record for `history` (and what `history --prune`
+//! hid), `show` and `status`, as text for people and as JSON (versioned by
+//! `format_version`) for programs.
 //!
-//! Owns the shape of that output and the plain data `status` hands it ([`Status`]); it
-//! reads nothing itself: the CLI gathers the records, worker inventories and the writer
-//! lock and converts them into these values.
+//! Owns the shape of that output and the plain data `status` and `history --prune` hand
+//! it ([`Status`], [`Pruned`]); it reads nothing itself: the CLI gathers the records,
+//! worker inventories and the writer lock and converts them into these values.
 
 use super::{plural, short};
 use crate::model::deployment::{
@@ -12,6 +13,7 @@ use crate::model::deployment::{
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
+use std::time::Duration;
 
 /// Version of the JSON documents of this module; bumped on any incompatible change.
 pub const FORMAT_VERSION: u32 = 1;
@@ -30,22 +32,7 @@ pub fn history_text(deployments: &[Deployment], ring: Option<&str>, more: bool) 
     if deployments.is_empty() {
         return nothing_yet(ring);
     }
-    let header = [
-        "ID", "RING", "STATE", "COMMIT", "ACTOR", "CREATED", "REASON",
-    ];
-    let mut rows = vec![header.map(str::to_owned).to_vec()];
-    for d in deployments {
-        rows.push(vec![
-            d.id.to_string(),
-            d.ring.clone(),
-            d.state.to_string(),
-            short(&d.commit).to_owned(),
-            one_line(&d.actor),
-            d.created_at.to_string(),
-            one_line(&d.reason),
-        ]);
-    }
-    let mut out = table(&rows, "");
+    let mut out = deployments_table(deployments);
     if more {
         let _ = writeln!(
             out,
@@ -67,6 +54,78 @@ pub fn history_json(deployments: &[Deployment]) -> String {
     pretty(&HistoryDocument {
         format_version: FORMAT_VERSION,
         deployments,
+    })
+}
+
+/// One aligned line per deployment under a header, in the order given.
+fn deployments_table(deployments: &[Deployment]) -> String {
+    let header = [
+        "ID", "RING", "STATE", "COMMIT", "ACTOR", "CREATED", "REASON",
+    ];
+    let mut rows = vec![header.map(str::to_owned).to_vec()];
+    for d in deployments {
+        rows.push(vec![
+            d.id.to_string(),
+            d.ring.clone(),
+            d.state.to_string(),
+            short(&d.commit).to_owned(),
+            one_line(&d.actor),
+            d.created_at.to_string(),
+            one_line(&d.reason),
+        ]);
+    }
+    table(&rows, "")
+}
+
+/// What `history --prune` hid from history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pruned {
+    /// The age asked for: records created longer ago than this were considered.
+    pub older_than: Duration,
+    /// The deployments hidden, oldest first, as recorded after pruning.
+    pub deployments: Vec<Deployment>,
+    /// How many drift events were hidden.
+    pub drift_events: usize,
+}
+
+/// `history --prune` as text: what was hidden (a line per deployment) and that `show`
+/// still finds it, or that nothing was old enough.
+pub fn prune_text(pruned: &Pruned) -> String {
+    let age = humantime::format_duration(pruned.older_than);
+    let (n, drift) = (pruned.deployments.len(), pruned.drift_events);
+    if n == 0 && drift == 0 {
+        return format!(
+            "nothing to prune: no finished deployment or drift event is older than {age}\n"
+        );
+    }
+    let mut out = format!(
+        "pruned from history: {n} {} and {drift} drift {} older than {age}\n",
+        plural(n, "deployment", "deployments"),
+        plural(drift, "event", "events"),
+    );
+    if n > 0 {
+        out.push_str(&deployments_table(&pruned.deployments));
+        out.push_str("(kept for audit: `ringops show <id>` still shows them)\n");
+    }
+    out
+}
+
+#[derive(Serialize)]
+struct PruneDocument<'p> {
+    format_version: u32,
+    older_than_seconds: u64,
+    deployments: &'p [Deployment],
+    drift_events: usize,
+}
+
+/// `history --prune` as JSON: `{"format_version":1,"older_than_seconds":2592000,
+/// "deployments":[...],"drift_events":3}`; each deployment carries its `expires_at`.
+pub fn prune_json(pruned: &Pruned) -> String {
+    pretty(&PruneDocument {
+        format_version: FORMAT_VERSION,
+        older_than_seconds: pruned.older_than.as_secs(),
+        deployments: &pruned.deployments,
+        drift_events: pruned.drift_events,
     })
 }
 
@@ -435,229 +494,4 @@ fn pretty(doc: &impl Serialize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::deployment::{DeploymentId, WorkerOutcome};
-
-    const T0: i64 = 1_700_000_000;
-
-    fn at(seconds: i64) -> Timestamp {
-        Timestamp::from_unix_seconds(T0 + seconds)
-    }
-
-    fn deployment(seq: u64, ring: &str, state: DeploymentState) -> Deployment {
-        let t = i64::try_from(seq).unwrap_or(0) * 60;
-        let activated = matches!(state, DeploymentState::Active | DeploymentState::Superseded);
-        Deployment {
-            id: DeploymentId(seq),
-            ring: ring.to_owned(),
-            commit: format!("{seq:x}")
-                .repeat(40)
-                .get(..40)
-                .unwrap_or("")
-                .to_owned(),
-            tree: "7d1c0ffee0ddba11".to_owned(),
-            fingerprint: "f00d".repeat(16),
-            state,
-            actor: "alice".to_owned(),
-            reason: format!("roll out change {seq}\nsecond line"),
-            error: (state == DeploymentState::Failed)
-                .then(|| "worker w2: permission denied".to_owned()),
-            rollback_of: None,
-            created_at: at(t),
-            updated_at: at(t + 5),
-            activated_at: activated.then(|| at(t + 4)),
-            finished_at: (state != DeploymentState::Deploying).then(|| at(t + 4)),
-            expires_at: None,
-        }
-    }
-
-    fn artifact(path: &str, mode: u32) -> WrittenArtifact {
-        WrittenArtifact {
-            path: path.to_owned(),
-            sha256: "ab12".repeat(16),
-            mode,
-        }
-    }
-
-    fn record() -> DeploymentRecord {
-        let mut deployment = deployment(3, "dev", DeploymentState::Active);
-        deployment.rollback_of = Some(DeploymentId(1));
-        let event = |s: i64, state: Option<DeploymentState>, message: &str| DeploymentEvent {
-            at: at(180 + s),
-            state,
-            message: message.to_owned(),
-        };
-        use DeploymentState::*;
-        DeploymentRecord {
-            deployment,
-            events: vec![
-                event(0, Some(Queued), "queued by alice: roll back"),
-                event(1, Some(Building), "compiling"),
-                event(2, Some(Deploying), "writing 2 workers"),
-                event(3, None, "w1 unchanged"),
-                event(3, Some(Validating), "switched"),
-                event(4, Some(Active), "active; superseded d-000002"),
-            ],
-            workers: vec![
-                WorkerRecord {
-                    worker: "w1".to_owned(),
-                    outcome: WorkerOutcome::Unchanged,
-                    message: String::new(),
-                    at: at(183),
-                },
-                WorkerRecord {
-                    worker: "w2".to_owned(),
-                    outcome: WorkerOutcome::Applied,
-                    message: "1 written, 0 removed".to_owned(),
-                    at: at(183),
-                },
-            ],
-            artifacts: BTreeMap::from([
-                ("w1".to_owned(), vec![artifact("etl/load/job.yaml", 0o644)]),
-                (
-                    "w2".to_owned(),
-                    vec![
-                        artifact("etl/extract/job.yaml", 0o644),
-                        artifact("etl/extract/run.sh", 0o755),
-                    ],
-                ),
-            ]),
-        }
-    }
-
-    fn status() -> Status {
-        let drifted = (0..7)
-            .map(|n| DriftedFile {
-                path: format!("etl/job-{n}/job.yaml"),
-                how: if n == 0 { "missing" } else { "edited" }.to_owned(),
-            })
-            .collect();
-        let mut latest = deployment(4, "dev", DeploymentState::Failed);
-        latest.finished_at = Some(latest.updated_at);
-        Status {
-            rings: vec![
-                RingStatus {
-                    ring: "dev".to_owned(),
-                    active: Some(deployment(3, "dev", DeploymentState::Active)),
-                    latest: Some(latest),
-                    workers: vec![
-                        WorkerStatus {
-                            worker: "w1".to_owned(),
-                            sync: WorkerSync::InSync { files: 1 },
-                        },
-                        WorkerStatus {
-                            worker: "w2".to_owned(),
-                            sync: WorkerSync::Drifted { files: 9, drifted },
-                        },
-                        WorkerStatus {
-                            worker: "w3-long-name".to_owned(),
-                            sync: WorkerSync::Unreachable {
-                                reason: "no worker directory at /state/workers/w3".to_owned(),
-                            },
-                        },
-                    ],
-                },
-                RingStatus {
-                    ring: "prod".to_owned(),
-                    active: None,
-                    latest: Some(deployment(2, "prod", DeploymentState::Deploying)),
-                    workers: vec![],
-                },
-            ],
-            writer: Writer::Held {
-                pid: Some(4242),
-                command: Some("apply --ring prod".to_owned()),
-                since: Some("2023-11-14T22:20:00Z".to_owned()),
-            },
-        }
-    }
-
-    fn history() -> Vec<Deployment> {
-        use DeploymentState::*;
-        vec![
-            deployment(4, "dev", Failed),
-            deployment(3, "dev", Active),
-            deployment(2, "prod", Deploying),
-            deployment(1, "dev", Superseded),
-        ]
-    }
-
-    #[test]
-    fn history_text_is_one_aligned_line_per_deployment() {
-        insta::assert_snapshot!("history-text", history_text(&history(), None, true));
-    }
-
-    #[test]
-    fn history_json_has_every_field() {
-        insta::assert_snapshot!("history-json", history_json(&history()[..2]));
-    }
-
-    #[test]
-    fn empty_history_says_so() {
-        assert_eq!(history_text(&[], None, false), "no deployments yet\n");
-        assert_eq!(
-            history_text(&[], Some("prod"), false),
-            "no deployments of ring prod yet\n"
-        );
-        let doc: serde_json::Value = serde_json::from_str(&history_json(&[])).expect("valid JSON");
-        assert_eq!(
-            doc,
-            serde_json::json!({"format_version": 1, "deployments": []})
-        );
-    }
-
-    #[test]
-    fn show_text_has_fields_events_and_workers() {
-        insta::assert_snapshot!("show-text", show_text(&record()));
-    }
-
-    #[test]
-    fn show_json_has_the_whole_record() {
-        insta::assert_snapshot!("show-json", show_json(&record()));
-    }
-
-    #[test]
-    fn show_text_of_a_failed_deployment_without_workers() {
-        let record = DeploymentRecord {
-            deployment: deployment(4, "dev", DeploymentState::Failed),
-            events: vec![],
-            workers: vec![],
-            artifacts: BTreeMap::new(),
-        };
-        let text = show_text(&record);
-        assert!(
-            text.contains("  error:        worker w2: permission denied\n"),
-            "{text}"
-        );
-        assert!(text.ends_with("\nworkers: none recorded\n"), "{text}");
-    }
-
-    #[test]
-    fn status_text_shows_sync_drift_and_the_writer() {
-        insta::assert_snapshot!("status-text", status_text(&status(), None));
-    }
-
-    #[test]
-    fn status_json_tags_sync_and_lock() {
-        insta::assert_snapshot!("status-json", status_json(&status()));
-    }
-
-    #[test]
-    fn status_without_rings_still_shows_the_writer() {
-        let status = Status {
-            rings: vec![],
-            writer: Writer::Free,
-        };
-        assert_eq!(
-            status_text(&status, Some("dev")),
-            "no deployments of ring dev yet\nwriter lock: free\n"
-        );
-    }
-
-    #[test]
-    fn free_text_stays_on_one_line() {
-        assert_eq!(one_line("a\nb\r\n\tc"), "a b c");
-        assert_eq!(table(&[vec!["x".into(), "".into()]], "  "), "  x\n");
-    }
-}
+mod tests;
