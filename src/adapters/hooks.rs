@@ -305,6 +305,14 @@ async fn watch(child: &mut Child, deadline: Instant, redact: &[&str]) -> Ended {
 /// the pgid being the child's pid (it leads its own group), before `start_kill`. That
 /// needs the `libc` crate as a dependency (it is already in the tree, through tokio).
 async fn kill(child: &mut Child) -> io::Result<ExitStatus> {
+    // The hook leads its own process group: kill everything it started too.
+    #[cfg(unix)]
+    if let Some(pid) = child.id().and_then(|id| libc::pid_t::try_from(id).ok()) {
+        // SAFETY: killpg only sends a signal; a group that is gone yields ESRCH.
+        unsafe {
+            libc::killpg(pid, libc::SIGKILL);
+        }
+    }
     // An error here means it already exited; `wait` returns how.
     let _ = child.start_kill();
     match tokio::time::timeout(REAP, child.wait()).await {

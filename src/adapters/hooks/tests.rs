@@ -135,7 +135,6 @@ async fn a_grandchild_holding_the_output_does_not_hold_up_the_caller() {
 /// Needs `killpg` (the `libc` crate): see `kill`.
 #[cfg(target_os = "linux")]
 #[tokio::test]
-#[ignore = "killing the whole process group needs libc::killpg; libc is not a dependency"]
 async fn a_timeout_kills_the_whole_process_group() {
     let command = ["sh", "-c", "sleep 30 & echo $!; sleep 30"];
     let err = check(&command, Duration::from_millis(300))

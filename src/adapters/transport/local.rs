@@ -2,7 +2,9 @@
 //! tokio's blocking pool.
 
 use super::{Hooks, SwitchError, Transport, TransportError};
+use crate::adapters::hooks::HookRun;
 use crate::adapters::worker_dir::{Applied, Batch, Inventory, OnDisk, RESERVED, WorkerDir};
+use crate::model::desired::HookSpec;
 use crate::pipeline::checks::artifact_path_problem;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -52,11 +54,28 @@ impl Transport for LocalDir {
     }
 
     async fn switch(&self, batch: Batch, hooks: Hooks) -> Result<Applied, SwitchError> {
+        let root = self.root().to_owned();
+        let batch = std::sync::Arc::new(batch);
+        if let Some(check) = &hooks.check {
+            let files = std::sync::Arc::clone(&batch);
+            let staged = blocking(move || stage_for_check(&root, &files))
+                .await
+                .map_err(SwitchError::NotSwitched)?;
+            let result = run_hook(check, "check", &hooks, self.root(), Some(staged.path())).await;
+            drop(staged);
+            result.map_err(SwitchError::NotSwitched)?;
+        }
         let dir = self.dir.clone();
-        let _ = hooks;
-        blocking(move || Ok(dir.apply(&batch)?))
+        let applied = blocking(move || Ok(dir.apply(&batch)?))
             .await
-            .map_err(SwitchError::NotSwitched)
+            .map_err(SwitchError::NotSwitched)?;
+        let changed = !applied.written.is_empty() || !applied.removed.is_empty();
+        if let Some(reload) = hooks.reload.as_ref().filter(|_| changed) {
+            run_hook(reload, "reload", &hooks, self.root(), None)
+                .await
+                .map_err(SwitchError::ReloadFailed)?;
+        }
+        Ok(applied)
     }
 
     async fn clone_file(&self, from: &str, to: &str) -> Result<(), TransportError> {
@@ -64,6 +83,65 @@ impl Transport for LocalDir {
         let (from, to) = (from.to_owned(), to.to_owned());
         blocking(move || clone_file(&dir, &from, &to)).await
     }
+}
+
+/// Runs a hook with the worker's variables; its failure as a transport error.
+async fn run_hook(
+    hook: &HookSpec,
+    name: &str,
+    hooks: &Hooks,
+    root: &Path,
+    staged: Option<&Path>,
+) -> Result<(), TransportError> {
+    let root_text = root.display().to_string();
+    let staged_text = staged.map(|p| p.display().to_string());
+    let mut env = vec![
+        ("RINGOPS_WORKER", hooks.worker.as_str()),
+        ("RINGOPS_RING", hooks.ring.as_str()),
+        ("RINGOPS_WORKER_DIR", root_text.as_str()),
+    ];
+    if let Some(staged) = &staged_text {
+        env.push(("RINGOPS_STAGED_DIR", staged.as_str()));
+    }
+    let redact: Vec<&str> = hooks.redact.iter().map(String::as_str).collect();
+    let run = HookRun {
+        name,
+        cwd: staged.unwrap_or(root),
+        env: &env,
+        redact: &redact,
+    };
+    match crate::adapters::hooks::run(hook, run).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(TransportError::Hook(format!("{:#}", anyhow::Error::new(e)))),
+    }
+}
+
+/// The batch's complete file set in a new private folder under the worker's
+/// `.ringops/`, for the check hook; removed when dropped.
+fn stage_for_check(root: &Path, batch: &Batch) -> Result<tempfile::TempDir, TransportError> {
+    let reserved = root.join(RESERVED);
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(&reserved)
+        .map_err(|e| io(&reserved, "cannot create", e))?;
+    let staged = tempfile::Builder::new()
+        .prefix("check-")
+        .tempdir_in(&reserved)
+        .map_err(|e| io(&reserved, "cannot create a folder in", e))?;
+    for (path, file) in &batch.files {
+        if let Some(problem) = artifact_path_problem(path) {
+            return Err(TransportError::Refused(format!("path `{path}` {problem}")));
+        }
+        let target = staged.path().join(path);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io(parent, "cannot create", e))?;
+        }
+        std::fs::write(&target, &file.content).map_err(|e| io(&target, "cannot write", e))?;
+    }
+    Ok(staged)
 }
 
 /// The file at `path` below `root`, refusing paths that could leave the directory.
