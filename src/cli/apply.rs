@@ -2,7 +2,7 @@
 //! saved plan exactly, refusing it when anything it was made against has changed.
 
 use super::{Context, Failure, Outcome, Revision as Source, block_on, emit, engine_failure};
-use crate::adapters::lock::WriterLock;
+use crate::adapters::lock::{LockError, WriterLock};
 use crate::adapters::objects::ObjectStore;
 use crate::adapters::store::Store;
 use crate::engine;
@@ -79,8 +79,15 @@ pub fn open_writer(
     wait: bool,
 ) -> Result<(WriterLock, Store), Failure> {
     let state_dir = ctx.state_dir();
-    let lock =
-        WriterLock::acquire(state_dir, command, wait).map_err(|e| Failure::User(e.into()))?;
+    let lock = match WriterLock::acquire(state_dir, command, false) {
+        Err(LockError::Held { holder, .. }) if wait => {
+            let who = holder.map_or_else(|| "another ringops".to_owned(), |h| h.to_string());
+            eprintln!("waiting for the writer lock ({who})");
+            WriterLock::acquire(state_dir, command, true)
+        }
+        other => other,
+    }
+    .map_err(|e| Failure::User(e.into()))?;
     let mut store = Store::open(state_dir).map_err(|e| Failure::Internal(e.into()))?;
     for d in store
         .mark_interrupted()

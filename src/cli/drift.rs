@@ -5,7 +5,6 @@
 use super::history::{Format, open_reader, store_failure};
 use super::status::compare;
 use super::{Context, Failure, Outcome, block_on, emit, engine_failure};
-use crate::adapters::lock::WriterLock;
 use crate::adapters::objects::ObjectStore;
 use crate::adapters::store::{Store, StoreReader};
 use crate::adapters::transport::{Transport, WorkerTransport};
@@ -41,11 +40,8 @@ pub struct DriftArgs {
 /// Shows (and with `--fix` repairs) drift.
 pub fn run(ctx: &Context, args: &DriftArgs) -> Outcome {
     let state_dir = ctx.state_dir();
-    let _lock = match args.fix {
-        true => Some(
-            WriterLock::acquire(state_dir, "ringops drift --fix", args.wait)
-                .map_err(|e| Failure::User(e.into()))?,
-        ),
+    let _writer = match args.fix {
+        true => Some(super::apply::open_writer(ctx, "ringops drift --fix", args.wait)?),
         false => None,
     };
     let Some(reader) = open_reader(state_dir)? else {
