@@ -41,7 +41,11 @@ pub struct DriftArgs {
 pub fn run(ctx: &Context, args: &DriftArgs) -> Outcome {
     let state_dir = ctx.state_dir();
     let _writer = match args.fix {
-        true => Some(super::apply::open_writer(ctx, "ringops drift --fix", args.wait)?),
+        true => Some(super::apply::open_writer(
+            ctx,
+            "ringops drift --fix",
+            args.wait,
+        )?),
         false => None,
     };
     let Some(reader) = open_reader(state_dir)? else {
