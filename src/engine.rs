@@ -7,7 +7,7 @@
 //! rollback and drift repair, which need no repository).
 
 use crate::adapters::objects::ObjectStore;
-use crate::adapters::store::Store;
+use crate::adapters::store::{Store, WorkerEntry};
 use crate::adapters::transport::{Hooks, SwitchError, Transport, TransportError, WorkerTransport};
 use crate::adapters::worker_dir::{Applied, Batch, FileSpec, Inventory, OnDisk};
 use crate::model::deployment::{
@@ -396,10 +396,10 @@ pub async fn apply(
     let mut switched = Vec::new();
     let mut changed = Vec::new();
     let mut failure = None;
+    let mut records = Vec::with_capacity(targets.len());
     for target in &targets {
         let name = &target.name;
-        store.record_placement(id, name, &target.placement)?;
-        match results.get(name) {
+        let (outcome, message, holds) = match results.get(name) {
             Some(Ok(applied)) => {
                 let outcome = if applied.written.is_empty() && applied.removed.is_empty() {
                     WorkerOutcome::Unchanged
@@ -407,24 +407,35 @@ pub async fn apply(
                     changed.push(name.clone());
                     WorkerOutcome::Applied
                 };
-                store.record_worker(id, name, outcome, &summary(applied))?;
-                store.record_artifacts(id, name, &target.written())?;
                 switched.push(name.clone());
+                (outcome, summary(applied), true)
             }
             Some(Err(e)) => {
                 let message = chain(&EngineError::worker(name, clone_error(e.error())));
                 if matches!(e, SwitchError::ReloadFailed(_)) {
                     switched.push(name.clone());
                 }
-                store.record_worker(id, name, WorkerOutcome::Failed, &message)?;
-                failure.get_or_insert(message);
+                failure.get_or_insert(message.clone());
+                (WorkerOutcome::Failed, message, false)
             }
             None => {
-                let message = "not attempted: another worker failed first";
-                store.record_worker(id, name, WorkerOutcome::Skipped, message)?;
+                let message = "not attempted: another worker failed first".to_owned();
+                (WorkerOutcome::Skipped, message, false)
             }
-        }
+        };
+        records.push((target, outcome, message, holds.then(|| target.written())));
     }
+    let entries: Vec<WorkerEntry<'_>> = records
+        .iter()
+        .map(|(target, outcome, message, written)| WorkerEntry {
+            worker: &target.name,
+            outcome: *outcome,
+            message,
+            placement: &target.placement,
+            artifacts: written.as_deref(),
+        })
+        .collect();
+    store.record_workers(id, &entries)?;
     if let Some(message) = failure {
         let back = Restore {
             failing: id,

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use write::{Activation, INTERRUPTED, PruneReport};
+pub use write::{Activation, INTERRUPTED, PruneReport, WorkerEntry};
 
 /// File name of the database inside the state folder.
 pub const DB_FILE: &str = "ringops.db";

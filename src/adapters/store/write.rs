@@ -24,6 +24,21 @@ pub struct Activation {
     pub superseded: Option<DeploymentId>,
 }
 
+/// One worker's outcome for [`Store::record_workers`].
+#[derive(Clone, Copy, Debug)]
+pub struct WorkerEntry<'a> {
+    /// The worker.
+    pub worker: &'a str,
+    /// How it fared.
+    pub outcome: WorkerOutcome,
+    /// Details.
+    pub message: &'a str,
+    /// Where it is and its hooks.
+    pub placement: &'a Placement,
+    /// The complete set of files it holds now, when it holds the deployment's.
+    pub artifacts: Option<&'a [WrittenArtifact]>,
+}
+
 /// What [`Store::prune`] hid from history.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PruneReport {
@@ -166,6 +181,57 @@ impl Store {
             params![deployment, worker, sha],
         )
         .map_err(map_err(&path))?;
+        tx.commit().map_err(map_err(&path))
+    }
+
+    /// Records how every worker fared, where it is and (for workers that hold the
+    /// deployment's files) its artifact set, in one transaction.
+    pub fn record_workers(&mut self, id: DeploymentId, workers: &[WorkerEntry<'_>]) -> Result<()> {
+        let (now, path) = (self.clock.now(), self.path.clone());
+        let tx = self.begin()?;
+        read::get(&tx, &path, id)?;
+        let deployment = id.to_string();
+        for w in workers {
+            let details = serde_json::to_string(w.placement).unwrap_or_default();
+            tx.prepare_cached(
+                "INSERT INTO deployment_workers (deployment, worker, outcome, message, at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (deployment, worker) DO UPDATE SET \
+                 outcome = excluded.outcome, message = excluded.message, at = excluded.at",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    deployment,
+                    w.worker,
+                    w.outcome.as_str(),
+                    w.message,
+                    now.0
+                ])
+            })
+            .map_err(map_err(&path))?;
+            tx.prepare_cached(
+                "INSERT INTO deployment_placements (deployment, worker, location, details) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (deployment, worker) DO UPDATE SET \
+                 location = excluded.location, details = excluded.details",
+            )
+            .and_then(|mut s| {
+                s.execute(params![deployment, w.worker, w.placement.location, details])
+            })
+            .map_err(map_err(&path))?;
+            if let Some(artifacts) = w.artifacts {
+                let (sha, body) = read::artifact_set(artifacts);
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO artifact_sets (sha256, body) VALUES (?1, ?2)",
+                )
+                .and_then(|mut s| s.execute(params![sha, body]))
+                .map_err(map_err(&path))?;
+                tx.prepare_cached(
+                    "INSERT INTO deployment_sets (deployment, worker, artifact_set) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (deployment, worker) DO UPDATE SET artifact_set = excluded.artifact_set",
+                )
+                .and_then(|mut s| s.execute(params![deployment, w.worker, sha]))
+                .map_err(map_err(&path))?;
+            }
+        }
         tx.commit().map_err(map_err(&path))
     }
 
