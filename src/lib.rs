@@ -10,6 +10,7 @@
 
 pub mod adapters;
 pub mod cli;
+pub mod daemon;
 pub mod engine;
 pub mod fleetgen;
 pub mod model;

@@ -1,0 +1,7 @@
+//! `ringops daemon`: follow the repository, deploy the rings that auto-deploy on every
+//! new commit, keep every ring's workers on their Active deployment, and serve the
+//! HTTP API (health, metrics, read-only state, the Git webhook).
+
+pub mod http;
+pub mod metrics;
+pub mod webhook;
