@@ -235,6 +235,26 @@ fn rollback_to_names_a_deployment_and_refuses_bad_ones() {
         ])
         .expect(0);
     assert!(read(&fleet.worker("core-dev-1").join(WRITER_INI)).contains("parquet"));
+
+    // The rolled-back commit is pinned until someone resumes the ring.
+    let status = fleet.run(&["status", "--ring", "dev"]);
+    let head = fleet.repo.git(&["rev-parse", "HEAD"]);
+    let pinned = format!("the daemon will not deploy {} again", &head[..12]);
+    assert!(
+        status.expect(0).stdout.contains(&pinned),
+        "{}",
+        status.stdout
+    );
+    let resume = fleet.run(&["resume", "dev"]);
+    assert!(resume.expect(0).stdout.contains("Ring dev resumed"));
+    let status = fleet.run(&["status", "--ring", "dev"]);
+    assert!(
+        !status.expect(0).stdout.contains("pinned"),
+        "{}",
+        status.stdout
+    );
+    let again = fleet.run(&["resume", "dev"]);
+    assert!(again.expect(0).stdout.contains("is not pinned"));
 }
 
 #[test]

@@ -74,6 +74,8 @@ pub enum Command {
     Drift(drift::DriftArgs),
     /// Deploy an earlier successful deployment's files again, from the object store.
     Rollback(rollback::RollbackArgs),
+    /// Lift the pin a rollback put on a ring, so the daemon deploys to it again.
+    Resume(rollback::ResumeArgs),
     /// Copy a managed artifact to a new path that ringops will leave alone.
     Clone(clone::CloneArgs),
 }
@@ -179,6 +181,7 @@ pub fn run(cli: Cli) -> Outcome {
         Command::Drift(args) => drift::run(&ctx, args),
         Command::Rollback(args) => rollback::run(&ctx, args),
         Command::Clone(args) => clone::run(&ctx, args),
+        Command::Resume(args) => rollback::resume(&ctx, args),
     }
 }
 

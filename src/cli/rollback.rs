@@ -71,6 +71,9 @@ pub fn run(ctx: &Context, args: &RollbackArgs) -> Outcome {
         emit("Rollback cancelled.\n")?;
         return Ok(ExitCode::from(1));
     }
+    let rolled_back = store
+        .active(&args.ring)
+        .map_err(|e| Failure::Internal(e.into()))?;
     let new = NewDeployment {
         ring: args.ring.clone(),
         commit: target.commit.clone(),
@@ -80,7 +83,53 @@ pub fn run(ctx: &Context, args: &RollbackArgs) -> Outcome {
         reason: args.reason.clone(),
         rollback_of: Some(target.id),
     };
-    run_rollout(ctx, &mut store, targets, new)
+    let code = run_rollout(ctx, &mut store, targets, new)?;
+    if let Some(from) = rolled_back.filter(|from| from.commit != target.commit) {
+        pin(&mut store, &args.ring, &from.commit, &args.reason)?;
+    }
+    Ok(code)
+}
+
+/// Keeps the daemon from deploying the rolled-back commit again.
+fn pin(store: &mut Store, ring: &str, commit: &str, reason: &str) -> Result<(), Failure> {
+    let internal = |e: crate::adapters::store::StoreError| Failure::Internal(e.into());
+    let Some(active) = store.active(ring).map_err(internal)? else {
+        return Ok(());
+    };
+    store
+        .set_pin(ring, commit, active.id, reason)
+        .map_err(internal)?;
+    emit(&format!(
+        "Ring {ring} is pinned: the daemon will not deploy {} again until the branch moves on or `ringops resume {ring}`.\n",
+        report::short(commit)
+    ))
+}
+
+/// Arguments of `resume`.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The ring whose pin to lift.
+    pub ring: String,
+    /// Wait for another writer to finish instead of failing.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// Lifts a ring's pin, so the daemon deploys the tracked branch to it again.
+pub fn resume(ctx: &Context, args: &ResumeArgs) -> Outcome {
+    let (_lock, mut store) = open_writer(ctx, "ringops resume", args.wait)?;
+    match store
+        .unpin(&args.ring)
+        .map_err(|e| Failure::Internal(e.into()))?
+    {
+        Some(pin) => emit(&format!(
+            "Ring {} resumed: the daemon may deploy {} again.\n",
+            args.ring,
+            report::short(&pin.commit)
+        ))?,
+        None => emit(&format!("Ring {} is not pinned.\n", args.ring))?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Workers the Active deployment has and the rollback target does not: they go back to

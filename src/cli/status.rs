@@ -70,7 +70,9 @@ fn rings(
             None => Vec::new(),
         };
         let latest = (active.as_ref().map(|a| a.id) != Some(newest.id)).then_some(newest);
+        let pin = reader.pin(&ring).map_err(store_failure)?;
         out.push(RingStatus {
+            pin,
             ring,
             active,
             latest,

@@ -337,6 +337,22 @@ pub struct WrittenArtifact {
     pub mode: u32,
 }
 
+/// A ring held back by a rollback: the daemon does not deploy `commit` to it again until
+/// the tracked branch moves past it or someone resumes the ring.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Pin {
+    /// The ring.
+    pub ring: String,
+    /// The commit that was rolled back.
+    pub commit: String,
+    /// The rollback deployment that pinned it.
+    pub deployment: DeploymentId,
+    /// The rollback's reason.
+    pub reason: String,
+    /// When.
+    pub since: Timestamp,
+}
+
 /// Where a deployment put one worker's files and what ran around the switch: enough
 /// to reach the worker again (status, drift, rollback) without the repository.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]

@@ -14,8 +14,8 @@ mod schema;
 mod write;
 
 use crate::model::deployment::{
-    Deployment, DeploymentEvent, DeploymentId, DeploymentState, DriftEvent, Placement, Timestamp,
-    WorkerRecord, WrittenArtifact,
+    Deployment, DeploymentEvent, DeploymentId, DeploymentState, DriftEvent, Pin, Placement,
+    Timestamp, WorkerRecord, WrittenArtifact,
 };
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use std::collections::BTreeMap;
@@ -362,6 +362,16 @@ macro_rules! reads {
             /// deployments recorded before placements were).
             pub fn placements(&self, id: DeploymentId) -> Result<BTreeMap<String, Placement>> {
                 read::placements(&self.conn, &self.path, id)
+            }
+
+            /// The ring's pin, if a rollback pinned it.
+            pub fn pin(&self, ring: &str) -> Result<Option<Pin>> {
+                read::pin(&self.conn, &self.path, ring)
+            }
+
+            /// The newest deployment of `commit` to `ring`, whatever its state.
+            pub fn latest_of_commit(&self, ring: &str, commit: &str) -> Result<Option<Deployment>> {
+                read::latest_of_commit(&self.conn, &self.path, ring, commit)
             }
 
             /// Drift events, newest first, of one ring or all; pruned ones left out.

@@ -3,7 +3,7 @@
 
 use super::{Result, StoreError};
 use crate::model::deployment::{
-    Deployment, DeploymentEvent, DeploymentId, DeploymentState, Drift, DriftEvent, Placement,
+    Deployment, DeploymentEvent, DeploymentId, DeploymentState, Drift, DriftEvent, Pin, Placement,
     Timestamp, WorkerRecord, WrittenArtifact,
 };
 use rusqlite::types::Type;
@@ -323,5 +323,39 @@ pub(super) fn drift_events(
 pub(super) fn rings(conn: &Connection, path: &Path) -> Result<Vec<String>> {
     conn.prepare_cached("SELECT DISTINCT ring FROM deployments ORDER BY ring")
         .and_then(|mut s| s.query_map([], |row| row.get(0))?.collect())
+        .map_err(map_err(path))
+}
+
+pub(super) fn pin(conn: &Connection, path: &Path, ring: &str) -> Result<Option<Pin>> {
+    conn.prepare_cached(
+        "SELECT ring, commit_id, deployment, reason, since FROM ring_pins WHERE ring = ?1",
+    )
+    .and_then(|mut s| {
+        s.query_row([ring], |row| {
+            Ok(Pin {
+                ring: row.get(0)?,
+                commit: row.get(1)?,
+                deployment: parsed(row, 2)?,
+                reason: row.get(3)?,
+                since: time(row, 4)?,
+            })
+        })
+        .optional()
+    })
+    .map_err(map_err(path))
+}
+
+pub(super) fn latest_of_commit(
+    conn: &Connection,
+    path: &Path,
+    ring: &str,
+    commit: &str,
+) -> Result<Option<Deployment>> {
+    let sql = format!(
+        "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE ring = ?1 AND commit_id = ?2 \
+         ORDER BY seq DESC LIMIT 1"
+    );
+    conn.prepare_cached(&sql)
+        .and_then(|mut s| s.query_row([ring, commit], deployment_from_row).optional())
         .map_err(map_err(path))
 }

@@ -95,6 +95,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (deployment, worker)
     ) STRICT, WITHOUT ROWID;
     ",
+    // 3: rings pinned by a rollback: the daemon does not deploy the pinned commit again.
+    "
+    CREATE TABLE ring_pins (
+        ring       TEXT    NOT NULL PRIMARY KEY,
+        commit_id  TEXT    NOT NULL,
+        deployment TEXT    NOT NULL REFERENCES deployments(id),
+        reason     TEXT    NOT NULL,
+        since      INTEGER NOT NULL
+    ) STRICT;
+    ",
 ];
 
 /// The schema version this build writes.

@@ -4,7 +4,7 @@
 use super::read::{self, map_err};
 use super::{Result, Store, StoreError};
 use crate::model::deployment::{
-    Deployment, DeploymentId, DeploymentState, Drift, NewDeployment, Placement, Timestamp,
+    Deployment, DeploymentId, DeploymentState, Drift, NewDeployment, Pin, Placement, Timestamp,
     WorkerOutcome, WrittenArtifact,
 };
 use rusqlite::{Connection, TransactionBehavior, params};
@@ -233,6 +233,49 @@ impl Store {
             }
         }
         tx.commit().map_err(map_err(&path))
+    }
+
+    /// Records a deployment of a commit that did not compile: Queued, Building, then
+    /// Failed with `error`, touching no worker.
+    pub fn record_failed_build(&mut self, new: &NewDeployment, error: &str) -> Result<Deployment> {
+        let d = self.create_deployment(new)?;
+        self.transition(d.id, DeploymentState::Building, "compiling the commit")?;
+        self.transition(d.id, DeploymentState::Failed, error)
+    }
+
+    /// Pins `ring` at `commit` (replacing any pin): see [`Pin`].
+    pub fn set_pin(
+        &mut self,
+        ring: &str,
+        commit: &str,
+        by: DeploymentId,
+        reason: &str,
+    ) -> Result<()> {
+        let (now, path) = (self.clock.now(), self.path.clone());
+        let tx = self.begin()?;
+        tx.execute(
+            "INSERT INTO ring_pins (ring, commit_id, deployment, reason, since) \
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (ring) DO UPDATE SET \
+             commit_id = excluded.commit_id, deployment = excluded.deployment, \
+             reason = excluded.reason, since = excluded.since",
+            params![ring, commit, by.to_string(), reason, now.0],
+        )
+        .map_err(map_err(&path))?;
+        let message =
+            format!("ring {ring} pinned: commit {commit} will not be deployed again by the daemon");
+        add_event(&tx, &path, by, now, None, &message)?;
+        tx.commit().map_err(map_err(&path))
+    }
+
+    /// Lifts a ring's pin; returns the pin there was.
+    pub fn unpin(&mut self, ring: &str) -> Result<Option<Pin>> {
+        let path = self.path.clone();
+        let tx = self.begin()?;
+        let pin = read::pin(&tx, &path, ring)?;
+        tx.execute("DELETE FROM ring_pins WHERE ring = ?1", params![ring])
+            .map_err(map_err(&path))?;
+        tx.commit().map_err(map_err(&path))?;
+        Ok(pin)
     }
 
     /// Records where a deployment put one worker's files and the hooks it ran.

@@ -267,6 +267,9 @@ pub struct RingStatus {
     pub latest: Option<Deployment>,
     /// The workers the Active deployment recorded, sorted by name.
     pub workers: Vec<WorkerStatus>,
+    /// Set when a rollback pinned the ring.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pin: Option<crate::model::deployment::Pin>,
 }
 
 /// One worker of the Active deployment and how its files compare with the record.
@@ -376,6 +379,17 @@ fn ring_text(r: &RingStatus) -> String {
         ),
         None => format!("ring {}: no Active deployment\n", r.ring),
     };
+    if let Some(p) = &r.pin {
+        let _ = writeln!(
+            out,
+            "  pinned by rollback {} since {}: the daemon will not deploy {} again ({}); `ringops resume {}` lifts it",
+            p.deployment,
+            p.since,
+            short(&p.commit),
+            one_line(&p.reason),
+            r.ring
+        );
+    }
     if let Some(l) = &r.latest {
         let _ = write!(out, "  latest: {} {} at {}", l.id, l.state, l.updated_at);
         match (&l.error, l.state) {

@@ -105,6 +105,13 @@ fn status() -> Status {
                 ring: "dev".to_owned(),
                 active: Some(deployment(3, "dev", DeploymentState::Active)),
                 latest: Some(latest),
+                pin: Some(crate::model::deployment::Pin {
+                    ring: "dev".to_owned(),
+                    commit: "c".repeat(40),
+                    deployment: crate::model::deployment::DeploymentId(3),
+                    reason: "bad release".to_owned(),
+                    since: crate::model::deployment::Timestamp(1_700_000_000_000),
+                }),
                 workers: vec![
                     WorkerStatus {
                         worker: "w1".to_owned(),
@@ -126,6 +133,7 @@ fn status() -> Status {
                 ring: "prod".to_owned(),
                 active: None,
                 latest: Some(deployment(2, "prod", DeploymentState::Deploying)),
+                pin: None,
                 workers: vec![],
             },
         ],
