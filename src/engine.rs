@@ -6,6 +6,8 @@
 //! or from a recorded deployment and the object store ([`targets_from_record`], for
 //! rollback and drift repair, which need no repository).
 
+pub mod sync;
+
 use crate::adapters::objects::ObjectStore;
 use crate::adapters::store::{Store, WorkerEntry};
 use crate::adapters::transport::{Hooks, SwitchError, Transport, TransportError, WorkerTransport};

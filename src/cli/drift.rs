@@ -3,7 +3,7 @@
 //! Needs no repository: the record and the objects say what belongs where.
 
 use super::history::{Format, open_reader, store_failure};
-use super::status::compare;
+use crate::engine::sync::compare;
 use super::{Context, Failure, Outcome, block_on, emit, engine_failure};
 use crate::adapters::objects::ObjectStore;
 use crate::adapters::store::{Store, StoreReader};

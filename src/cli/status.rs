@@ -10,14 +10,13 @@ use super::{Context, Outcome, emit};
 use crate::adapters::lock::{LockStatus, WriterLock};
 use crate::adapters::store::StoreReader;
 use crate::adapters::transport::WorkerTransport;
-use crate::adapters::worker_dir::{Inventory, OnDisk};
-use crate::engine;
+use crate::engine::{self, sync::compare};
 use crate::model::deployment::WrittenArtifact;
 use crate::report::history::{
-    self as report, DriftedFile, RingStatus, Status, WorkerStatus, WorkerSync, Writer,
+    self as report, RingStatus, Status, WorkerStatus, WorkerSync, Writer,
 };
 use clap::Args;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -136,51 +135,6 @@ fn workers_sync(
         .collect())
 }
 
-/// Compares the artifacts a deployment recorded with what a worker holds: every recorded
-/// file must be on disk with its sha256 and mode, and no other file may be managed.
-pub fn compare(recorded: &[WrittenArtifact], inventory: &Inventory) -> WorkerSync {
-    let unmanaged: BTreeSet<&str> = inventory.unmanaged.iter().map(String::as_str).collect();
-    let mut files = Vec::new();
-    for artifact in recorded {
-        let how = match inventory.managed.get(&artifact.path).map(|e| &e.on_disk) {
-            Some(OnDisk::File { sha256, mode })
-                if *sha256 == artifact.sha256 && *mode == artifact.mode =>
-            {
-                continue;
-            }
-            Some(OnDisk::File { .. }) => "edited".to_owned(),
-            Some(OnDisk::Missing) => "missing".to_owned(),
-            Some(OnDisk::NotAFile { what }) => format!("replaced by {what}"),
-            None if unmanaged.contains(artifact.path.as_str()) => "unmanaged".to_owned(),
-            None => "missing".to_owned(),
-        };
-        files.push(DriftedFile {
-            path: artifact.path.clone(),
-            how,
-        });
-    }
-    let paths: BTreeSet<&str> = recorded.iter().map(|a| a.path.as_str()).collect();
-    for path in inventory.managed.keys() {
-        if !paths.contains(path.as_str()) {
-            files.push(DriftedFile {
-                path: path.clone(),
-                how: "extra".to_owned(),
-            });
-        }
-    }
-    if files.is_empty() {
-        WorkerSync::InSync {
-            files: recorded.len(),
-        }
-    } else {
-        files.sort();
-        WorkerSync::Drifted {
-            files: recorded.len(),
-            drifted: files,
-        }
-    }
-}
-
 /// Who holds the writer lock; never waits.
 fn writer(state_dir: &Path) -> Writer {
     match WriterLock::status(state_dir) {
@@ -193,99 +147,5 @@ fn writer(state_dir: &Path) -> Writer {
         Err(e) => Writer::Unknown {
             reason: format!("{:#}", anyhow::Error::new(e)),
         },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::adapters::worker_dir::{ManagedEntry, ManagedFile};
-
-    fn artifact(path: &str, sha256: &str) -> WrittenArtifact {
-        WrittenArtifact {
-            path: path.to_owned(),
-            sha256: sha256.to_owned(),
-            mode: 0o644,
-        }
-    }
-
-    fn entry(sha256: &str, on_disk: OnDisk) -> ManagedEntry {
-        ManagedEntry {
-            record: ManagedFile {
-                sha256: sha256.to_owned(),
-                mode: 0o644,
-                deployment: "d-000001".to_owned(),
-            },
-            on_disk,
-        }
-    }
-
-    fn file(sha256: &str, mode: u32) -> OnDisk {
-        OnDisk::File {
-            sha256: sha256.to_owned(),
-            mode,
-        }
-    }
-
-    #[test]
-    fn every_difference_is_drift() {
-        let recorded = [
-            artifact("a/j/ok", "1"),
-            artifact("a/j/edited", "2"),
-            artifact("a/j/chmod", "3"),
-            artifact("a/j/gone", "4"),
-            artifact("a/j/dir", "5"),
-            artifact("a/j/hand", "6"),
-            artifact("a/j/unknown", "7"),
-        ];
-        let inventory = Inventory {
-            managed: BTreeMap::from([
-                ("a/j/ok".to_owned(), entry("1", file("1", 0o644))),
-                ("a/j/edited".to_owned(), entry("2", file("x", 0o644))),
-                ("a/j/chmod".to_owned(), entry("3", file("3", 0o600))),
-                ("a/j/gone".to_owned(), entry("4", OnDisk::Missing)),
-                (
-                    "a/j/dir".to_owned(),
-                    entry("5", OnDisk::NotAFile { what: "a folder" }),
-                ),
-                ("a/j/later".to_owned(), entry("8", file("8", 0o644))),
-            ]),
-            unmanaged: vec!["a/j/hand".to_owned()],
-            ..Inventory::default()
-        };
-        let WorkerSync::Drifted { files, drifted } = compare(&recorded, &inventory) else {
-            panic!("expected drift");
-        };
-        assert_eq!(files, recorded.len());
-        let got: Vec<(&str, &str)> = drifted
-            .iter()
-            .map(|f| (f.path.as_str(), f.how.as_str()))
-            .collect();
-        assert_eq!(
-            got,
-            [
-                ("a/j/chmod", "edited"),
-                ("a/j/dir", "replaced by a folder"),
-                ("a/j/edited", "edited"),
-                ("a/j/gone", "missing"),
-                ("a/j/hand", "unmanaged"),
-                ("a/j/later", "extra"),
-                ("a/j/unknown", "missing"),
-            ]
-        );
-    }
-
-    #[test]
-    fn intact_files_are_in_sync() {
-        let recorded = [artifact("a/j/ok", "1")];
-        let inventory = Inventory {
-            managed: BTreeMap::from([("a/j/ok".to_owned(), entry("1", file("1", 0o644)))]),
-            unmanaged: vec!["a/j/mine".to_owned()],
-            ..Inventory::default()
-        };
-        assert_eq!(
-            compare(&recorded, &inventory),
-            WorkerSync::InSync { files: 1 }
-        );
     }
 }
