@@ -23,8 +23,19 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Permission bits of every artifact for now.
+/// Permission bits of an artifact.
 pub const ARTIFACT_MODE: u32 = 0o644;
+
+/// Permission bits of an artifact holding sensitive values: the owner's alone.
+pub const SENSITIVE_MODE: u32 = 0o600;
+
+fn mode_of(artifact: &crate::model::Artifact) -> u32 {
+    if artifact.shown.is_some() {
+        SENSITIVE_MODE
+    } else {
+        ARTIFACT_MODE
+    }
+}
 
 /// How many workers are read or switched at once.
 pub const MAX_CONCURRENT_WORKERS: usize = 16;
@@ -292,7 +303,7 @@ pub fn targets_from_desired(
                     let spec = FileSpec {
                         content: a.content.as_bytes().into(),
                         sha256: a.sha256.clone(),
-                        mode: ARTIFACT_MODE,
+                        mode: mode_of(a),
                     };
                     (path.clone(), spec)
                 })
@@ -334,6 +345,7 @@ pub fn targets_from_record(
     state_dir: &Path,
     deployment: DeploymentId,
     workers: Option<&[String]>,
+    redact: &[String],
 ) -> Result<Vec<Target>, EngineError> {
     let artifacts = store.artifacts(deployment)?;
     let placements = store.placements(deployment)?;
@@ -358,7 +370,7 @@ pub fn targets_from_record(
             transport,
             files,
             placement,
-            redact: Vec::new(),
+            redact: redact.to_vec(),
         });
     }
     Ok(targets)
@@ -376,8 +388,9 @@ pub struct Outcome {
 }
 
 /// Records a deployment of `targets` and switches every worker to it, several at a
-/// time. When a worker fails, no further worker starts; workers already switched get
-/// the previous Active deployment's artifacts back from the object store.
+/// time. When a worker fails, no further worker starts; the failed worker and those
+/// already switched get the previous Active deployment's artifacts back from the
+/// object store, and the deployment ends Failed whatever the restore does.
 pub async fn apply(
     store: &mut Store,
     objects: &ObjectStore,
@@ -394,10 +407,13 @@ pub async fn apply(
     }
     store.transition(id, DeploymentState::Deploying, "switching workers")?;
     let ring = new.ring.clone();
-    let results = switch_all(&targets, &ring, &id.to_string()).await;
-    let mut switched = Vec::new();
+    let switched_all = switch_all(&targets, &ring, &id.to_string(), false).await;
+    let results = &switched_all.results;
+    let mut touched = Vec::new();
     let mut changed = Vec::new();
-    let mut failure = None;
+    let mut failure = switched_all
+        .panicked
+        .then(|| "a worker task stopped unexpectedly (a bug in ringops)".to_owned());
     let mut records = Vec::with_capacity(targets.len());
     for target in &targets {
         let name = &target.name;
@@ -409,14 +425,14 @@ pub async fn apply(
                     changed.push(name.clone());
                     WorkerOutcome::Applied
                 };
-                switched.push(name.clone());
+                touched.push(name.clone());
                 (outcome, summary(applied), true)
             }
             Some(Err(e)) => {
                 let message = chain(&EngineError::worker(name, clone_error(e.error())));
-                if matches!(e, SwitchError::ReloadFailed(_)) {
-                    switched.push(name.clone());
-                }
+                // It may have failed mid-switch (after its journal, or in reload):
+                // put it back too; restoring is idempotent.
+                touched.push(name.clone());
                 failure.get_or_insert(message.clone());
                 (WorkerOutcome::Failed, message, false)
             }
@@ -439,11 +455,16 @@ pub async fn apply(
         .collect();
     store.record_workers(id, &entries)?;
     if let Some(message) = failure {
+        let outcomes: BTreeMap<&str, &str> = records
+            .iter()
+            .map(|(t, _, m, _)| (t.name.as_str(), m.as_str()))
+            .collect();
         let back = Restore {
             failing: id,
             previous: previous.as_ref(),
-            switched: &switched,
+            touched: &touched,
             ring: &ring,
+            outcomes: &outcomes,
         };
         restore(store, objects, state_dir, &targets, back).await?;
         let failed = store.transition(id, DeploymentState::Failed, &message)?;
@@ -455,6 +476,9 @@ pub async fn apply(
     }
     store.transition(id, DeploymentState::Validating, "every worker switched")?;
     let activation = store.activate(id, "active")?;
+    if let Some(p) = &previous {
+        clear_old_locations(store, state_dir, p.id, id, &targets).await?;
+    }
     Ok(Outcome {
         deployment: activation.deployment,
         changed,
@@ -462,13 +486,69 @@ pub async fn apply(
     })
 }
 
-/// Switches every target, at most [`MAX_CONCURRENT_WORKERS`] at a time; after the
-/// first failure no other worker starts. Workers never started have no result.
+/// Removes ringops' files where the previous deployment put a worker that now lives
+/// elsewhere (its `target` changed), noting each on the new deployment.
+async fn clear_old_locations(
+    store: &mut Store,
+    state_dir: &Path,
+    previous: DeploymentId,
+    id: DeploymentId,
+    targets: &[Target],
+) -> Result<(), EngineError> {
+    let before = store.placements(previous)?;
+    for t in targets {
+        let Some(old) = before
+            .get(&t.name)
+            .filter(|p| p.location != t.placement.location)
+        else {
+            continue;
+        };
+        let message = match recorded_transport(state_dir, &t.name, Some(old)) {
+            Ok(transport) => {
+                let batch = Batch {
+                    deployment: id.to_string(),
+                    expected_generation: None,
+                    files: BTreeMap::new(),
+                };
+                let hooks = Hooks {
+                    worker: t.name.clone(),
+                    ..Hooks::default()
+                };
+                match transport.switch(batch, hooks).await {
+                    Ok(_) => format!("{}: removed its files from {}", t.name, old.location),
+                    Err(e) => format!(
+                        "{}: cannot remove its files from {}: {}",
+                        t.name,
+                        old.location,
+                        chain(e.error())
+                    ),
+                }
+            }
+            Err(e) => format!("{}: {}", t.name, chain(&e)),
+        };
+        store.note(id, &message)?;
+    }
+    Ok(())
+}
+
+/// What [`switch_all`] did.
+#[derive(Debug, Default)]
+pub struct Switched {
+    /// Each worker that was attempted, by name.
+    pub results: BTreeMap<String, Result<Applied, SwitchError>>,
+    /// True when a worker's task panicked (its worker has no result).
+    pub panicked: bool,
+}
+
+/// Switches every target, at most [`MAX_CONCURRENT_WORKERS`] at a time. Unless
+/// `keep_going`, no other worker starts after the first failure; workers never started
+/// have no result.
 pub async fn switch_all(
     targets: &[Target],
     ring: &str,
     deployment: &str,
-) -> BTreeMap<String, Result<Applied, SwitchError>> {
+    keep_going: bool,
+) -> Switched {
     let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_WORKERS));
     let failed = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
@@ -483,7 +563,7 @@ pub async fn switch_all(
         let (limit, failed) = (Arc::clone(&limit), Arc::clone(&failed));
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            if failed.load(Ordering::SeqCst) {
+            if !keep_going && failed.load(Ordering::SeqCst) {
                 return (name, None);
             }
             let result = transport.switch(batch, hooks).await;
@@ -493,26 +573,21 @@ pub async fn switch_all(
             (name, Some(result))
         });
     }
-    let mut out = BTreeMap::new();
+    let mut out = Switched::default();
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok((name, Some(result))) => {
-                out.insert(name, result);
+                out.results.insert(name, result);
             }
             Ok((_, None)) => {}
             Err(e) => {
-                // A panicked task: its worker counts as failed; which one is unknown, so
-                // every worker without a result is left out and reported as skipped.
                 failed.store(true, Ordering::SeqCst);
-                report_panic(&e);
+                out.panicked = true;
+                tracing::error!(error = %e, "a worker task stopped unexpectedly (a bug in ringops)");
             }
         }
     }
     out
-}
-
-fn report_panic(e: &tokio::task::JoinError) {
-    eprintln!("error: a worker task stopped unexpectedly (a bug in ringops): {e}");
 }
 
 fn hooks(target: &Target, ring: &str) -> Hooks {
@@ -558,12 +633,16 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 struct Restore<'r> {
     failing: DeploymentId,
     previous: Option<&'r Deployment>,
-    switched: &'r [String],
+    touched: &'r [String],
     ring: &'r str,
+    /// What was recorded for each worker before the restore.
+    outcomes: &'r BTreeMap<&'r str, &'r str>,
 }
 
-/// Puts the previous Active deployment's artifacts back on the workers already switched
-/// (or removes ringops' files where there was none), recording each as Restored.
+/// Puts the previous Active deployment's artifacts back on every worker the rollout
+/// touched (or removes ringops' files where there was none), one worker at a time so
+/// that one failure (a missing object, a worker that refuses) stops no other; records
+/// each as Restored or RestoreFailed, keeping what happened before.
 async fn restore(
     store: &mut Store,
     objects: &ObjectStore,
@@ -571,45 +650,63 @@ async fn restore(
     targets: &[Target],
     back: Restore<'_>,
 ) -> Result<(), EngineError> {
-    let Restore {
-        failing,
-        previous,
-        switched,
-        ring,
-    } = back;
-    if switched.is_empty() {
-        return Ok(());
-    }
-    let mut before: BTreeMap<String, Target> = match previous {
-        Some(p) => targets_from_record(store, objects, state_dir, p.id, Some(switched))?
-            .into_iter()
-            .map(|t| (t.name.clone(), t))
-            .collect(),
-        None => BTreeMap::new(),
-    };
-    let deployment = previous.map(|p| p.id.to_string()).unwrap_or_default();
-    for name in switched {
+    let deployment = back.previous.map(|p| p.id.to_string()).unwrap_or_default();
+    for name in back.touched {
         let Some(current) = targets.iter().find(|t| &t.name == name) else {
             continue;
         };
-        let target = before.remove(name).unwrap_or_else(|| Target {
-            files: BTreeMap::new(),
-            ..current.clone()
-        });
-        let batch = Batch {
-            deployment: deployment.clone(),
-            expected_generation: None,
-            files: target.files.clone(),
+        let before = match back.previous {
+            Some(p) => targets_from_record(
+                store,
+                objects,
+                state_dir,
+                p.id,
+                Some(std::slice::from_ref(name)),
+                &current.redact,
+            )
+            .map(|mut t| t.pop()),
+            None => Ok(None),
         };
-        let hooks = Hooks {
-            check: None,
-            ..hooks(&target, ring)
+        let result = match before {
+            Ok(before) => {
+                let target = before.unwrap_or_else(|| Target {
+                    files: BTreeMap::new(),
+                    ..current.clone()
+                });
+                let batch = Batch {
+                    deployment: deployment.clone(),
+                    expected_generation: None,
+                    files: target.files,
+                };
+                let hooks = Hooks {
+                    check: None,
+                    redact: current.redact.clone(),
+                    ..hooks(current, back.ring)
+                };
+                current
+                    .transport
+                    .switch(batch, hooks)
+                    .await
+                    .map_err(|e| chain(e.error()))
+            }
+            Err(e) => Err(chain(&e)),
         };
-        let message = match current.transport.switch(batch, hooks).await {
-            Ok(_) => "restored the previous active artifacts".to_owned(),
-            Err(e) => format!("restore failed: {}", chain(e.error())),
+        let earlier = back
+            .outcomes
+            .get(name.as_str())
+            .copied()
+            .unwrap_or_default();
+        let (outcome, message) = match result {
+            Ok(_) => (
+                WorkerOutcome::Restored,
+                format!("{earlier}; then restored the previous active artifacts"),
+            ),
+            Err(e) => (
+                WorkerOutcome::RestoreFailed,
+                format!("{earlier}; then restoring the previous artifacts failed: {e}"),
+            ),
         };
-        store.record_worker(failing, name, WorkerOutcome::Restored, &message)?;
+        store.record_worker(back.failing, name, outcome, &message)?;
     }
     Ok(())
 }

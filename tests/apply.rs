@@ -142,8 +142,8 @@ fn a_failing_worker_fails_the_deployment_and_restores_the_others() {
         "format: avro",
     );
     fleet.repo.commit("avro");
-    // edge-dev-1 sorts last, so core-dev-* switch first; a folder of someone else's
-    // files where one of its artifacts goes makes it fail.
+    // A folder of someone else's files where one of edge-dev-1's artifacts goes makes
+    // it fail; the workers switch together, so core-dev-* switch and are put back.
     let blocked = fleet
         .worker("edge-dev-1")
         .join("invoices/ingest/source.yaml");
@@ -167,4 +167,10 @@ fn a_failing_worker_fails_the_deployment_and_restores_the_others() {
         "core-dev-1 is back on the previous deployment"
     );
     assert!(before.contains("parquet"));
+    let show = fleet.run(&["show", "d-000002"]);
+    let out = &show.expect(0).stdout;
+    assert!(
+        out.contains("core-dev-1") && out.contains("Restored"),
+        "{out}"
+    );
 }

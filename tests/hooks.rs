@@ -140,3 +140,55 @@ fn a_hook_past_its_timeout_is_killed_and_fails_the_worker() {
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
     assert!(!fleet.worker("core-dev-1").join(WRITER_INI).exists());
 }
+
+#[test]
+fn hook_output_never_shows_a_secret_even_in_the_restore_record() {
+    let fleet = Fleet::new();
+    let secret = std::fs::read_to_string(common::project().join("examples/secrets/ingest-token"))
+        .expect("demo secret");
+    let secret = secret.trim();
+    let marker = fleet.state.path().join("fail-now");
+    let reload = format!(
+        "cat \"$RINGOPS_WORKER_DIR/invoices/ingest/token\"; test ! -e {}",
+        marker.display()
+    );
+    let groups = format!("{FLEET}/groups.yaml");
+    let hooks = format!("features: [tls]\n  reload: {{command: [sh, -c, {reload:?}]}}");
+    fleet.repo.edit(&groups, "features: [tls]", &hooks);
+    fleet.repo.commit("edge reload prints its token");
+    fleet.run(&["apply", "--ring", "dev", "--yes"]).expect(0);
+    std::fs::write(&marker, "").expect("marker");
+    let wf = format!("{FLEET}/workflows/invoices.yaml");
+    fleet.repo.edit(&wf, "port: 8443", "port: 9443");
+    fleet.repo.commit("new port");
+    let run = fleet.run(&["apply", "--ring", "dev", "--yes"]);
+    let err = &run.expect(1).stderr;
+    assert!(
+        err.contains("reload hook") && err.contains("(sensitive value)"),
+        "{err}"
+    );
+    assert!(!err.contains(secret), "{err}");
+    let show = fleet.run(&["show", "d-000002", "--format", "json"]);
+    let out = &show.expect(0).stdout;
+    assert!(
+        out.contains("then restored the previous active artifacts"),
+        "{out}"
+    );
+    assert!(!out.contains(secret), "{out}");
+    let db = std::fs::read(fleet.state.path().join("ringops.db")).expect("db");
+    let wal = std::fs::read(fleet.state.path().join("ringops.db-wal")).unwrap_or_default();
+    for bytes in [db, wal] {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "the secret reached the database"
+        );
+    }
+    let token = fleet.worker("edge-dev-1").join("invoices/ingest/token");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&token)
+        .expect("token")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "files holding secrets are the owner's alone");
+}

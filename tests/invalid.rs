@@ -60,6 +60,8 @@ const LOCATIONS: &[(&str, &[&str])] = &[
     ("unknown-param", &["workflow.yaml:11:18"]),
     ("unknown-promotes-from", &["fleet.yaml:15:17"]),
     ("unknown-ring", &["fleet.yaml:18:31"]),
+    ("duplicate-target", &["fleet.yaml:18:45"]),
+    ("invalid-hook", &["fleet.yaml:16:20", "fleet.yaml:17:57"]),
     ("unknown-transport", &["workflow.yaml:7:25"]),
     ("unresolved-secret", &["workflow.yaml:11:16"]),
     ("wrong-param-type", &["workflow.yaml:10:15"]),

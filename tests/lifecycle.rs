@@ -349,6 +349,8 @@ fn clone_copies_to_an_unmanaged_path_that_apply_leaves_alone() {
     for (from, to, message) in [
         (WRITER_INI, "mine/store/writer.ini", "already exists"),
         (WRITER_INI, "../escape", "must stay inside"),
+        (WRITER_INI, "../../escape-dir/sub/x.ini", "must stay inside"),
+        (WRITER_INI, ".ringops/new/x.ini", "reserves"),
         (WRITER_INI, ".ringops/managed.json", "reserves"),
         (
             "invoices/nothing/here",
@@ -368,6 +370,9 @@ fn clone_copies_to_an_unmanaged_path_that_apply_leaves_alone() {
             run.stderr
         );
     }
+    assert!(!fleet.state.path().join("workers/escape-dir").exists());
+    assert!(!fleet.state.path().join("escape-dir").exists());
+    assert!(!fleet.worker("core-dev-1").join(".ringops/new").exists());
     let nobody = fleet.run(&["clone", "--worker", "nobody", WRITER_INI, "a/b/c"]);
     assert!(
         nobody

@@ -71,6 +71,11 @@ impl Source {
         Ok(Source { repo })
     }
 
+    /// The repository's Git folder (`.git`, or the repository itself when bare).
+    pub fn git_dir(&self) -> &Path {
+        self.repo.path()
+    }
+
     /// The full commit id a revision names.
     pub fn resolve(&self, rev: &str) -> Result<String, SourceError> {
         let commit = self

@@ -20,6 +20,41 @@ impl HostSecrets {
         }
         HostSecrets { dirs }
     }
+
+    /// Every secret value this host could resolve (files of the folders with a valid
+    /// secret name, and `RINGOPS_SECRET_*`): what output of hooks run without the
+    /// compiled bundle at hand (restores, rollbacks, drift repair) must never show.
+    pub fn all_values(&self) -> Vec<String> {
+        const MAX: u64 = 1 << 20;
+        let mut out = Vec::new();
+        for dir in &self.dirs {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let valid = name.to_str().is_some_and(is_valid_secret_name);
+                let small = entry
+                    .metadata()
+                    .is_ok_and(|m| m.is_file() && m.len() <= MAX);
+                if valid
+                    && small
+                    && let Ok(value) = std::fs::read_to_string(entry.path())
+                {
+                    out.push(trim_newline(value));
+                }
+            }
+        }
+        for (key, value) in std::env::vars() {
+            if key.starts_with("RINGOPS_SECRET_") {
+                out.push(value);
+            }
+        }
+        out.retain(|v| !v.is_empty());
+        out.sort();
+        out.dedup();
+        out
+    }
 }
 
 impl SecretSource for HostSecrets {
@@ -59,5 +94,8 @@ mod tests {
         assert_eq!(secrets.secret("db").as_deref(), Some("s3cret"));
         assert_eq!(secrets.secret("../db"), None);
         assert_eq!(secrets.secret("missing-secret-for-test"), None);
+        std::fs::write(dir.path().join("api"), "t0ken").unwrap();
+        std::fs::write(dir.path().join("not a name"), "ignored").unwrap();
+        assert_eq!(secrets.all_values(), ["s3cret", "t0ken"]);
     }
 }

@@ -60,7 +60,13 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Outcome {
         .active(ring)
         .map_err(|e| Failure::Internal(e.into()))?;
     let plan = &prepared.plan;
-    if plan.summary.is_empty() && active.is_some_and(|a| a.fingerprint == plan.fingerprint) {
+    let current = match &active {
+        Some(a) if plan.summary.is_empty() && a.fingerprint == plan.fingerprint => {
+            same_placements(ctx, &store, a.id, &prepared.desired)?
+        }
+        _ => false,
+    };
+    if current {
         emit("Nothing to apply.\n")?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -186,6 +192,7 @@ fn apply_saved(ctx: &Context, store: &mut Store, file: &Path, args: &ApplyArgs) 
         .map_err(|e| Failure::Internal(e.into()))?;
     let mut facts = now.facts(active.map(|a| a.id.to_string()));
     facts.commit = ctx.source()?.resolve(&saved.rev).unwrap_or_default();
+    refuse_unreachable(&now.plan)?;
     let changes = saved.changes(&facts, &now.plan.fingerprint);
     if !changes.is_empty() {
         return Err(Failure::user(format!(
@@ -243,6 +250,24 @@ fn deploy(ctx: &Context, store: &mut Store, prepared: &Prepared, reason: &str) -
     };
     let targets = engine::targets_from_desired(ctx.state_dir(), desired).map_err(engine_failure)?;
     run_rollout(ctx, store, targets, new)
+}
+
+/// Whether the Active deployment put every worker where the desired state does, with
+/// the same hooks: otherwise a deployment is due even when no file changes.
+fn same_placements(
+    ctx: &Context,
+    store: &Store,
+    active: crate::model::deployment::DeploymentId,
+    desired: &DesiredState,
+) -> Result<bool, Failure> {
+    let recorded = store
+        .placements(active)
+        .map_err(|e| Failure::Internal(e.into()))?;
+    let targets = engine::targets_from_desired(ctx.state_dir(), desired).map_err(engine_failure)?;
+    Ok(targets.len() == recorded.len()
+        && targets
+            .iter()
+            .all(|t| recorded.get(&t.name) == Some(&t.placement)))
 }
 
 /// Who runs this command, as recorded.

@@ -21,6 +21,16 @@ pub struct FileConfig {
     pub state_dir: Option<PathBuf>,
     /// Folder with one file per secret.
     pub secrets_dir: Option<PathBuf>,
+    /// Daemon: address of the HTTP API (`127.0.0.1:7070`).
+    pub listen: Option<String>,
+    /// Daemon: how often to look for a new commit without being told (`60s`).
+    pub poll_interval: Option<String>,
+    /// Daemon: how often to read every worker in full for drift (`60s`).
+    pub drift_interval: Option<String>,
+    /// Daemon: file holding the Git webhook's secret (or a systemd credential's name).
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Daemon: file holding the bearer token the HTTP API requires.
+    pub api_token_file: Option<PathBuf>,
 }
 
 /// Why the configuration file could not be used.
@@ -87,10 +97,14 @@ impl FileConfig {
     }
 
     fn rebase(&mut self, base: &Path) {
-        for p in [&mut self.repo, &mut self.state_dir, &mut self.secrets_dir]
-            .into_iter()
-            .flatten()
-        {
+        let paths = [
+            &mut self.repo,
+            &mut self.state_dir,
+            &mut self.secrets_dir,
+            &mut self.webhook_secret_file,
+            &mut self.api_token_file,
+        ];
+        for p in paths.into_iter().flatten() {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

@@ -3,13 +3,13 @@
 //! Needs no repository: the record and the objects say what belongs where.
 
 use super::history::{Format, open_reader, store_failure};
-use crate::engine::sync::compare;
 use super::{Context, Failure, Outcome, block_on, emit, engine_failure};
 use crate::adapters::objects::ObjectStore;
 use crate::adapters::store::{Store, StoreReader};
 use crate::adapters::transport::{Transport, WorkerTransport};
 use crate::engine;
-use crate::model::deployment::{Deployment, Drift, DriftKind, Placement, WrittenArtifact};
+use crate::engine::sync::{compare, drift_kind};
+use crate::model::deployment::{Deployment, Drift, Placement, WrittenArtifact};
 use crate::pipeline::plan::unified_diff;
 use crate::report::drift::{self as report, DriftReport, FileDrift, FixOutcome, RingDrift};
 use crate::report::history::WorkerSync;
@@ -217,11 +217,18 @@ fn fix(ctx: &Context, report: &mut DriftReport) -> Result<(), Failure> {
             continue;
         }
         let names: Vec<String> = ring.workers.iter().map(|w| w.worker.clone()).collect();
-        let targets =
-            engine::targets_from_record(&store, &objects, state_dir, ring.deployment, Some(&names))
-                .map_err(engine_failure)?;
+        let targets = engine::targets_from_record(
+            &store,
+            &objects,
+            state_dir,
+            ring.deployment,
+            Some(&names),
+            &ctx.secrets.all_values(),
+        )
+        .map_err(engine_failure)?;
         let deployment = ring.deployment.to_string();
-        let results = block_on(engine::switch_all(&targets, &ring.ring, &deployment))?;
+        let results =
+            block_on(engine::switch_all(&targets, &ring.ring, &deployment, true))?.results;
         let mut drift = Vec::new();
         for worker in &mut ring.workers {
             worker.fix = Some(match results.get(&worker.worker) {
@@ -265,12 +272,4 @@ fn fix(ctx: &Context, report: &mut DriftReport) -> Result<(), Failure> {
         }
     }
     Ok(())
-}
-
-fn drift_kind(how: &str) -> DriftKind {
-    match how {
-        "missing" => DriftKind::Missing,
-        "extra" => DriftKind::Extra,
-        _ => DriftKind::Edited,
-    }
 }

@@ -44,8 +44,9 @@ pub fn run(ctx: &Context, args: &RollbackArgs) -> Outcome {
     let (_lock, mut store) = open_writer(ctx, "ringops rollback", args.wait)?;
     let target = rollback_target(&store, &args.ring, args.to.as_deref())?;
     let objects = ObjectStore::new(ctx.state_dir());
+    let redact = ctx.secrets.all_values();
     let mut targets =
-        engine::targets_from_record(&store, &objects, ctx.state_dir(), target.id, None)
+        engine::targets_from_record(&store, &objects, ctx.state_dir(), target.id, None, &redact)
             .map_err(engine_failure)?;
     targets.extend(newer_workers(ctx, &store, &objects, &args.ring, &targets)?);
     let desired = desired_of(&args.ring, &targets);
@@ -156,9 +157,15 @@ fn newer_workers(
     if known.is_empty() {
         return Ok(Vec::new());
     }
-    let extra =
-        engine::targets_from_record(store, objects, ctx.state_dir(), active.id, Some(&known))
-            .map_err(engine_failure)?;
+    let extra = engine::targets_from_record(
+        store,
+        objects,
+        ctx.state_dir(),
+        active.id,
+        Some(&known),
+        &[],
+    )
+    .map_err(engine_failure)?;
     Ok(extra
         .into_iter()
         .map(|mut t| {

@@ -4,4 +4,6 @@
 
 pub mod http;
 pub mod metrics;
+pub mod reconcile;
+pub mod watch;
 pub mod webhook;

@@ -2,7 +2,7 @@
 //! `drift` and the daemon's drift watch share.
 
 use crate::adapters::worker_dir::{Inventory, OnDisk};
-use crate::model::deployment::WrittenArtifact;
+use crate::model::deployment::{DriftKind, WrittenArtifact};
 use crate::report::history::{DriftedFile, WorkerSync};
 use std::collections::BTreeSet;
 
@@ -48,6 +48,15 @@ pub fn compare(recorded: &[WrittenArtifact], inventory: &Inventory) -> WorkerSyn
             files: recorded.len(),
             drifted: files,
         }
+    }
+}
+
+/// The recorded kind of a drifted file described by [`compare`].
+pub fn drift_kind(how: &str) -> DriftKind {
+    match how {
+        "missing" => DriftKind::Missing,
+        "extra" => DriftKind::Extra,
+        _ => DriftKind::Edited,
     }
 }
 

@@ -310,6 +310,9 @@ named_enum! {
         Restored,
         /// Not attempted (an earlier worker failed).
         Skipped,
+        /// It failed or was switched, and putting the previous artifacts back failed
+        /// too: it may hold a mix; the message says what happened.
+        RestoreFailed,
     }
 }
 

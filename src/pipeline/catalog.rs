@@ -122,6 +122,7 @@ impl<'a> Catalog<'a> {
     fn index_workers(&mut self, diags: &mut Diagnostics) {
         let groups: Vec<(&'a str, Entry<'a, WorkerGroupSpec>)> =
             self.groups.iter().map(|(k, v)| (*k, *v)).collect();
+        let mut targets: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
         for (group, entry) in groups {
             for hook in [&entry.spec.check, &entry.spec.reload]
                 .into_iter()
@@ -136,6 +137,19 @@ impl<'a> Catalog<'a> {
                 }
                 if let Some(target) = &worker.target {
                     check_target(entry.file(), target, diags);
+                    let key = target.value.trim_end_matches('/');
+                    let here = (worker.name.value.as_str(), entry.file());
+                    if let Some((other, file)) = targets.insert(key, here) {
+                        diags.error(
+                            entry.file(),
+                            target.at,
+                            "duplicate-target",
+                            format!(
+                                "worker `{}` has the same target as worker `{other}` ({file}): each worker needs a directory of its own",
+                                worker.name.value
+                            ),
+                        );
+                    }
                 }
                 let new = WorkerEntry {
                     group,

@@ -14,6 +14,7 @@ pub mod module;
 pub mod params;
 pub mod place;
 pub mod plan;
+pub mod policy;
 pub mod render;
 pub mod template;
 

@@ -82,7 +82,9 @@ impl SavedPlan {
     /// plan still applies exactly.
     pub fn changes(&self, now: &Facts, fingerprint: &str) -> Vec<String> {
         let mut out = Vec::new();
-        if now.commit != self.commit {
+        if now.commit.is_empty() {
+            out.push(format!("`{}` no longer names a commit", self.rev));
+        } else if now.commit != self.commit {
             out.push(format!(
                 "`{}` now resolves to {} (the plan was made at {})",
                 self.rev,

@@ -120,13 +120,26 @@ async fn run_hook(
 /// `.ringops/`, for the check hook; removed when dropped.
 fn stage_for_check(root: &Path, batch: &Batch) -> Result<tempfile::TempDir, TransportError> {
     let reserved = root.join(RESERVED);
+    std::fs::create_dir_all(root).map_err(|e| io(root, "cannot create", e))?;
     let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(&reserved)
-        .map_err(|e| io(&reserved, "cannot create", e))?;
+    match builder.create(&reserved) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(&reserved, "cannot create", e)),
+    }
+    // Never follow a link planted at `.ringops`: the staged set holds secrets.
+    match std::fs::symlink_metadata(&reserved) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(TransportError::Refused(format!(
+                "{} is not a folder (a symbolic link?); ringops keeps its records there and will not stage files through it",
+                reserved.display()
+            )));
+        }
+        Err(e) => return Err(io(&reserved, "cannot inspect", e)),
+    }
     let staged = tempfile::Builder::new()
         .prefix("check-")
         .tempdir_in(&reserved)
@@ -166,14 +179,7 @@ fn read_file(root: &Path, path: &str) -> Result<Option<Vec<u8>>, TransportError>
 /// folders below `root` are real folders (no symbolic link). `None` when a folder on
 /// the way does not exist.
 fn inside(root: &Path, path: &str) -> Result<Option<PathBuf>, TransportError> {
-    if let Some(problem) = artifact_path_problem(path) {
-        return Err(TransportError::Refused(format!("path `{path}` {problem}")));
-    }
-    if path.split('/').next() == Some(RESERVED) {
-        return Err(TransportError::Refused(format!(
-            "path `{path}` is inside `{RESERVED}/`, which ringops keeps for itself"
-        )));
-    }
+    check_path(path)?;
     let mut at = root.to_owned();
     let parts: Vec<&str> = path.split('/').collect();
     for part in &parts[..parts.len() - 1] {
@@ -194,9 +200,25 @@ fn inside(root: &Path, path: &str) -> Result<Option<PathBuf>, TransportError> {
     Ok(Some(root.join(path)))
 }
 
+/// Refuses a path that could leave the worker directory or reach ringops' records.
+fn check_path(path: &str) -> Result<(), TransportError> {
+    if let Some(problem) = artifact_path_problem(path) {
+        return Err(TransportError::Refused(format!("path `{path}` {problem}")));
+    }
+    if path.split('/').next() == Some(RESERVED) {
+        return Err(TransportError::Refused(format!(
+            "path `{path}` is inside `{RESERVED}/`, which ringops keeps for itself"
+        )));
+    }
+    Ok(())
+}
+
 /// Copies the intact managed file `from` to `to`, a path nothing occupies, without ever
 /// replacing a file: written to a temporary file, synced, then linked into place.
 fn clone_file(dir: &WorkerDir, from: &str, to: &str) -> Result<(), TransportError> {
+    for path in [from, to] {
+        check_path(path)?;
+    }
     let inventory = dir.inventory()?;
     let Some(entry) = inventory.managed.get(from) else {
         return Err(TransportError::Refused(format!(

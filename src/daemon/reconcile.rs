@@ -1,0 +1,354 @@
+//! One pass of the daemon, under the writer lock: deploy the tracked branch's newest
+//! commit to the rings that auto-deploy, or repair drift on the workers of every ring's
+//! Active deployment. Each pass takes the lock only for its own duration, so `ringops
+//! apply`, `rollback` and friends interleave with the daemon.
+
+use crate::adapters::git::Source;
+use crate::adapters::lock::{LockError, WriterLock};
+use crate::adapters::objects::ObjectStore;
+use crate::adapters::secrets::HostSecrets;
+use crate::adapters::store::Store;
+use crate::engine::{self, sync::compare, sync::drift_kind};
+use crate::model::deployment::{Deployment, Drift, NewDeployment};
+use crate::model::manifest::DriftMode;
+use crate::pipeline::plan::PlanInput;
+use crate::pipeline::policy::{RingPolicy, ring_policies};
+use crate::pipeline::{Rings, compile};
+use crate::report::history::WorkerSync;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Where the daemon reads and writes.
+#[derive(Clone, Debug)]
+pub struct Paths {
+    /// The repository.
+    pub repo: PathBuf,
+    /// The manifests' folder inside it.
+    pub path: String,
+    /// The tracked branch (`None`: the repository's HEAD).
+    pub branch: Option<String>,
+    /// The state folder.
+    pub state_dir: PathBuf,
+}
+
+/// Why a pass failed (it is retried on the next trigger).
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    /// The repository could not be read.
+    #[error(transparent)]
+    Source(#[from] crate::adapters::git::SourceError),
+    /// The state could not be read or written.
+    #[error(transparent)]
+    Store(#[from] crate::adapters::store::StoreError),
+    /// The lock file failed.
+    #[error(transparent)]
+    Lock(LockError),
+    /// Workers or objects failed.
+    #[error(transparent)]
+    Engine(#[from] engine::EngineError),
+}
+
+/// What a pass did, for logs, metrics and the first deployment's plan.
+#[derive(Debug, Default)]
+pub struct PassReport {
+    /// The lock was held by someone else; nothing was done.
+    pub busy: bool,
+    /// The commit the tracked branch pointed at.
+    pub commit: Option<String>,
+    /// Deployments recorded, with the plan text that preceded each.
+    pub deployments: Vec<(Deployment, String)>,
+    /// Rings skipped because a rollback pinned them at this commit.
+    pub pinned: Vec<String>,
+    /// Drift found, and whether it was reverted.
+    pub drift: Vec<(Drift, bool)>,
+}
+
+/// The daemon's memory between passes.
+#[derive(Debug, Default)]
+pub struct Reconciler {
+    /// The last commit a deploy pass handled.
+    pub last_commit: Option<String>,
+    /// The latest ring policies (from the newest commit that had them).
+    pub policies: BTreeMap<String, RingPolicy>,
+    /// Drift already recorded for `drift: report` rings, so it is recorded once.
+    reported: BTreeSet<(String, String, String)>,
+}
+
+impl Reconciler {
+    /// Deploys the tracked branch's head to every auto-deploy ring when it is new
+    /// (or `force`). A commit that does not compile is recorded as a Failed deployment
+    /// with its errors and touches no worker.
+    pub async fn deploy(
+        &mut self,
+        paths: &Paths,
+        secrets: &HostSecrets,
+        force: bool,
+    ) -> Result<PassReport, PassError> {
+        let mut report = PassReport::default();
+        let source = Source::open(&paths.repo)?;
+        let commit = source.resolve(paths.branch.as_deref().unwrap_or("HEAD"))?;
+        report.commit = Some(commit.clone());
+        if !force && self.last_commit.as_deref() == Some(commit.as_str()) {
+            return Ok(report);
+        }
+        let Some(_lock) = lock(&paths.state_dir, "ringops daemon: deploy")? else {
+            report.busy = true;
+            return Ok(report);
+        };
+        let mut store = Store::open(&paths.state_dir)?;
+        for d in store.mark_interrupted()? {
+            tracing::warn!(deployment = %d.id, ring = %d.ring, "marked an interrupted deployment Failed");
+        }
+        let bundle = source.bundle_at(&commit, &paths.path)?;
+        let policies = ring_policies(&bundle);
+        if !policies.is_empty() {
+            self.policies = policies;
+        }
+        let rings: Vec<String> = self
+            .policies
+            .iter()
+            .filter(|(_, p)| p.auto_deploy)
+            .map(|(r, _)| r.clone())
+            .collect();
+        for ring in rings {
+            if let Some(pin) = store.pin(&ring)? {
+                if pin.commit == commit {
+                    report.pinned.push(ring);
+                    continue;
+                }
+                store.unpin(&ring)?;
+                tracing::info!(
+                    ring,
+                    "the tracked branch moved past the pinned commit; pin lifted"
+                );
+            }
+            let deployed = deploy_ring(&mut store, paths, secrets, &bundle, &ring).await?;
+            report.deployments.extend(deployed);
+        }
+        self.last_commit = Some(commit);
+        Ok(report)
+    }
+
+    /// Compares the workers of every ring's Active deployment (or only `only`) with
+    /// what it recorded, and puts back what drifted (rings with `drift: report` only
+    /// record it, once).
+    pub async fn repair(
+        &mut self,
+        state_dir: &Path,
+        secrets: &HostSecrets,
+        only: Option<&BTreeSet<String>>,
+    ) -> Result<PassReport, PassError> {
+        let mut report = PassReport::default();
+        if !state_dir.join(crate::adapters::store::DB_FILE).exists() {
+            return Ok(report);
+        }
+        let Some(_lock) = lock(state_dir, "ringops daemon: drift")? else {
+            report.busy = true;
+            return Ok(report);
+        };
+        let mut store = Store::open(state_dir)?;
+        let objects = ObjectStore::new(state_dir);
+        for ring in store.rings()? {
+            let Some(active) = store.active(&ring)? else {
+                continue;
+            };
+            let mode = self
+                .policies
+                .get(&ring)
+                .map(|p| p.drift)
+                .unwrap_or_default();
+            let drifted = drifted_workers(&store, state_dir, &active, only).await?;
+            if drifted.is_empty() {
+                continue;
+            }
+            let revert = mode == DriftMode::Revert;
+            let mut fixed = BTreeSet::new();
+            if revert {
+                let names: Vec<String> = drifted.keys().cloned().collect();
+                let redact = secrets.all_values();
+                let targets = engine::targets_from_record(
+                    &store,
+                    &objects,
+                    state_dir,
+                    active.id,
+                    Some(&names),
+                    &redact,
+                )?;
+                let switched =
+                    engine::switch_all(&targets, &ring, &active.id.to_string(), true).await;
+                for (name, result) in switched.results {
+                    match result {
+                        Ok(_) => {
+                            fixed.insert(name);
+                        }
+                        Err(e) => tracing::error!(
+                            ring, worker = %name, error = %engine::chain(e.error()),
+                            "cannot revert drift"
+                        ),
+                    }
+                }
+            }
+            let mut records = Vec::new();
+            for (worker, files) in drifted {
+                let reverted = fixed.contains(&worker);
+                for (path, how) in files {
+                    let key = (worker.clone(), path.clone(), how.clone());
+                    if !revert && !self.reported.insert(key) {
+                        continue;
+                    }
+                    let drift = Drift {
+                        ring: ring.clone(),
+                        worker: worker.clone(),
+                        path,
+                        kind: drift_kind(&how),
+                        summary: match (revert, reverted) {
+                            (true, true) => format!("{how}; reverted"),
+                            (true, false) => format!("{how}; reverting failed"),
+                            (false, _) => format!("{how}; reported (ring drift: report)"),
+                        },
+                    };
+                    records.push(drift.clone());
+                    report.drift.push((drift, reverted));
+                }
+            }
+            store.record_drift(&records)?;
+        }
+        Ok(report)
+    }
+}
+
+/// Takes the writer lock, or `None` when another writer holds it.
+fn lock(state_dir: &Path, command: &str) -> Result<Option<WriterLock>, PassError> {
+    match WriterLock::acquire(state_dir, command, false) {
+        Ok(lock) => Ok(Some(lock)),
+        Err(LockError::Held { .. }) => Ok(None),
+        Err(e) => Err(PassError::Lock(e)),
+    }
+}
+
+/// Compiles and applies one ring; nothing when its Active deployment already is this
+/// desired state, a Failed record when the commit does not compile (once per commit).
+async fn deploy_ring(
+    store: &mut Store,
+    paths: &Paths,
+    secrets: &HostSecrets,
+    bundle: &crate::model::Bundle,
+    ring: &str,
+) -> Result<Option<(Deployment, String)>, PassError> {
+    let commit = bundle.commit.clone().unwrap_or_default();
+    let new = NewDeployment {
+        ring: ring.to_owned(),
+        commit: commit.clone(),
+        tree: bundle.tree.clone().unwrap_or_default(),
+        fingerprint: String::new(),
+        actor: "daemon".to_owned(),
+        reason: format!(
+            "new commit on the tracked branch: {}",
+            crate::report::short(&commit)
+        ),
+        rollback_of: None,
+    };
+    let compiled = tokio::task::block_in_place(|| compile(bundle, secrets, Rings::One(ring)));
+    let desired = match compiled.map(|mut c| c.states.remove(ring)) {
+        Ok(Some(desired)) => desired,
+        Ok(None) => return Ok(None),
+        Err(diags) => {
+            if store.latest_of_commit(ring, &commit)?.is_some() {
+                return Ok(None);
+            }
+            let errors = crate::report::diagnostics(&diags);
+            let message = format!("the commit does not compile:\n{}", errors.trim_end());
+            let failed = store.record_failed_build(&new, &message)?;
+            tracing::error!(ring, deployment = %failed.id, commit, "{message}");
+            return Ok(Some((failed, String::new())));
+        }
+    };
+    let fingerprint = desired.fingerprint();
+    if store
+        .active(ring)?
+        .is_some_and(|a| a.fingerprint == fingerprint)
+    {
+        return Ok(None);
+    }
+    let input = PlanInput {
+        path: bundle.root.clone(),
+        base: None,
+        head: crate::model::plan::Revision {
+            rev: paths.branch.clone().unwrap_or_else(|| "HEAD".to_owned()),
+            commit: bundle.commit.clone(),
+        },
+        changed_files: Default::default(),
+    };
+    let (plan, _) = engine::plan_ring(&paths.state_dir, &desired, input).await;
+    let text = crate::report::text::render(&plan, false);
+    if let Some(u) = plan.unreachable.first() {
+        let message = format!(
+            "worker {} is unreachable ({}); nothing was changed",
+            u.worker, u.error
+        );
+        let failed = store.record_failed_build(&NewDeployment { fingerprint, ..new }, &message)?;
+        return Ok(Some((failed, text)));
+    }
+    let targets = engine::targets_from_desired(&paths.state_dir, &desired)?;
+    let objects = ObjectStore::new(&paths.state_dir);
+    let new = NewDeployment { fingerprint, ..new };
+    let outcome = engine::apply(store, &objects, &paths.state_dir, targets, new).await?;
+    Ok(Some((outcome.deployment, text)))
+}
+
+/// Workers of the deployment whose files differ from the record: path and how.
+async fn drifted_workers(
+    store: &Store,
+    state_dir: &Path,
+    active: &Deployment,
+    only: Option<&BTreeSet<String>>,
+) -> Result<BTreeMap<String, Vec<(String, String)>>, PassError> {
+    let recorded = store.artifacts(active.id)?;
+    let placements = store.placements(active.id)?;
+    let mut transports = Vec::new();
+    for worker in recorded.keys() {
+        if only.is_some_and(|o| !o.contains(worker)) {
+            continue;
+        }
+        let t = engine::recorded_transport(state_dir, worker, placements.get(worker))?;
+        transports.push((worker.clone(), t));
+    }
+    let mut out = BTreeMap::new();
+    for (worker, inventory) in engine::inventories(transports).await {
+        let inventory = match inventory {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(worker, error = %engine::chain(&e), "cannot read worker");
+                continue;
+            }
+        };
+        if let WorkerSync::Drifted { drifted, .. } = compare(&recorded[&worker], &inventory) {
+            let files = drifted.into_iter().map(|d| (d.path, d.how)).collect();
+            out.insert(worker, files);
+        }
+    }
+    Ok(out)
+}
+
+/// Every local worker directory of every ring's Active deployment, by worker: what the
+/// drift watch follows.
+pub fn watched_workers(state_dir: &Path) -> BTreeMap<String, PathBuf> {
+    let Ok(reader) = crate::adapters::store::StoreReader::open(state_dir) else {
+        return BTreeMap::new();
+    };
+    let mut out = BTreeMap::new();
+    for ring in reader.rings().unwrap_or_default() {
+        let Ok(Some(active)) = reader.active(&ring) else {
+            continue;
+        };
+        let placements = reader.placements(active.id).unwrap_or_default();
+        for worker in reader.artifacts(active.id).unwrap_or_default().into_keys() {
+            if let Ok(crate::adapters::transport::WorkerTransport::Local(dir)) =
+                engine::recorded_transport(state_dir, &worker, placements.get(&worker))
+            {
+                out.insert(worker, dir.root().to_owned());
+            }
+        }
+    }
+    out
+}

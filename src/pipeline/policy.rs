@@ -1,0 +1,66 @@
+//! Policy stage: what each ring of a bundle asks of the daemon (deploy every commit of
+//! the tracked branch? revert drift or only report it?), read even from a bundle with
+//! errors elsewhere, so a broken commit is still recorded against the right rings.
+
+use super::load::load;
+use crate::model::manifest::{DriftMode, Resource};
+use crate::model::{Bundle, Diagnostics};
+use std::collections::BTreeMap;
+
+/// What one ring asks of the daemon.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RingPolicy {
+    /// Deploy every new commit of the tracked branch.
+    pub auto_deploy: bool,
+    /// Revert drift, or only record it.
+    pub drift: DriftMode,
+    /// The branch the ring tracks, if it says.
+    pub track: Option<String>,
+}
+
+/// The policy of every ring whose document parses, by ring name (the first document of
+/// a name wins, as in the catalog).
+pub fn ring_policies(bundle: &Bundle) -> BTreeMap<String, RingPolicy> {
+    let mut diags = Diagnostics::default();
+    let loaded = load(bundle, &mut diags);
+    let mut out = BTreeMap::new();
+    for doc in &loaded.documents {
+        if let Resource::Ring(spec) = &doc.resource {
+            let policy = RingPolicy {
+                auto_deploy: spec.auto_deploy,
+                drift: spec.drift,
+                track: spec.track.as_ref().map(|t| t.branch.value.clone()),
+            };
+            out.entry(doc.name().to_owned()).or_insert(policy);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_are_read_even_when_another_file_is_broken() {
+        let mut bundle = Bundle::default();
+        bundle.files.insert(
+            "rings.yaml".into(),
+            b"apiVersion: ringops/v1\nkind: Ring\nmetadata: {name: dev}\nspec: {autoDeploy: true, track: {branch: main}}\n---\napiVersion: ringops/v1\nkind: Ring\nmetadata: {name: prod}\nspec: {drift: report, promotesFrom: dev}\n".to_vec(),
+        );
+        bundle
+            .files
+            .insert("broken.yaml".into(), b"kind: [unclosed\n".to_vec());
+        let policies = ring_policies(&bundle);
+        assert_eq!(
+            policies["dev"],
+            RingPolicy {
+                auto_deploy: true,
+                drift: DriftMode::Revert,
+                track: Some("main".into())
+            }
+        );
+        assert_eq!(policies["prod"].drift, DriftMode::Report);
+        assert!(!policies["prod"].auto_deploy);
+    }
+}
