@@ -2,11 +2,15 @@
 //! sound, and which files must be written, which removed, and what the new record is.
 //! Reads the disk (never following a link below the root) but writes nothing.
 
-use super::disk::{Blocked, Disk, Kind, folders};
+use super::disk::{Blocked, Disk, Kind, folders, kind_of};
 use super::records::{Managed, ManagedFile};
+use super::scan;
+use super::stat_cache::{Boundary, Stamp, StatCache};
 use super::{Batch, FileSpec, WorkerDirError, path_problem};
 use crate::model::desired::sha256_hex;
-use std::collections::{BTreeMap, BTreeSet};
+use rayon::prelude::*;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// What one apply will do.
 #[derive(Debug)]
@@ -32,7 +36,14 @@ impl Change<'_> {
 /// another needs a folder.
 pub(super) fn check_batch(disk: &Disk, batch: &Batch) -> Result<(), WorkerDirError> {
     let root = disk.root.to_owned();
-    for (path, spec) in &batch.files {
+    // Hashing is most of the work: done several at a time, reported in path order.
+    let specs: Vec<&FileSpec> = batch.files.values().collect();
+    let actuals: Vec<String> = specs
+        .par_iter()
+        .with_min_len(64)
+        .map(|spec| sha256_hex(&spec.content))
+        .collect();
+    for ((path, spec), actual) in batch.files.iter().zip(actuals) {
         if let Some(problem) = path_problem(path) {
             return Err(WorkerDirError::InvalidPath {
                 root,
@@ -47,7 +58,6 @@ pub(super) fn check_batch(disk: &Disk, batch: &Batch) -> Result<(), WorkerDirErr
                 mode: spec.mode,
             });
         }
-        let actual = sha256_hex(&spec.content);
         if actual != spec.sha256 {
             return Err(WorkerDirError::ShaMismatch {
                 root,
@@ -67,11 +77,23 @@ pub(super) fn check_batch(disk: &Disk, batch: &Batch) -> Result<(), WorkerDirErr
     Ok(())
 }
 
+/// What apply may learn for the next stat cache while it looks at the disk: the files
+/// hashed, and the boundary their stats were read after.
+pub(super) struct Learning<'c> {
+    /// The current cache.
+    pub cache: &'c StatCache,
+    /// Taken before any stat of this pass.
+    pub boundary: Option<Boundary>,
+    /// Files hashed in this pass whose stamp is not racy, with their sha256.
+    pub learned: HashMap<String, (Stamp, String)>,
+}
+
 /// Compares a checked batch with the record and the disk.
 pub(super) fn plan_change<'b>(
     disk: &mut Disk,
     current: &Managed,
     batch: &'b Batch,
+    learning: &mut Learning,
 ) -> Result<Change<'b>, WorkerDirError> {
     if let Some(expected) = batch.expected_generation
         && expected != current.generation
@@ -93,12 +115,12 @@ pub(super) fn plan_change<'b>(
             return Err(symlink(disk, path, link));
         }
     }
+    let decisions = needs_writes(disk, current, batch, &deletions, learning)?;
     let mut writes = Vec::new();
     let mut files = BTreeMap::new();
     let mut unchanged = 0;
-    for (path, spec) in &batch.files {
+    for ((path, spec), write) in batch.files.iter().zip(decisions) {
         let record = current.files.get(path);
-        let write = needs_write(disk, path, spec, record.is_some(), &deletions)?;
         let keep = record.filter(|r| !write && r.sha256 == spec.sha256 && r.mode == spec.mode);
         let record = keep.cloned().unwrap_or_else(|| ManagedFile {
             sha256: spec.sha256.clone(),
@@ -126,19 +148,106 @@ pub(super) fn plan_change<'b>(
     })
 }
 
-/// Whether `path` must be (re)written, refusing when something ringops does not manage
-/// is in the way. `managed` says whether the record lists the path.
-fn needs_write(
+/// Whether a path must be written, or the file to hash before that can be told.
+enum Pending {
+    Decided(bool),
+    /// A file with the batch's mode: the same if its content hashes to the batch's.
+    Compare {
+        stamp: Option<Stamp>,
+        managed: bool,
+    },
+}
+
+/// Whether each of the batch's paths must be (re)written, in batch order, refusing the
+/// first path (in that order) where something ringops does not manage is in the way.
+/// Files are hashed only when the stat cache does not know them, several at a time.
+fn needs_writes(
+    disk: &mut Disk,
+    current: &Managed,
+    batch: &Batch,
+    deletions: &BTreeSet<String>,
+    learning: &mut Learning,
+) -> Result<Vec<bool>, WorkerDirError> {
+    let mut pending = Vec::with_capacity(batch.files.len());
+    let mut refusal = None;
+    for (path, spec) in &batch.files {
+        let managed = current.files.contains_key(path);
+        match look(disk, path, spec, managed, deletions) {
+            Ok(p) => pending.push(p),
+            Err(e) => {
+                refusal = Some(e);
+                break;
+            }
+        }
+    }
+    // The content of each file to compare: known to the cache, else hashed.
+    let cache = learning.cache;
+    let specs = batch.files.iter();
+    let mut to_hash = Vec::new();
+    let mut known = Vec::new();
+    for ((path, _), p) in specs.clone().zip(&pending) {
+        if let Pending::Compare { stamp, .. } = p {
+            let hit = stamp.as_ref().and_then(|s| cache.sha(path, s));
+            if hit.is_none() {
+                to_hash.push(path.as_str());
+            }
+            known.push(hit);
+        }
+    }
+    let mut hashed = scan::hash_all(disk, &to_hash)?.into_iter();
+    let mut known = known.into_iter();
+    let mut out = Vec::with_capacity(pending.len());
+    for ((path, spec), p) in specs.zip(pending) {
+        let (stamp, managed) = match p {
+            Pending::Decided(write) => {
+                out.push(write);
+                continue;
+            }
+            Pending::Compare { stamp, managed } => (stamp, managed),
+        };
+        let sha = match known.next().flatten() {
+            Some(sha) => Some(Cow::Borrowed(sha)),
+            None => {
+                let sha = hashed.next().flatten();
+                if let (Some(sha), Some(stamp), Some(b)) = (&sha, stamp, learning.boundary)
+                    && !stamp.is_racy(b)
+                {
+                    let entry = (stamp, sha.clone());
+                    learning.learned.insert(path.clone(), entry);
+                }
+                sha.map(Cow::Owned)
+            }
+        };
+        out.push(match sha {
+            // Gone since it was looked at: written like any missing file.
+            None => true,
+            Some(sha) if *sha == spec.sha256 => false,
+            Some(_) if managed => true,
+            Some(_) => return Err(in_the_way(disk, path, UNMANAGED_FILE.to_owned())),
+        });
+    }
+    match refusal {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+const UNMANAGED_FILE: &str = "an unmanaged file with other content or mode is there";
+
+/// Whether `path` must be (re)written, as far as it can be told without reading a file,
+/// refusing when something ringops does not manage is in the way. `managed` says whether
+/// the record lists the path.
+fn look(
     disk: &mut Disk,
     path: &str,
     spec: &FileSpec,
     managed: bool,
     deletions: &BTreeSet<String>,
-) -> Result<bool, WorkerDirError> {
+) -> Result<Pending, WorkerDirError> {
     match disk.blocked(path)? {
         Blocked::No => {}
         Blocked::Symlink(link) => return Err(symlink(disk, path, link)),
-        Blocked::NotAFolder(file) if deletions.contains(file) => return Ok(true),
+        Blocked::NotAFolder(file) if deletions.contains(file) => return Ok(Pending::Decided(true)),
         Blocked::NotAFolder(file) => {
             return Err(in_the_way(
                 disk,
@@ -148,17 +257,18 @@ fn needs_write(
         }
     }
     let target = disk.root.join(path);
-    match disk.kind(&target)? {
-        Kind::Missing => Ok(true),
-        Kind::File { mode } => {
-            let same = mode == spec.mode && disk.hash_file(&target)? == spec.sha256;
-            if !same && !managed {
-                let what = "an unmanaged file with other content or mode is there";
-                return Err(in_the_way(disk, path, what.to_owned()));
-            }
-            Ok(!same)
-        }
-        Kind::Symlink | Kind::Other if managed => Ok(true),
+    let Some(meta) = disk.lstat(&target)? else {
+        return Ok(Pending::Decided(true));
+    };
+    match kind_of(&meta) {
+        Kind::Missing => Ok(Pending::Decided(true)),
+        Kind::File { mode } if mode == spec.mode => Ok(Pending::Compare {
+            stamp: Stamp::of(&meta),
+            managed,
+        }),
+        Kind::File { .. } if managed => Ok(Pending::Decided(true)),
+        Kind::File { .. } => Err(in_the_way(disk, path, UNMANAGED_FILE.to_owned())),
+        Kind::Symlink | Kind::Other if managed => Ok(Pending::Decided(true)),
         Kind::Symlink => Err(in_the_way(disk, path, "an unmanaged link is there".into())),
         Kind::Other => Err(in_the_way(
             disk,
@@ -169,7 +279,7 @@ fn needs_write(
             let mut inside = Vec::new();
             disk.files_under(path, &mut inside)?;
             match inside.iter().find(|f| !deletions.contains(*f)) {
-                None => Ok(true),
+                None => Ok(Pending::Decided(true)),
                 Some(other) => Err(in_the_way(
                     disk,
                     path,

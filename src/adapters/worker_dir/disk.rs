@@ -3,11 +3,13 @@
 //! and walking. Every failure is mapped to a [`WorkerDirError`] naming the path.
 
 use super::WorkerDirError;
+use super::stat_cache::Stamp;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// What stands at a path, read without following a link there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,23 +59,18 @@ impl<'a> Disk<'a> {
 
     /// What stands at `path` (absolute), not following a link there.
     pub fn kind(&self, path: &Path) -> Result<Kind, WorkerDirError> {
+        Ok(self
+            .lstat(path)?
+            .map_or(Kind::Missing, |meta| kind_of(&meta)))
+    }
+
+    /// The metadata of `path` (absolute), not following a link there; `None` when
+    /// nothing stands there.
+    pub fn lstat(&self, path: &Path) -> Result<Option<fs::Metadata>, WorkerDirError> {
         match fs::symlink_metadata(path) {
-            Ok(meta) => {
-                let ft = meta.file_type();
-                Ok(if ft.is_symlink() {
-                    Kind::Symlink
-                } else if ft.is_dir() {
-                    Kind::Dir
-                } else if ft.is_file() {
-                    Kind::File {
-                        mode: file_mode(&meta),
-                    }
-                } else {
-                    Kind::Other
-                })
-            }
+            Ok(meta) => Ok(Some(meta)),
             Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
-                Ok(Kind::Missing)
+                Ok(None)
             }
             Err(e) => Err(self.err(path, e)),
         }
@@ -106,6 +103,11 @@ impl<'a> Disk<'a> {
         self.seen.clear();
     }
 
+    /// Notes what stands at worker-relative `rel`, as a walk just saw it.
+    pub fn learn(&mut self, rel: &str, kind: Kind) {
+        self.seen.insert(rel.to_owned(), kind);
+    }
+
     /// Hex sha256 of a regular file's content.
     pub fn hash_file(&self, path: &Path) -> Result<String, WorkerDirError> {
         let mut file = File::open(path).map_err(|e| self.err(path, e))?;
@@ -131,6 +133,28 @@ impl<'a> Disk<'a> {
             file.write_all(bytes)?;
             set_mode(&file, mode)?;
             file.sync_all()
+        });
+        result.map_err(|e| self.err(path, e))
+    }
+
+    /// Creates a new file with `bytes` and `mode`, flushed to disk; returns its stamp as
+    /// written, to know it later for unchanged.
+    pub fn write_staged(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        mode: u32,
+    ) -> Result<Option<Stamp>, WorkerDirError> {
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let result = options.open(path).and_then(|mut file| {
+            file.write_all(bytes)?;
+            set_mode(&file, mode)?;
+            let stamp = Stamp::of(&file.metadata()?);
+            file.sync_all()?;
+            Ok(stamp)
         });
         result.map_err(|e| self.err(path, e))
     }
@@ -220,6 +244,68 @@ impl<'a> Disk<'a> {
         }
         Ok(())
     }
+}
+
+/// What metadata read without following a link says stands there.
+pub(super) fn kind_of(meta: &fs::Metadata) -> Kind {
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        Kind::Symlink
+    } else if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_file() {
+        Kind::File {
+            mode: file_mode(meta),
+        }
+    } else {
+        Kind::Other
+    }
+}
+
+/// Most threads [`in_parallel`] runs: enough for concurrent fsyncs to share the
+/// filesystem journal's commits (one commit then covers many files).
+const IO_THREADS: usize = 16;
+
+/// Runs `f` on every item on up to [`IO_THREADS`] threads, for work that mostly waits on
+/// the disk; the results in item order, or the first error met (the rest then stop).
+pub(super) fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> Result<R, WorkerDirError> + Sync,
+) -> Result<Vec<R>, WorkerDirError> {
+    let threads = IO_THREADS.min(items.len());
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let run = || {
+        let mut done = Vec::new();
+        while !failed.load(Ordering::Relaxed) {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(item) = items.get(i) else { break };
+            match f(item) {
+                Ok(r) => done.push((i, r)),
+                Err(e) => {
+                    failed.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(done)
+    };
+    let parts: Vec<Result<Vec<(usize, R)>, WorkerDirError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads).map(|_| scope.spawn(run)).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut all = Vec::with_capacity(items.len());
+    for part in parts {
+        all.extend(part?);
+    }
+    all.sort_unstable_by_key(|(i, _)| *i);
+    Ok(all.into_iter().map(|(_, r)| r).collect())
 }
 
 #[cfg(unix)]

@@ -20,6 +20,9 @@ mod check;
 mod disk;
 mod error;
 mod records;
+mod refresh;
+mod scan;
+mod stat_cache;
 mod switch;
 #[cfg(test)]
 mod tests;
@@ -29,13 +32,14 @@ pub use records::ManagedFile;
 
 use crate::model::desired::sha256_hex;
 use crate::pipeline::checks::{artifact_path_problem, is_valid_name};
-use disk::{Blocked, Disk, Kind};
+use disk::{Disk, Kind};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use stat_cache::StatCache;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use switch::Stop;
+use switch::{Stop, Written};
 
 /// The folder ringops reserves inside every worker directory.
 pub const RESERVED: &str = ".ringops";
@@ -167,24 +171,31 @@ impl WorkerDir {
 
     /// The record and what is really on disk: for plans and drift. Takes no lock and
     /// writes nothing; a missing directory is empty at generation 0.
+    ///
+    /// Only files whose stat changed since ringops last saw them are hashed, and only
+    /// folders whose stat changed are listed (see `.ringops/stat-cache`).
     pub fn inventory(&self) -> Result<Inventory, WorkerDirError> {
         let mut disk = Disk::new(&self.root);
         let (managed, pending) = match records::read_journal(&disk)? {
             Some(journal) => (journal.managed, true),
             None => (records::read_managed(&disk)?, false),
         };
-        let mut entries = BTreeMap::new();
-        for (path, record) in managed.files {
-            let on_disk = observe(&mut disk, &path)?;
-            entries.insert(path, ManagedEntry { record, on_disk });
-        }
-        let mut all = Vec::new();
-        disk.files_under("", &mut all)?;
-        let mut unmanaged: Vec<String> = all
+        let cache = StatCache::read(&disk);
+        let tree = scan::walk(&mut disk, &cache, None)?;
+        let paths = managed.files.keys().map(String::as_str);
+        let observed = scan::observe_all(&mut disk, paths, &cache, None, &mut HashMap::new())?;
+        let entries: BTreeMap<String, ManagedEntry> = managed
+            .files
+            .into_iter()
+            .zip(observed)
+            .map(|((path, record), on_disk)| (path, ManagedEntry { record, on_disk }))
+            .collect();
+        let mut unmanaged: Vec<String> = tree
+            .files
             .into_iter()
             .filter(|p| !entries.contains_key(p))
             .collect();
-        unmanaged.sort();
+        unmanaged.sort_unstable();
         Ok(Inventory {
             generation: managed.generation,
             pending,
@@ -216,7 +227,14 @@ impl WorkerDir {
             return Ok(());
         }
         let _lock = self.lock(&disk)?;
-        switch::recover(&mut disk)
+        let replayed = switch::recover(&mut disk)?;
+        stat_cache::remove_leftover(&disk)?;
+        if replayed {
+            // Best effort: the old cache stays true if a new one cannot be written.
+            let managed = records::read_managed(&disk)?;
+            let _ = refresh::rebuild(&mut disk, &managed);
+        }
+        Ok(())
     }
 
     /// Applies, stopping early where `stop` says, as a crash there would.
@@ -232,15 +250,36 @@ impl WorkerDir {
         let _lock = self.lock(&disk)?;
         switch::recover(&mut disk)?;
         let current = records::read_managed(&disk)?;
-        let change = check::plan_change(&mut disk, &current, batch)?;
+        let begun = stat_cache::begin(&disk)?;
+        let cache = StatCache::read(&disk);
+        let mut learning = check::Learning {
+            cache: &cache,
+            boundary: Some(begun.1),
+            learned: HashMap::new(),
+        };
+        let change = check::plan_change(&mut disk, &current, batch, &mut learning)?;
         let applied = Applied {
             generation: change.managed.generation,
             written: change.writes.iter().map(|(p, _)| (*p).to_owned()).collect(),
             removed: change.deletions.clone(),
             unchanged: change.unchanged,
         };
-        if !change.is_empty(&current) {
-            switch::switch(&mut disk, change, stop)?;
+        let switched = !change.writes.is_empty() || !change.deletions.is_empty();
+        let written = match change.is_empty(&current) {
+            true => Written::new(),
+            false => switch::switch(&mut disk, change, stop)?,
+        };
+        if stop == Stop::Never {
+            let after = refresh::AfterApply {
+                old: &cache,
+                learned: learning.learned,
+                written: &written,
+                switched,
+                batch,
+                begun,
+            };
+            // Best effort: the old cache stays true if a new one cannot be written.
+            let _ = refresh::after_apply(&mut disk, after);
         }
         Ok(applied)
     }
@@ -302,37 +341,4 @@ fn path_problem(path: &str) -> Option<&'static str> {
         return Some("must be `<workflow>/<job>/<file>`");
     }
     None
-}
-
-/// What stands at a managed path, never following a link.
-fn observe(disk: &mut Disk, path: &str) -> Result<OnDisk, WorkerDirError> {
-    match disk.blocked(path)? {
-        Blocked::No => {}
-        Blocked::NotAFolder(_) => return Ok(OnDisk::Missing),
-        Blocked::Symlink(_) => {
-            return Ok(OnDisk::NotAFile {
-                what: "behind a symbolic link",
-            });
-        }
-    }
-    let target = disk.root.join(path);
-    Ok(match disk.kind(&target)? {
-        Kind::Missing => OnDisk::Missing,
-        Kind::File { mode } => match disk.hash_file(&target) {
-            Ok(sha256) => OnDisk::File { sha256, mode },
-            Err(WorkerDirError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                OnDisk::Missing
-            }
-            Err(e) => return Err(e),
-        },
-        Kind::Dir => OnDisk::NotAFile { what: "a folder" },
-        Kind::Symlink => OnDisk::NotAFile {
-            what: "a symbolic link",
-        },
-        Kind::Other => OnDisk::NotAFile {
-            what: "a special file",
-        },
-    })
 }

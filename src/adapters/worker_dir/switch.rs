@@ -5,11 +5,12 @@
 //! idempotent, so [`recover`] simply replays a journal it finds; without a journal a
 //! switch never got committed and leftover staging is thrown away.
 
-use super::WorkerDirError;
 use super::check::Change;
-use super::disk::{Blocked, Disk, Kind, folders};
+use super::disk::{Blocked, Disk, Kind, folders, in_parallel};
 use super::records::{self, Journal, Rename, STAGING, reserved};
-use std::collections::BTreeSet;
+use super::stat_cache::Stamp;
+use super::{FileSpec, WorkerDirError};
+use std::collections::{BTreeSet, HashMap};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
@@ -29,10 +30,20 @@ pub(crate) enum Stop {
     BeforeRecord,
 }
 
-/// Stages the change's files, commits the journal and replays it.
-pub(super) fn switch(disk: &mut Disk, change: Change, stop: Stop) -> Result<(), WorkerDirError> {
+/// Files a switch wrote, by worker-relative path, with their stamps as written.
+pub(super) type Written = HashMap<String, Stamp>;
+
+/// Stages the change's files, commits the journal and replays it; returns the files it
+/// wrote. Staged files are written and flushed several at a time, all before the journal
+/// is committed.
+pub(super) fn switch(
+    disk: &mut Disk,
+    change: Change,
+    stop: Stop,
+) -> Result<Written, WorkerDirError> {
     if change.writes.is_empty() && change.deletions.is_empty() {
-        return records::write_managed(disk, &change.managed);
+        records::write_managed(disk, &change.managed)?;
+        return Ok(Written::new());
     }
     let reserved = reserved(disk);
     let staging = reserved.join(STAGING);
@@ -41,38 +52,52 @@ pub(super) fn switch(disk: &mut Disk, change: Change, stop: Stop) -> Result<(), 
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
         Err(e) => return Err(disk.err(&staging, e)),
     }
-    let mut renames = Vec::with_capacity(change.writes.len());
-    for (n, (path, spec)) in (0u64..).zip(&change.writes) {
-        disk.write_new(&staging.join(n.to_string()), &spec.content, spec.mode)?;
-        renames.push(Rename {
-            staged: n,
-            path: (*path).to_owned(),
-        });
-    }
+    let numbered: Vec<(u64, &str, &FileSpec)> = (0u64..)
+        .zip(&change.writes)
+        .map(|(n, (path, spec))| (n, *path, *spec))
+        .collect();
+    let staged = {
+        let disk = &*disk;
+        in_parallel(&numbered, |(n, _, spec)| {
+            let path = staging.join(n.to_string());
+            disk.write_staged(&path, &spec.content, spec.mode)
+        })?
+    };
     disk.sync_dir(&staging)?;
     disk.sync_dir(&reserved)?;
+    let mut written = Written::with_capacity(change.writes.len());
+    let mut renames = Vec::with_capacity(change.writes.len());
+    for ((n, path, _), stamp) in numbered.iter().zip(staged) {
+        renames.push(Rename {
+            staged: *n,
+            path: (*path).to_owned(),
+        });
+        written.extend(stamp.map(|s| ((*path).to_owned(), s)));
+    }
     if stop == Stop::AfterStaging {
-        return Ok(());
+        return Ok(written);
     }
     let journal = Journal::new(change.deletions, renames, change.managed);
     records::write_journal(disk, &journal)?;
     if stop == Stop::AfterJournal {
-        return Ok(());
+        return Ok(written);
     }
-    replay(disk, &journal, stop)
+    replay(disk, &journal, stop)?;
+    Ok(written)
 }
 
-/// Finishes a committed switch, or throws away an uncommitted one.
-pub(super) fn recover(disk: &mut Disk) -> Result<(), WorkerDirError> {
+/// Finishes a committed switch, or throws away an uncommitted one; true when it
+/// finished one (files changed).
+pub(super) fn recover(disk: &mut Disk) -> Result<bool, WorkerDirError> {
     match records::read_journal(disk)? {
-        Some(journal) => replay(disk, &journal, Stop::Never),
+        Some(journal) => replay(disk, &journal, Stop::Never).map(|()| true),
         None => {
             let reserved = reserved(disk);
             remove_tree(disk, &reserved.join(STAGING))?;
             for tmp in ["journal.json.tmp", "managed.json.tmp"] {
                 disk.remove_file_if_any(&reserved.join(tmp))?;
             }
-            Ok(())
+            Ok(false)
         }
     }
 }
@@ -102,16 +127,18 @@ fn replay(disk: &mut Disk, journal: &Journal, stop: Stop) -> Result<(), WorkerDi
         }
     }
     // A folder removed after it changed is gone, and its parent is in `dirty` too.
-    for dir in &dirty {
-        match disk.sync_dir(dir) {
-            Err(WorkerDirError::Io { source, .. })
-                if matches!(
-                    source.kind(),
-                    ErrorKind::NotFound | ErrorKind::NotADirectory
-                ) => {}
-            other => other?,
+    let dirty: Vec<PathBuf> = dirty.into_iter().collect();
+    in_parallel(&dirty, |dir| match disk.sync_dir(dir) {
+        Err(WorkerDirError::Io { source, .. })
+            if matches!(
+                source.kind(),
+                ErrorKind::NotFound | ErrorKind::NotADirectory
+            ) =>
+        {
+            Ok(())
         }
-    }
+        other => other,
+    })?;
     if stop == Stop::BeforeRecord {
         return Ok(());
     }

@@ -1,6 +1,7 @@
 //! Worker directory tests with real files in temp dirs: applying, pruning and drift
 //! here; refusals and crash recovery in the submodules.
 
+mod cache;
 mod recovery;
 mod refusals;
 

@@ -1,0 +1,100 @@
+//! Writing the next stat cache, under the directory's lock: after an apply (from what it
+//! hashed and wrote) and after a recovery (from a fresh look). Best effort: a cache that
+//! cannot be written leaves the old one, which stays true (see [`super::stat_cache`]).
+
+use super::disk::{Disk, kind_of};
+use super::records::Managed;
+use super::scan;
+use super::stat_cache::{self, Boundary, Stamp, StatCache};
+use super::switch::Written;
+use super::{Batch, WorkerDirError};
+use std::collections::HashMap;
+use std::fs::File;
+
+/// What an apply knows when it is done, to write the next cache from.
+pub(super) struct AfterApply<'a> {
+    /// The cache the apply started with.
+    pub old: &'a StatCache,
+    /// Files the apply hashed (stats read after the apply's first boundary).
+    pub learned: HashMap<String, (Stamp, String)>,
+    /// Files the switch wrote, with their stamps as written.
+    pub written: &'a Written,
+    /// Whether the switch changed anything on disk.
+    pub switched: bool,
+    /// The batch now applied.
+    pub batch: &'a Batch,
+    /// The temporary cache file and the boundary taken when it was made.
+    pub begun: (File, Boundary),
+}
+
+/// Records the batch's files and every folder's listing. Folders are walked again, so
+/// listings the switch changed (and any the old cache missed) are read anew.
+pub(super) fn after_apply(disk: &mut Disk, a: AfterApply) -> Result<(), WorkerDirError> {
+    let (tmp, boundary) = if a.switched {
+        // Files and folders changed after the first boundary: stats read from here on
+        // are guarded by a new one.
+        drop(a.begun);
+        stat_cache::begin(disk)?
+    } else {
+        a.begun
+    };
+    let tree = scan::walk(disk, a.old, Some(boundary))?;
+    let mut next = StatCache {
+        files: HashMap::with_capacity(a.batch.files.len()),
+        dirs: tree.listings,
+    };
+    for (path, spec) in &a.batch.files {
+        let entry = match a.written.get(path) {
+            Some(as_written) => fresh_stamp(disk, path, as_written, boundary)?
+                .map(|stamp| (stamp, spec.sha256.clone())),
+            None => a
+                .learned
+                .get(path)
+                .or_else(|| a.old.files.get(path))
+                .cloned(),
+        };
+        next.files.extend(entry.map(|e| (path.clone(), e)));
+    }
+    if next != *a.old {
+        next.write(disk, tmp)?;
+    }
+    Ok(())
+}
+
+/// The stamp of a file this process just wrote, if it is still as written and not racy.
+fn fresh_stamp(
+    disk: &Disk,
+    path: &str,
+    as_written: &Stamp,
+    boundary: Boundary,
+) -> Result<Option<Stamp>, WorkerDirError> {
+    let Some(meta) = disk.lstat(&disk.root.join(path))? else {
+        return Ok(None);
+    };
+    if !matches!(kind_of(&meta), super::disk::Kind::File { .. }) {
+        return Ok(None);
+    }
+    Ok(Stamp::of(&meta).filter(|s| s.same_content_as_written(as_written) && !s.is_racy(boundary)))
+}
+
+/// Rebuilds the cache from a fresh look at every managed file and folder, hashing the
+/// files whose stat the old cache does not know.
+pub(super) fn rebuild(disk: &mut Disk, managed: &Managed) -> Result<(), WorkerDirError> {
+    let (tmp, boundary) = stat_cache::begin(disk)?;
+    let old = StatCache::read(disk);
+    let tree = scan::walk(disk, &old, Some(boundary))?;
+    let mut learned = HashMap::new();
+    let paths = managed.files.keys().map(String::as_str);
+    scan::observe_all(disk, paths, &old, Some(boundary), &mut learned)?;
+    let mut next = StatCache {
+        files: HashMap::with_capacity(managed.files.len()),
+        dirs: tree.listings,
+    };
+    for path in managed.files.keys() {
+        let entry = learned
+            .remove(path)
+            .or_else(|| old.files.get(path).cloned());
+        next.files.extend(entry.map(|e| (path.clone(), e)));
+    }
+    next.write(disk, tmp)
+}
