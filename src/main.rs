@@ -16,7 +16,11 @@ fn main() -> ExitCode {
             };
         }
     };
-    let detailed = matches!(&cli.command, Command::Plan(p) if p.detailed_exitcode());
+    let detailed = match &cli.command {
+        Command::Plan(p) => p.detailed_exitcode(),
+        Command::Drift(d) => d.detailed_exitcode,
+        _ => false,
+    };
     match run(cli) {
         Ok(code) => code,
         Err(Failure::User(e)) => {
