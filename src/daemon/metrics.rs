@@ -1,1 +1,407 @@
-//! (being written)
+//! The daemon's Prometheus metrics, served as OpenMetrics text by `GET /metrics`.
+//!
+//! Owns the metric names, their labels and the registry. The daemon loop reports what it
+//! did ([`Metrics::drift`], [`Metrics::reconcile`], [`Metrics::synced`],
+//! [`Metrics::fetch_error`]); the HTTP service reports webhook calls and, at each scrape,
+//! sets the deployments gauge from the state ([`Metrics::set_deployments`]). Reads and
+//! writes nothing else.
+
+use crate::model::deployment::DriftKind;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+/// How a call of `POST /hooks/git` ended, as the `result` label of
+/// `ringops_webhook_requests_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WebhookResult {
+    /// Verified and taken: a fetch was triggered.
+    Accepted,
+    /// No signature or token header.
+    MissingSignature,
+    /// A signature header that is not what its style sends (not hex, no `sha256=`).
+    Malformed,
+    /// A signature or token that does not match the secret.
+    BadSignature,
+    /// Verified, but over the rate limit: nothing triggered.
+    RateLimited,
+    /// A body over the size limit.
+    TooLarge,
+    /// No webhook secret is configured, so the webhook is off.
+    Disabled,
+}
+
+impl WebhookResult {
+    /// Every result, in declaration order.
+    pub const ALL: &'static [WebhookResult] = &[
+        Self::Accepted,
+        Self::MissingSignature,
+        Self::Malformed,
+        Self::BadSignature,
+        Self::RateLimited,
+        Self::TooLarge,
+        Self::Disabled,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::MissingSignature => "missing_signature",
+            Self::Malformed => "malformed",
+            Self::BadSignature => "bad_signature",
+            Self::RateLimited => "rate_limited",
+            Self::TooLarge => "too_large",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, EncodeLabelSet)]
+struct DeploymentLabels {
+    ring: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DriftLabels {
+    ring: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RingLabels {
+    ring: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+/// Buckets of the reconcile histogram: 5 ms doubling up to about 41 s.
+fn reconcile_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+/// Every metric of the daemon, behind one registry. Share it as `Arc<Metrics>`; every
+/// method takes `&self`.
+pub struct Metrics {
+    registry: Registry,
+    deployments: Family<DeploymentLabels, Gauge>,
+    /// The `(ring, state)` series the last [`Metrics::set_deployments`] set; also
+    /// serializes refreshes so two scrapes never interleave their updates.
+    deployment_series: Mutex<BTreeSet<DeploymentLabels>>,
+    drift_events: Family<DriftLabels, Counter>,
+    reconcile_duration: Family<RingLabels, Histogram, fn() -> Histogram>,
+    last_sync: Family<RingLabels, Gauge>,
+    fetch_errors: Counter,
+    webhook_requests: Family<ResultLabels, Counter>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric; the webhook results and fetch errors start at 0.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("ringops");
+        let deployments = Family::<DeploymentLabels, Gauge>::default();
+        registry.register(
+            "deployments",
+            "Deployments in the state by ring and lifecycle state (pruned ones left out)",
+            deployments.clone(),
+        );
+        let drift_events = Family::<DriftLabels, Counter>::default();
+        registry.register(
+            "drift_events",
+            "Drifted files seen on workers, by ring and kind",
+            drift_events.clone(),
+        );
+        let reconcile_duration: Family<RingLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(reconcile_histogram);
+        registry.register_with_unit(
+            "reconcile_duration",
+            "Time one reconcile pass of a ring took",
+            Unit::Seconds,
+            reconcile_duration.clone(),
+        );
+        let last_sync = Family::<RingLabels, Gauge>::default();
+        registry.register_with_unit(
+            "last_successful_sync_timestamp",
+            "Unix time of the ring's last reconcile pass that succeeded",
+            Unit::Seconds,
+            last_sync.clone(),
+        );
+        let fetch_errors = Counter::default();
+        registry.register(
+            "source_fetch_errors",
+            "Failed reads or fetches of the Git source",
+            fetch_errors.clone(),
+        );
+        let webhook_requests = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "webhook_requests",
+            "Calls of POST /hooks/git by result",
+            webhook_requests.clone(),
+        );
+        for result in WebhookResult::ALL {
+            let _ = webhook_requests.get_or_create(&ResultLabels {
+                result: result.as_str(),
+            });
+        }
+        Self {
+            registry,
+            deployments,
+            deployment_series: Mutex::default(),
+            drift_events,
+            reconcile_duration,
+            last_sync,
+            fetch_errors,
+            webhook_requests,
+        }
+    }
+
+    /// Sets the deployments gauge to `counts` of `(ring, state, count)`; series of an
+    /// earlier call that `counts` no longer names are removed.
+    pub fn set_deployments(&self, counts: &[(String, String, i64)]) {
+        let mut series = self
+            .deployment_series
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let fresh: BTreeSet<DeploymentLabels> = counts
+            .iter()
+            .map(|(ring, state, _)| DeploymentLabels {
+                ring: ring.clone(),
+                state: state.clone(),
+            })
+            .collect();
+        for gone in series.difference(&fresh) {
+            self.deployments.remove(gone);
+        }
+        for (ring, state, count) in counts {
+            let labels = DeploymentLabels {
+                ring: ring.clone(),
+                state: state.clone(),
+            };
+            self.deployments.get_or_create(&labels).set(*count);
+        }
+        *series = fresh;
+    }
+
+    /// Counts one drifted file seen on a worker of `ring`.
+    pub fn drift(&self, ring: &str, kind: DriftKind) {
+        self.drift_events
+            .get_or_create(&DriftLabels {
+                ring: ring.to_owned(),
+                kind: kind.as_str().to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records how long one reconcile pass of `ring` took.
+    pub fn reconcile(&self, ring: &str, took: Duration) {
+        self.reconcile_duration
+            .get_or_create(&ring_labels(ring))
+            .observe(took.as_secs_f64());
+    }
+
+    /// Records that `ring` was last reconciled successfully at `unix_seconds`.
+    pub fn synced(&self, ring: &str, unix_seconds: i64) {
+        self.last_sync
+            .get_or_create(&ring_labels(ring))
+            .set(unix_seconds);
+    }
+
+    /// Counts one failed read or fetch of the source.
+    pub fn fetch_error(&self) {
+        self.fetch_errors.inc();
+    }
+
+    /// Counts one call of the webhook.
+    pub fn webhook(&self, result: WebhookResult) {
+        self.webhook_requests
+            .get_or_create(&ResultLabels {
+                result: result.as_str(),
+            })
+            .inc();
+    }
+
+    /// Every metric as OpenMetrics text, ending with `# EOF`.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &self.registry) {
+            // Writing to a String does not fail; keep the exposition valid if it ever does.
+            tracing::error!(error = %e, "cannot encode the metrics");
+            out.clear();
+            out.push_str("# EOF\n");
+        }
+        out
+    }
+}
+
+fn ring_labels(ring: &str) -> RingLabels {
+    RingLabels {
+        ring: ring.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::http::openmetrics::{find, parse};
+
+    type Labels<'l> = &'l [(&'l str, &'l str)];
+
+    #[test]
+    fn fresh_metrics_parse_and_show_the_zero_series() {
+        let text = Metrics::new().encode();
+        let samples = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let fetch_errors = find(&samples, "ringops_source_fetch_errors_total", &[]);
+        assert_eq!(fetch_errors, Some(0.0));
+        for result in WebhookResult::ALL {
+            let labels = [("result", result.as_str())];
+            let calls = find(&samples, "ringops_webhook_requests_total", &labels);
+            assert_eq!(calls, Some(0.0), "{result:?}");
+        }
+        let names: BTreeSet<&str> = samples.iter().map(|s| s.name.as_str()).collect();
+        let expected = [
+            "ringops_source_fetch_errors_total",
+            "ringops_webhook_requests_total",
+        ];
+        assert_eq!(
+            names,
+            expected.into(),
+            "families without series are left out"
+        );
+    }
+
+    #[test]
+    fn every_series_is_encoded_with_its_labels() {
+        let m = Metrics::new();
+        m.set_deployments(&[
+            ("dev".into(), "Active".into(), 1),
+            ("dev".into(), "Superseded".into(), 3),
+        ]);
+        m.drift("dev", DriftKind::Edited);
+        m.drift("dev", DriftKind::Edited);
+        m.drift("prod", DriftKind::Missing);
+        m.reconcile("dev", Duration::from_millis(30));
+        m.reconcile("dev", Duration::from_secs(100));
+        m.synced("dev", 1_700_000_000);
+        m.fetch_error();
+        m.webhook(WebhookResult::Accepted);
+        m.webhook(WebhookResult::BadSignature);
+        let text = m.encode();
+        let samples = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        for family in [
+            "# TYPE ringops_deployments gauge",
+            "# TYPE ringops_drift_events counter",
+            "# TYPE ringops_reconcile_duration_seconds histogram",
+            "# UNIT ringops_reconcile_duration_seconds seconds",
+            "# TYPE ringops_last_successful_sync_timestamp_seconds gauge",
+            "# UNIT ringops_last_successful_sync_timestamp_seconds seconds",
+        ] {
+            assert!(text.contains(family), "{family} in {text}");
+        }
+        let dev = [("ring", "dev")];
+        let expected: &[(&str, Labels<'_>, f64)] = &[
+            (
+                "ringops_deployments",
+                &[("ring", "dev"), ("state", "Active")],
+                1.0,
+            ),
+            (
+                "ringops_deployments",
+                &[("ring", "dev"), ("state", "Superseded")],
+                3.0,
+            ),
+            (
+                "ringops_drift_events_total",
+                &[("ring", "dev"), ("kind", "Edited")],
+                2.0,
+            ),
+            (
+                "ringops_drift_events_total",
+                &[("ring", "prod"), ("kind", "Missing")],
+                1.0,
+            ),
+            ("ringops_reconcile_duration_seconds_count", &dev, 2.0),
+            ("ringops_reconcile_duration_seconds_sum", &dev, 100.03),
+            (
+                "ringops_reconcile_duration_seconds_bucket",
+                &[("ring", "dev"), ("le", "0.04")],
+                1.0,
+            ),
+            (
+                "ringops_reconcile_duration_seconds_bucket",
+                &[("ring", "dev"), ("le", "+Inf")],
+                2.0,
+            ),
+            (
+                "ringops_last_successful_sync_timestamp_seconds",
+                &dev,
+                1.7e9,
+            ),
+            ("ringops_source_fetch_errors_total", &[], 1.0),
+            (
+                "ringops_webhook_requests_total",
+                &[("result", "accepted")],
+                1.0,
+            ),
+            (
+                "ringops_webhook_requests_total",
+                &[("result", "bad_signature")],
+                1.0,
+            ),
+        ];
+        for (name, labels, value) in expected {
+            let found = find(&samples, name, labels).unwrap_or(f64::NAN);
+            assert!(
+                (found - value).abs() < 1e-9,
+                "{name} {labels:?}: {found} in {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refresh_drops_series_the_state_no_longer_has() {
+        let m = Metrics::new();
+        m.set_deployments(&[
+            ("dev".into(), "Active".into(), 1),
+            ("dev".into(), "Deploying".into(), 1),
+        ]);
+        m.set_deployments(&[("dev".into(), "Active".into(), 2)]);
+        let text = m.encode();
+        let samples = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let count = |state| {
+            find(
+                &samples,
+                "ringops_deployments",
+                &[("ring", "dev"), ("state", state)],
+            )
+        };
+        assert_eq!(count("Active"), Some(2.0));
+        assert_eq!(count("Deploying"), None, "{text}");
+        m.set_deployments(&[]);
+        let samples = parse(&m.encode()).unwrap_or_default();
+        assert!(samples.iter().all(|s| s.name != "ringops_deployments"));
+    }
+}
