@@ -1,12 +1,15 @@
 //! The content-addressed object store: every rendered artifact's bytes under
 //! `<state_dir>/objects/ab/cdef…` (hex sha256, two-character fan-out), so drift repair and
 //! rollback never need to re-render. Objects are written atomically (temp file, fsync,
-//! rename, folder fsync) and verified on read. Folders are 0o700 and files 0o600: objects
+//! rename, folder fsync), many at a time so that their flushes share the filesystem's
+//! journal commits, and verified on read. Folders are 0o700 and files 0o600: objects
 //! may hold secret values. Knows nothing of deployments; the store records which objects a
 //! deployment used.
 
+use crate::adapters::worker_dir::in_parallel;
 use crate::model::desired::sha256_hex;
-use std::collections::BTreeSet;
+use rayon::prelude::*;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
@@ -37,6 +40,14 @@ pub enum ObjectError {
         /// The file.
         path: PathBuf,
         /// The hash of what the file holds.
+        actual: String,
+    },
+    /// Bytes given under a name they do not hash to.
+    #[error("refusing to store object {sha}: its bytes have sha256 {actual}")]
+    Mismatch {
+        /// The name given.
+        sha: String,
+        /// The hash of the bytes.
         actual: String,
     },
     /// Reading or writing failed.
@@ -85,27 +96,39 @@ impl ObjectStore {
     /// Stores `bytes` durably and returns their sha256. An object already present is not
     /// rewritten (unless its size shows it is damaged).
     pub fn put(&self, bytes: &[u8]) -> Result<String, ObjectError> {
-        let mut dirty = BTreeSet::new();
-        let sha = self.put_unsynced(bytes, &mut dirty)?;
-        sync_dirs(&dirty)?;
+        let sha = sha256_hex(bytes);
+        self.store(vec![(sha.as_str(), bytes)], Present::CheckSize)?;
         Ok(sha)
     }
 
-    /// Stores many objects, syncing each touched folder once at the end; returns their
-    /// sha256s in order. Cheaper than [`ObjectStore::put`] in a loop.
+    /// Stores many objects, hashing them several at a time; returns their sha256s in
+    /// order. Like [`ObjectStore::put`], a present object whose size differs is rewritten.
     pub fn put_all<'a>(
         &self,
         objects: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<Vec<String>, ObjectError> {
-        let mut dirty = BTreeSet::new();
-        let shas = objects
-            .into_iter()
-            .map(|bytes| self.put_unsynced(bytes, &mut dirty))
-            .collect::<Result<Vec<_>, _>>()?;
-        sync_dirs(&dirty)?;
+        let objects: Vec<&[u8]> = objects.into_iter().collect();
+        let shas: Vec<String> = objects
+            .par_iter()
+            .with_min_len(64)
+            .map(|b| sha256_hex(b))
+            .collect();
+        let named = shas.iter().map(String::as_str).zip(objects).collect();
+        self.store(named, Present::CheckSize)?;
         Ok(shas)
     }
 
+    /// Stores objects whose sha256 the caller already knows (every artifact carries its
+    /// own): those present are skipped without being read, hashed or even stat'ed (each
+    /// fan-out folder is listed once), and the missing ones are checked against their
+    /// name, then written and flushed several at a time, all durable on return. Returns
+    /// how many objects were written. A wrong name is refused before anything is written.
+    pub fn put_known<'a>(
+        &self,
+        objects: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> Result<usize, ObjectError> {
+        self.store(objects.into_iter().collect(), Present::Trusted)
+    }
     /// Whether the object named `sha` is present (not verified; [`ObjectStore::get`] does).
     pub fn has(&self, sha: &str) -> Result<bool, ObjectError> {
         let path = self.path_of(sha)?;
@@ -140,28 +163,113 @@ impl ObjectStore {
         Ok(bytes)
     }
 
-    /// Writes one object without syncing its folder; adds the folders to sync to `dirty`.
-    fn put_unsynced(
-        &self,
-        bytes: &[u8],
-        dirty: &mut BTreeSet<PathBuf>,
-    ) -> Result<String, ObjectError> {
-        let sha = sha256_hex(bytes);
-        let path = self.path_of(&sha)?;
-        if let Ok(meta) = fs::metadata(&path)
-            && meta.is_file()
-            && meta.len() == bytes.len() as u64
-        {
-            return Ok(sha);
+    /// Writes the objects not present yet; returns how many it wrote.
+    fn store(&self, objects: Vec<(&str, &[u8])>, present: Present) -> Result<usize, ObjectError> {
+        let mut wanted: HashMap<&str, &[u8]> = HashMap::with_capacity(objects.len());
+        for (sha, bytes) in objects {
+            self.path_of(sha)?;
+            wanted.insert(sha, bytes);
         }
-        let fan_out = path.parent().unwrap_or(&self.root).to_owned();
-        if !fan_out.is_dir() {
-            create_private_dir(&fan_out)?;
-            dirty.insert(self.root.clone());
-            if let Some(state_dir) = self.root.parent() {
-                dirty.insert(state_dir.to_owned());
+        let missing = self.missing(wanted, present)?;
+        let mismatch = missing
+            .par_iter()
+            .with_min_len(64)
+            .find_map_any(|(sha, bytes)| {
+                let actual = sha256_hex(bytes);
+                (actual != *sha).then(|| ObjectError::Mismatch {
+                    sha: (*sha).to_owned(),
+                    actual,
+                })
+            });
+        if let Some(e) = mismatch {
+            return Err(e);
+        }
+        let mut dirty = BTreeSet::new();
+        let fan_outs: BTreeSet<&str> = missing.iter().map(|(sha, _)| &sha[..2]).collect();
+        for fan_out in fan_outs {
+            let dir = self.root.join(fan_out);
+            if !dir.is_dir() {
+                create_private_dir(&dir)?;
+                dirty.insert(self.root.clone());
+                if let Some(state_dir) = self.root.parent() {
+                    dirty.insert(state_dir.to_owned());
+                }
+            }
+            dirty.insert(dir);
+        }
+        in_parallel(&missing, |(sha, bytes)| self.write_one(sha, bytes))?;
+        let dirty: Vec<PathBuf> = dirty.into_iter().collect();
+        in_parallel(&dirty, |dir| sync_dir(dir))?;
+        Ok(missing.len())
+    }
+
+    /// The objects of `wanted` that are not in the store, in name order.
+    fn missing<'w>(
+        &self,
+        wanted: HashMap<&'w str, &'w [u8]>,
+        present: Present,
+    ) -> Result<Vec<(&'w str, &'w [u8])>, ObjectError> {
+        let mut by_fan_out: BTreeMap<&str, Vec<(&str, &[u8])>> = BTreeMap::new();
+        for (sha, bytes) in wanted {
+            by_fan_out.entry(&sha[..2]).or_default().push((sha, bytes));
+        }
+        let mut missing = Vec::new();
+        for (fan_out, mut objects) in by_fan_out {
+            objects.sort_unstable_by_key(|(sha, _)| *sha);
+            let listed = match present {
+                // Listing a folder costs about as much as a few stats.
+                Present::Trusted if objects.len() >= 8 => self.list(fan_out)?,
+                _ => None,
+            };
+            for (sha, bytes) in objects {
+                let here = match &listed {
+                    Some(names) => names.contains(&sha[2..]),
+                    None => self.present(sha, bytes.len(), present)?,
+                };
+                if !here {
+                    missing.push((sha, bytes));
+                }
             }
         }
+        Ok(missing)
+    }
+
+    /// The names of the regular files in one fan-out folder (none when it is missing).
+    fn list(&self, fan_out: &str) -> Result<Option<HashSet<String>>, ObjectError> {
+        let dir = self.root.join(fan_out);
+        let io = |source| ObjectError::Io {
+            path: dir.clone(),
+            source,
+        };
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Some(HashSet::new())),
+            Err(e) => return Err(io(e)),
+        };
+        let mut names = HashSet::new();
+        for entry in entries {
+            let entry = entry.map_err(io)?;
+            if entry.file_type().map_err(io)?.is_file() {
+                names.insert(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        Ok(Some(names))
+    }
+
+    /// Whether one object is present (and, when asked, has the expected size).
+    fn present(&self, sha: &str, len: usize, present: Present) -> Result<bool, ObjectError> {
+        let path = self.path_of(sha)?;
+        Ok(match fs::metadata(&path) {
+            Ok(meta) => meta.is_file() && (present == Present::Trusted || meta.len() == len as u64),
+            Err(_) => false,
+        })
+    }
+
+    /// Writes one object under a temporary name, flushes it and renames it into place
+    /// (its folder exists and is flushed by the caller).
+    fn write_one(&self, sha: &str, bytes: &[u8]) -> Result<(), ObjectError> {
+        let path = self.path_of(sha)?;
+        let fan_out = path.parent().unwrap_or(&self.root);
         let temp = fan_out.join(format!(
             ".tmp-{}-{}",
             std::process::id(),
@@ -172,9 +280,17 @@ impl ObjectStore {
             let _ = fs::remove_file(&temp);
             return Err(ObjectError::Io { path, source });
         }
-        dirty.insert(fan_out);
-        Ok(sha)
+        Ok(())
     }
+}
+
+/// How a present object is told apart from a damaged one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Present {
+    /// Its size must match (what `put` and `put_all` always did).
+    CheckSize,
+    /// Present is enough: `get` verifies every object it reads.
+    Trusted,
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -198,17 +314,14 @@ fn create_private_dir(dir: &Path) -> Result<(), ObjectError> {
     })
 }
 
-/// fsyncs folders so the renames in them survive a power loss.
-fn sync_dirs(dirs: &BTreeSet<PathBuf>) -> Result<(), ObjectError> {
-    for dir in dirs.iter().rev() {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|source| ObjectError::Io {
-                path: dir.clone(),
-                source,
-            })?;
-    }
-    Ok(())
+/// fsyncs a folder so the names created in it survive a power loss.
+fn sync_dir(dir: &Path) -> Result<(), ObjectError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| ObjectError::Io {
+            path: dir.to_owned(),
+            source,
+        })
 }
 
 #[cfg(test)]
@@ -287,6 +400,61 @@ mod tests {
         for (sha, bytes) in shas.iter().zip(items) {
             assert_eq!(store.get(sha).expect("get"), bytes);
         }
+    }
+
+    #[test]
+    fn put_known_writes_only_what_is_missing_and_checks_names() {
+        let (_dir, store) = store();
+        let bodies: Vec<Vec<u8>> = (0..300)
+            .map(|i| format!("object {i}\n").into_bytes())
+            .collect();
+        let shas: Vec<String> = bodies.iter().map(|b| sha256_hex(b)).collect();
+        let named = || {
+            shas.iter()
+                .map(String::as_str)
+                .zip(bodies.iter().map(Vec::as_slice))
+        };
+        assert_eq!(store.put_known(named().take(100)).expect("first"), 100);
+        assert_eq!(store.put_known(named()).expect("all"), 200);
+        assert_eq!(store.put_known(named()).expect("again"), 0);
+        for (sha, bytes) in named() {
+            assert_eq!(store.get(sha).expect("get"), bytes);
+        }
+        // A present object is not read, so damage is left for `get` to report...
+        let path = store.path_of(&shas[0]).expect("path");
+        fs::write(&path, b"x").expect("damage");
+        assert_eq!(store.put_known(named().take(1)).expect("skip"), 0);
+        assert!(matches!(
+            store.get(&shas[0]),
+            Err(ObjectError::Corrupt { .. })
+        ));
+        // ...and `put_all` still repairs it.
+        store.put_all([bodies[0].as_slice()]).expect("repair");
+        assert_eq!(store.get(&shas[0]).expect("repaired"), bodies[0]);
+        // Bytes under a wrong name are refused, writing nothing.
+        let wrong = [
+            (HELLO_SHA, b"not hello".as_slice()),
+            (shas[1].as_str(), b"x"),
+        ];
+        let err = store.put_known(wrong).expect_err("mismatch");
+        assert!(matches!(err, ObjectError::Mismatch { .. }), "{err:?}");
+        assert!(!store.has(HELLO_SHA).expect("has"));
+        let err = store
+            .put_known([("../x", b"x".as_slice())])
+            .expect_err("name");
+        assert!(matches!(err, ObjectError::InvalidSha(_)), "{err:?}");
+        let leftovers = fs::read_dir(store.root())
+            .expect("root")
+            .flat_map(|d| fs::read_dir(d.expect("entry").path()).expect("fan-out"))
+            .filter(|e| {
+                e.as_ref()
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".tmp")
+            })
+            .count();
+        assert_eq!(leftovers, 0);
     }
 
     #[test]

@@ -267,11 +267,12 @@ pub(super) fn kind_of(meta: &fs::Metadata) -> Kind {
 const IO_THREADS: usize = 16;
 
 /// Runs `f` on every item on up to [`IO_THREADS`] threads, for work that mostly waits on
-/// the disk; the results in item order, or the first error met (the rest then stop).
-pub(super) fn in_parallel<T: Sync, R: Send>(
+/// the disk (fsync above all); the results in item order, or the first error met (the
+/// rest then stop). Also used by the object store.
+pub(crate) fn in_parallel<T: Sync, R: Send, E: Send>(
     items: &[T],
-    f: impl Fn(&T) -> Result<R, WorkerDirError> + Sync,
-) -> Result<Vec<R>, WorkerDirError> {
+    f: impl Fn(&T) -> Result<R, E> + Sync,
+) -> Result<Vec<R>, E> {
     let threads = IO_THREADS.min(items.len());
     if threads <= 1 {
         return items.iter().map(f).collect();
@@ -293,7 +294,7 @@ pub(super) fn in_parallel<T: Sync, R: Send>(
         }
         Ok(done)
     };
-    let parts: Vec<Result<Vec<(usize, R)>, WorkerDirError>> = std::thread::scope(|scope| {
+    let parts: Vec<Result<Vec<(usize, R)>, E>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads).map(|_| scope.spawn(run)).collect();
         handles
             .into_iter()

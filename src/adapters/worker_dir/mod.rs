@@ -27,6 +27,7 @@ mod switch;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use disk::in_parallel;
 pub use error::WorkerDirError;
 pub use records::ManagedFile;
 
