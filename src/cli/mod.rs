@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod clone;
 pub mod config;
+pub mod daemon;
 pub mod drift;
 pub mod history;
 pub mod plan;
@@ -74,6 +75,9 @@ pub enum Command {
     Drift(drift::DriftArgs),
     /// Deploy an earlier successful deployment's files again, from the object store.
     Rollback(rollback::RollbackArgs),
+    /// Run as a service: deploy every new commit to the auto-deploy rings, revert drift,
+    /// serve the HTTP API.
+    Daemon(daemon::DaemonArgs),
     /// Lift the pin a rollback put on a ring, so the daemon deploys to it again.
     Resume(rollback::ResumeArgs),
     /// Copy a managed artifact to a new path that ringops will leave alone.
@@ -182,6 +186,7 @@ pub fn run(cli: Cli) -> Outcome {
         Command::Rollback(args) => rollback::run(&ctx, args),
         Command::Clone(args) => clone::run(&ctx, args),
         Command::Resume(args) => rollback::resume(&ctx, args),
+        Command::Daemon(args) => daemon::run(&cli, &ctx, args),
     }
 }
 

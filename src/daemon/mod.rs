@@ -5,5 +5,6 @@
 pub mod http;
 pub mod metrics;
 pub mod reconcile;
+pub mod run;
 pub mod watch;
 pub mod webhook;

@@ -1,0 +1,196 @@
+//! `ringops daemon`: settings from flags and `ringops.toml`, logging, the HTTP service
+//! and the reconcile loop.
+
+use super::config::FileConfig;
+use super::{Cli, Context, Failure, Outcome};
+use crate::adapters::secrets::HostSecrets;
+use crate::daemon::http::{self, Service};
+use crate::daemon::reconcile::Paths;
+use crate::daemon::run::{self, Settings, Shared};
+use crate::daemon::webhook::{Secret, read_secret};
+use clap::{Args, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How log lines look.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Coloured lines on a terminal, plain lines under journald, else plain with times.
+    #[default]
+    Auto,
+    /// Plain lines with times.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Arguments of `daemon`.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Address of the HTTP API (default 127.0.0.1:7070; `listen` in ringops.toml).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// How often to look for a new commit without being told (default 60s).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub poll_interval: Option<Duration>,
+    /// How often to read every worker in full for drift (default 60s).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub drift_interval: Option<Duration>,
+    /// File holding the Git webhook's secret (default: the systemd credential
+    /// `webhook-secret` when there is one; none: the webhook is off).
+    #[arg(long, value_name = "FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// File holding the bearer token `/metrics` and `/api/v1/*` require.
+    #[arg(long, value_name = "FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+}
+
+/// Runs the daemon until SIGTERM.
+pub fn run(cli: &Cli, ctx: &Context, args: &DaemonArgs) -> Outcome {
+    init_logging(args.log_format);
+    let file = read_config(cli)?;
+    let settings = settings_from(cli, ctx, args, &file)?;
+    let listen = listen_addr(args, &file)?;
+    let webhook_secret = secret(
+        args.webhook_secret_file
+            .clone()
+            .or(file.webhook_secret_file.clone()),
+        "webhook-secret",
+    )?;
+    let api_token = secret(
+        args.api_token_file.clone().or(file.api_token_file.clone()),
+        "api-token",
+    )?;
+    if !http::is_loopback(&listen) && api_token.is_none() {
+        return Err(Failure::user(format!(
+            "refusing to serve the API on {listen} without an API token: set api_token_file, or listen on 127.0.0.1"
+        )));
+    }
+    let shared = Shared::default();
+    let service = Service {
+        state_dir: settings.paths.state_dir.clone(),
+        ready: Arc::clone(&shared.ready),
+        metrics: Arc::clone(&shared.metrics),
+        trigger: Arc::clone(&shared.trigger),
+        webhook_secret,
+        api_token,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Internal(e.into()))?;
+    let reload = || {
+        let file = read_config(cli).map_err(|e| message(&e))?;
+        settings_from(cli, ctx, args, &file).map_err(|e| message(&e))
+    };
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| Failure::user(format!("cannot listen on {listen}: {e}")))?;
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let stopped = Arc::clone(&stop);
+        let server = tokio::spawn(http::serve(listener, service, async move {
+            stopped.notified().await;
+        }));
+        let result = run::run(settings, shared, reload).await;
+        stop.notify_one();
+        let _ = server.await;
+        result.map_err(|e| Failure::Internal(e.into()))
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn message(failure: &Failure) -> String {
+    match failure {
+        Failure::User(e) | Failure::Internal(e) => format!("{e:#}"),
+    }
+}
+
+fn read_config(cli: &Cli) -> Result<FileConfig, Failure> {
+    let cwd = std::env::current_dir().map_err(|e| Failure::Internal(e.into()))?;
+    FileConfig::find(cli.config.as_deref(), &cwd).map_err(|e| Failure::User(e.into()))
+}
+
+/// Flags win over the file, the file over defaults.
+fn settings_from(
+    cli: &Cli,
+    ctx: &Context,
+    args: &DaemonArgs,
+    file: &FileConfig,
+) -> Result<Settings, Failure> {
+    let duration = |flag: Option<Duration>, key: &Option<String>, name: &str| match (flag, key) {
+        (Some(d), _) => Ok(d),
+        (None, Some(text)) => humantime::parse_duration(text)
+            .map_err(|e| Failure::user(format!("{name} = \"{text}\" in the configuration: {e}"))),
+        (None, None) => Ok(Duration::from_secs(60)),
+    };
+    let cwd = std::env::current_dir().map_err(|e| Failure::Internal(e.into()))?;
+    Ok(Settings {
+        paths: Paths {
+            repo: cli
+                .repo
+                .clone()
+                .or(file.repo.clone())
+                .unwrap_or(cwd.clone()),
+            path: cli.path.clone().or(file.path.clone()).unwrap_or_default(),
+            branch: cli.branch.clone().or(file.branch.clone()),
+            state_dir: ctx.state_dir().to_owned(),
+        },
+        secrets: HostSecrets::new(cli.secrets_dir.clone().or(file.secrets_dir.clone())),
+        poll_interval: duration(args.poll_interval, &file.poll_interval, "poll_interval")?,
+        drift_interval: duration(args.drift_interval, &file.drift_interval, "drift_interval")?,
+    })
+}
+
+fn listen_addr(args: &DaemonArgs, file: &FileConfig) -> Result<SocketAddr, Failure> {
+    let text = args
+        .listen
+        .clone()
+        .or(file.listen.clone())
+        .unwrap_or_else(|| "127.0.0.1:7070".to_owned());
+    text.parse().map_err(|e| {
+        Failure::user(format!(
+            "listen address `{text}`: {e} (e.g. 127.0.0.1:7070)"
+        ))
+    })
+}
+
+/// A secret from `file`, else from the systemd credential `credential`, else none.
+fn secret(file: Option<PathBuf>, credential: &str) -> Result<Option<Secret>, Failure> {
+    let path = file.or_else(|| {
+        let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
+        let path = PathBuf::from(dir).join(credential);
+        path.is_file().then_some(path)
+    });
+    match path {
+        None => Ok(None),
+        Some(p) => read_secret(&p)
+            .map(Some)
+            .map_err(|e| Failure::User(anyhow::Error::new(e))),
+    }
+}
+
+/// Human lines on a terminal, plain lines for journald (it adds times), JSON on request.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("RINGOPS_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,notify=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Auto if journald => builder.without_time().with_ansi(false).try_init(),
+        LogFormat::Auto if std::io::stderr().is_terminal() => builder.try_init(),
+        LogFormat::Auto | LogFormat::Text => builder.with_ansi(false).try_init(),
+    };
+}

@@ -1,0 +1,240 @@
+//! The daemon's loop: wake on a push (ref watch, webhook, poll), on a hot edit (worker
+//! watch) or on a timer (full drift scan), run one pass at a time, tell systemd how it
+//! goes, reload on SIGHUP, stop cleanly on SIGTERM.
+
+use super::reconcile::{PassReport, Paths, Reconciler, watched_workers};
+use super::watch::{WorkerWatch, watch_refs};
+use crate::adapters::secrets::HostSecrets;
+use sd_notify::NotifyState;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Notify, mpsc};
+
+/// Everything a running daemon is configured with; SIGHUP replaces it.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Repository, manifests, branch and state.
+    pub paths: Paths,
+    /// Where secrets come from.
+    pub secrets: HostSecrets,
+    /// How often to look for a new commit without being told.
+    pub poll_interval: Duration,
+    /// How often to read every worker in full.
+    pub drift_interval: Duration,
+}
+
+/// What the loop shares with the HTTP service.
+#[derive(Clone, Debug, Default)]
+pub struct Shared {
+    /// Set after the first reconcile.
+    pub ready: Arc<AtomicBool>,
+    /// Wakes the loop to look at the repository now (the webhook).
+    pub trigger: Arc<Notify>,
+    /// Counters and timings.
+    pub metrics: Arc<super::metrics::Metrics>,
+}
+
+/// Why the daemon stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// A signal handler or a watch could not be set up.
+    #[error("cannot start: {0}")]
+    Setup(String),
+}
+
+/// Runs until SIGTERM or SIGINT. `reload` reads the configuration again for SIGHUP; an
+/// error keeps the old settings.
+pub async fn run(
+    mut settings: Settings,
+    shared: Shared,
+    reload: impl Fn() -> Result<Settings, String>,
+) -> Result<(), DaemonError> {
+    let setup = |e: std::io::Error| DaemonError::Setup(e.to_string());
+    let mut term = signal(SignalKind::terminate()).map_err(setup)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(setup)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(setup)?;
+    let (drift_tx, mut drift_rx) = mpsc::unbounded_channel();
+    let mut workers = WorkerWatch::new(drift_tx).map_err(|e| DaemonError::Setup(e.to_string()))?;
+    let mut refs = ref_watch(&settings, &shared.trigger);
+    let mut reconciler = Reconciler::default();
+
+    pass_deploy(&mut reconciler, &settings, &shared, true).await;
+    pass_repair(&mut reconciler, &settings, &shared, None).await;
+    workers.update(&watched_workers(&settings.paths.state_dir));
+    shared.ready.store(true, Ordering::SeqCst);
+    notify(&[NotifyState::Ready, NotifyState::Status("watching")]);
+    tracing::info!("ready");
+
+    let mut poll = ticker(settings.poll_interval);
+    let mut scan = ticker(settings.drift_interval);
+    let mut watchdog = ticker(
+        sd_notify::watchdog_enabled()
+            .map(|d| d / 2)
+            .unwrap_or(Duration::from_secs(3600)),
+    );
+    loop {
+        tokio::select! {
+            biased;
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                notify_reloading();
+                match reload() {
+                    Ok(new) => {
+                        settings = new;
+                        refs = ref_watch(&settings, &shared.trigger);
+                        poll = ticker(settings.poll_interval);
+                        scan = ticker(settings.drift_interval);
+                        tracing::info!("configuration reloaded");
+                        pass_deploy(&mut reconciler, &settings, &shared, true).await;
+                    }
+                    Err(e) => tracing::error!("configuration not reloaded, keeping the old one: {e}"),
+                }
+                notify(&[NotifyState::Ready, NotifyState::Status("watching")]);
+            }
+            _ = watchdog.tick() => notify(&[NotifyState::Watchdog]),
+            Some(first) = drift_rx.recv() => {
+                // Coalesce a burst of events (an editor writes several times).
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                let mut names = BTreeSet::from([first]);
+                while let Ok(more) = drift_rx.try_recv() {
+                    names.insert(more);
+                }
+                pass_repair(&mut reconciler, &settings, &shared, Some(&names)).await;
+            }
+            _ = shared.trigger.notified() => {
+                pass_deploy(&mut reconciler, &settings, &shared, false).await;
+                workers.update(&watched_workers(&settings.paths.state_dir));
+            }
+            _ = poll.tick() => {
+                pass_deploy(&mut reconciler, &settings, &shared, false).await;
+                workers.update(&watched_workers(&settings.paths.state_dir));
+            }
+            _ = scan.tick() => {
+                pass_repair(&mut reconciler, &settings, &shared, None).await;
+                workers.update(&watched_workers(&settings.paths.state_dir));
+            }
+        }
+    }
+    notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+    drop(refs);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// An interval whose first tick is one period from now, skipping missed ticks.
+fn ticker(period: Duration) -> tokio::time::Interval {
+    let period = period.max(Duration::from_millis(10));
+    let mut t = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    t
+}
+
+/// Watches the repository's refs; without a watch the poll still finds new commits.
+fn ref_watch(settings: &Settings, trigger: &Arc<Notify>) -> Option<notify::RecommendedWatcher> {
+    let source = match crate::adapters::git::Source::open(&settings.paths.repo) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot open the repository: {e}");
+            return None;
+        }
+    };
+    match watch_refs(source.git_dir(), Arc::clone(trigger)) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!("not watching the repository's refs (polling only): {e}");
+            None
+        }
+    }
+}
+
+async fn pass_deploy(
+    reconciler: &mut Reconciler,
+    settings: &Settings,
+    shared: &Shared,
+    force: bool,
+) {
+    let started = Instant::now();
+    match reconciler
+        .deploy(&settings.paths, &settings.secrets, force)
+        .await
+    {
+        Ok(report) => log_pass(&report, shared, started),
+        Err(e) => {
+            shared.metrics.fetch_error();
+            tracing::error!("deploy pass failed (retried on the next trigger): {e}");
+        }
+    }
+}
+
+async fn pass_repair(
+    reconciler: &mut Reconciler,
+    settings: &Settings,
+    shared: &Shared,
+    only: Option<&BTreeSet<String>>,
+) {
+    let started = Instant::now();
+    let state_dir = &settings.paths.state_dir;
+    match reconciler.repair(state_dir, &settings.secrets, only).await {
+        Ok(report) => log_pass(&report, shared, started),
+        Err(e) => tracing::error!("drift pass failed (retried on the next event): {e}"),
+    }
+}
+
+/// Logs every event of a pass and feeds the metrics.
+fn log_pass(report: &PassReport, shared: &Shared, started: Instant) {
+    if report.busy {
+        tracing::info!("another ringops holds the writer lock; trying again on the next trigger");
+        return;
+    }
+    for ring in &report.pinned {
+        tracing::info!(
+            ring,
+            "pinned by a rollback: not deploying this commit again"
+        );
+    }
+    for (deployment, plan) in &report.deployments {
+        if !plan.is_empty() {
+            println!("{plan}");
+        }
+        let d = deployment;
+        match &d.error {
+            Some(e) => tracing::error!(deployment = %d.id, ring = %d.ring, state = %d.state, "{e}"),
+            None => {
+                tracing::info!(deployment = %d.id, ring = %d.ring, state = %d.state, commit = %crate::report::short(&d.commit), "deployed")
+            }
+        }
+        shared.metrics.reconcile(&d.ring, started.elapsed());
+        if d.state == crate::model::deployment::DeploymentState::Active {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                .unwrap_or_default();
+            shared.metrics.synced(&d.ring, now);
+        }
+    }
+    for (drift, reverted) in &report.drift {
+        shared.metrics.drift(&drift.ring, drift.kind);
+        tracing::warn!(
+            ring = %drift.ring, worker = %drift.worker, path = %drift.path,
+            kind = %drift.kind, reverted, "drift: {}", drift.summary
+        );
+    }
+}
+
+/// Tells systemd (when it supervises us) how things stand.
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!("cannot notify systemd: {e}");
+    }
+}
+
+fn notify_reloading() {
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => notify(&[NotifyState::Reloading, now]),
+        Err(_) => notify(&[NotifyState::Reloading]),
+    }
+}
