@@ -402,9 +402,8 @@ pub async fn apply(
     let deployment = store.create_deployment(&new)?;
     let id = deployment.id;
     store.transition(id, DeploymentState::Building, "storing artifacts")?;
-    for t in &targets {
-        objects.put_all(t.files.values().map(|f| &*f.content))?;
-    }
+    let files = targets.iter().flat_map(|t| t.files.values());
+    objects.put_known(files.map(|f| (f.sha256.as_str(), &*f.content)))?;
     store.transition(id, DeploymentState::Deploying, "switching workers")?;
     let ring = new.ring.clone();
     let switched_all = switch_all(&targets, &ring, &id.to_string(), false).await;
