@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Repo, output, ringops_in};
+use common::{Repo, output, ringops_in, worker_files};
 use ringops::fleetgen::{FleetOptions, generate};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -82,36 +82,9 @@ fn render(repo: &Repo, rev: &str) -> BTreeMap<String, BTreeMap<String, Vec<u8>>>
             .expect("name")
             .to_string_lossy()
             .into_owned();
-        workers.insert(name, files(&dir));
+        workers.insert(name, worker_files(&dir));
     }
     workers
-}
-
-/// Every file below `root` but `.ringops/`, by relative path.
-fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries {
-            let path = entry.expect("entry").path();
-            if path.file_name().is_some_and(|n| n == ".ringops") {
-                continue;
-            }
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else {
-                let rel = path.strip_prefix(root).expect("inside");
-                out.insert(
-                    rel.display().to_string(),
-                    std::fs::read(&path).expect("read"),
-                );
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
 }
 
 /// Where to kill the rollout.
@@ -186,7 +159,7 @@ fn kill_9_during_apply_never_tears_an_artifact_and_the_next_apply_converges() {
                 .expect("name")
                 .to_string_lossy()
                 .into_owned();
-            for (path, bytes) in files(&dir) {
+            for (path, bytes) in worker_files(&dir) {
                 let whole = crash
                     .expected
                     .iter()
@@ -205,7 +178,7 @@ fn kill_9_during_apply_never_tears_an_artifact_and_the_next_apply_converges() {
             again.stderr
         );
         for (worker, want) in &crash.expected[1] {
-            let got = files(&state.path().join("workers").join(worker));
+            let got = worker_files(&state.path().join("workers").join(worker));
             assert!(got == *want, "{point:?}: {worker} did not converge");
         }
         let show =

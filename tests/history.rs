@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::World;
+
 use DeploymentState::*;
 use ringops::adapters::lock::WriterLock;
 use ringops::adapters::store::{ManualClock, Store};
@@ -14,63 +16,11 @@ use ringops::model::deployment::{
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 const START: i64 = 1_700_000_000;
-
-/// A temporary folder holding `state/`, an empty `cwd/`, and no repository.
-struct World {
-    dir: tempfile::TempDir,
-}
-
-impl World {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::create_dir(dir.path().join("cwd")).expect("mkdir cwd");
-        Self { dir }
-    }
-
-    fn state(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-
-    /// Runs `ringops <args> --state <state> --repo <nowhere>` from the empty `cwd/`.
-    fn ringops(&self, args: &[&str]) -> common::Run {
-        let nowhere = self.dir.path().join("no-repo-here");
-        common::output(
-            common::ringops_in(&self.dir.path().join("cwd"))
-                .args(args)
-                .arg("--state")
-                .arg(self.state())
-                .arg("--repo")
-                .arg(nowhere),
-        )
-    }
-
-    /// `ringops <args>`, expected to exit 0 with JSON on stdout.
-    fn json(&self, args: &[&str]) -> Value {
-        let run = self.ringops(args);
-        run.expect(0);
-        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
-    }
-
-    /// Insta settings hiding the temporary folder.
-    fn filters(&self) -> insta::Settings {
-        let mut settings = insta::Settings::clone_current();
-        let root = self.dir.path().display().to_string();
-        let escaped: String = root
-            .chars()
-            .flat_map(|c| match c {
-                '.' | '+' | '(' | ')' | '[' | ']' | '$' | '^' | '\\' => vec!['\\', c],
-                c => vec![c],
-            })
-            .collect();
-        settings.add_filter(&escaped, "[TMP]");
-        settings
-    }
-}
 
 fn new(ring: &str, commit: char, reason: &str) -> NewDeployment {
     NewDeployment {

@@ -17,30 +17,7 @@ fn read(path: &Path) -> String {
 
 /// Every file under a folder (its `.ringops/` records left out), with its content.
 fn snapshot_dir(root: &Path) -> Vec<(String, Vec<u8>)> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
-        for entry in std::fs::read_dir(dir).expect("read dir") {
-            let path = entry.expect("entry").path();
-            if path.file_name().is_some_and(|n| n == ".ringops") {
-                continue;
-            }
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else {
-                let rel = path
-                    .strip_prefix(root)
-                    .expect("inside")
-                    .display()
-                    .to_string();
-                out.push((rel, std::fs::read(&path).expect("read")));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    if root.exists() {
-        walk(root, root, &mut out);
-    }
-    out.sort();
-    out
+    common::worker_files(root).into_iter().collect()
 }
 
 /// Commits a change of the archive module's format (touches core-dev-1's writer.ini).

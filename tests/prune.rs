@@ -9,14 +9,13 @@
 mod common;
 
 use DeploymentState::*;
-use common::{Repo, Run, project};
+use common::{Repo, Run, World, project};
 use ringops::adapters::lock::WriterLock;
 use ringops::adapters::store::{ManualClock, Store, StoreReader};
 use ringops::model::deployment::{
     DeploymentId, DeploymentState, Drift, DriftKind, NewDeployment, Timestamp,
 };
 use serde_json::Value;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,44 +23,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// 2023-11-14T22:13:20Z: far more than 30 days before any run of these tests.
 const START: i64 = 1_700_000_000;
 
-/// A temporary folder holding `state/`, an empty `cwd/`, and no repository.
-struct World {
-    dir: tempfile::TempDir,
-}
-
+/// What prune tests read back besides the command's output.
 impl World {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::create_dir(dir.path().join("cwd")).expect("mkdir cwd");
-        Self { dir }
-    }
-
-    fn state(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-
-    /// `ringops <args> --state <state> --repo <nowhere>`, run from the empty `cwd/`.
-    fn command(&self, args: &[&str]) -> std::process::Command {
-        let mut cmd = common::ringops_in(&self.dir.path().join("cwd"));
-        cmd.args(args)
-            .arg("--state")
-            .arg(self.state())
-            .arg("--repo")
-            .arg(self.dir.path().join("no-repo-here"));
-        cmd
-    }
-
-    fn ringops(&self, args: &[&str]) -> Run {
-        common::output(&mut self.command(args))
-    }
-
-    /// `ringops <args>`, expected to exit 0 with JSON on stdout.
-    fn json(&self, args: &[&str]) -> Value {
-        let run = self.ringops(args);
-        run.expect(0);
-        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
-    }
-
     /// The ids `history` lists, newest first.
     fn history_ids(&self) -> Vec<String> {
         ids(&self.json(&["history", "--format", "json"])["deployments"])

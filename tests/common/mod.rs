@@ -320,3 +320,89 @@ impl Fleet {
         self.state.path().join("workers").join(name)
     }
 }
+
+/// A temporary folder holding `state/`, an empty `cwd/`, and no repository: for
+/// commands that only read or write the state.
+pub struct World {
+    /// The folder.
+    pub dir: tempfile::TempDir,
+}
+
+impl World {
+    /// A new, empty world.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("cwd")).expect("mkdir cwd");
+        Self { dir }
+    }
+
+    /// The state folder.
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// `ringops <args> --state <state> --repo <nowhere>`, run from the empty `cwd/`.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = ringops_in(&self.dir.path().join("cwd"));
+        cmd.args(args)
+            .arg("--state")
+            .arg(self.state())
+            .arg("--repo")
+            .arg(self.dir.path().join("no-repo-here"));
+        cmd
+    }
+
+    /// Runs [`World::command`].
+    pub fn ringops(&self, args: &[&str]) -> Run {
+        output(&mut self.command(args))
+    }
+
+    /// `ringops <args>`, expected to exit 0 with JSON on stdout.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let run = self.ringops(args);
+        run.expect(0);
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
+    }
+
+    /// Insta settings hiding the temporary folder.
+    pub fn filters(&self) -> insta::Settings {
+        let mut settings = insta::Settings::clone_current();
+        let root = self.dir.path().display().to_string();
+        let escaped: String = root
+            .chars()
+            .flat_map(|c| match c {
+                '.' | '+' | '(' | ')' | '[' | ']' | '$' | '^' | '\\' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect();
+        settings.add_filter(&escaped, "[TMP]");
+        settings
+    }
+}
+
+/// Every file of a worker directory but its `.ringops/` records, by relative path.
+pub fn worker_files(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries {
+            let path = entry.expect("entry").path();
+            if path.file_name().is_some_and(|n| n == ".ringops") {
+                continue;
+            }
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let rel = path.strip_prefix(root).expect("inside");
+                out.insert(
+                    rel.display().to_string(),
+                    std::fs::read(&path).expect("read"),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
