@@ -385,7 +385,6 @@ fn hot_edits_and_deletions_are_reverted_at_once_and_unmanaged_files_left_alone()
 }
 
 #[test]
-#[ignore = "bug: the daemon's drift reverts leave no trace in `ringops show` (drift --fix notes them)"]
 fn a_drift_revert_is_noted_on_the_active_deployment_like_drift_fix() {
     let fleet = Fleet::new();
     let daemon = Daemon::ready(&fleet);
@@ -399,7 +398,6 @@ fn a_drift_revert_is_noted_on_the_active_deployment_like_drift_fix() {
 }
 
 #[test]
-#[ignore = "bug: with a relative --state every drift pass fails: `dir:<relative>` locations are refused"]
 fn a_daemon_with_a_relative_state_dir_reverts_drift() {
     let fleet = Fleet::new();
     let cwd = fleet.state.path();
@@ -830,7 +828,6 @@ fn a_burst_of_commits_ends_on_the_newest() {
 }
 
 #[test]
-#[ignore = "bug: after `ringops resume`, a running daemon never redeploys the tracked head it was pinned at"]
 fn resume_lets_the_running_daemon_deploy_the_tracked_head_again() {
     let fleet = Fleet::new();
     let daemon = Daemon::ready(&fleet);
@@ -1129,7 +1126,6 @@ fn settings_the_daemon_cannot_use_stop_it_at_start_with_exit_1() {
 }
 
 #[test]
-#[ignore = "bug: a drift pass that found the writer lock busy is not retried; the edit waits for the full scan"]
 fn a_hot_edit_made_while_another_writer_holds_the_lock_is_reverted_once_it_is_free() {
     use ringops::adapters::lock::WriterLock;
     let fleet = Fleet::new();
@@ -1150,7 +1146,6 @@ fn a_hot_edit_made_while_another_writer_holds_the_lock_is_reverted_once_it_is_fr
 }
 
 #[test]
-#[ignore = "bug: a deploy pass that found the writer lock busy is not retried until the next poll"]
 fn a_commit_pushed_while_another_writer_holds_the_lock_is_deployed_once_it_is_free() {
     use ringops::adapters::lock::WriterLock;
     let fleet = Fleet::new();

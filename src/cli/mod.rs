@@ -204,11 +204,13 @@ impl Context {
         let cwd = std::env::current_dir().map_err(|e| Failure::Internal(e.into()))?;
         let file = config::FileConfig::find(cli.config.as_deref(), &cwd)
             .map_err(|e| Failure::User(e.into()))?;
-        let state_dir = cli
-            .state_dir
-            .clone()
-            .or(file.state_dir)
-            .unwrap_or_else(|| cwd.join(".ringops"));
+        // Absolute, because worker locations are recorded from it.
+        let state_dir = cwd.join(
+            cli.state_dir
+                .clone()
+                .or(file.state_dir)
+                .unwrap_or_else(|| PathBuf::from(".ringops")),
+        );
         Ok(Context {
             repo_dir: cli.repo.clone().or(file.repo).unwrap_or(cwd),
             path: cli.path.clone().or(file.path).unwrap_or_default(),

@@ -88,7 +88,10 @@ impl Reconciler {
         let source = Source::open(&paths.repo)?;
         let commit = source.resolve(paths.branch.as_deref().unwrap_or("HEAD"))?;
         report.commit = Some(commit.clone());
-        if !force && self.last_commit.as_deref() == Some(commit.as_str()) {
+        if !force
+            && self.last_commit.as_deref() == Some(commit.as_str())
+            && self.settled(&paths.state_dir, &commit)
+        {
             return Ok(report);
         }
         let Some(_lock) = lock(&paths.state_dir, "ringops daemon: deploy")? else {
@@ -122,11 +125,43 @@ impl Reconciler {
                     "the tracked branch moved past the pinned commit; pin lifted"
                 );
             }
+            if !force && at_commit(&store, &ring, &commit)? {
+                continue;
+            }
             let deployed = deploy_ring(&mut store, paths, secrets, &bundle, &ring).await?;
             report.deployments.extend(deployed);
         }
         self.last_commit = Some(commit);
         Ok(report)
+    }
+
+    /// Whether every auto-deploy ring already has `commit` Active, is pinned at it, or
+    /// failed on it: then an unforced pass has nothing to do. Read without the lock.
+    fn settled(&self, state_dir: &Path, commit: &str) -> bool {
+        let Ok(reader) = crate::adapters::store::StoreReader::open(state_dir) else {
+            return false;
+        };
+        self.policies
+            .iter()
+            .filter(|(_, p)| p.auto_deploy)
+            .all(|(ring, _)| {
+                let pinned = reader
+                    .pin(ring)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|p| p.commit == commit);
+                let done = reader
+                    .active(ring)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|a| a.commit == commit);
+                let failed = reader
+                    .latest_of_commit(ring, commit)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|d| d.state == crate::model::deployment::DeploymentState::Failed);
+                pinned || done || failed
+            })
     }
 
     /// Compares the workers of every ring's Active deployment (or only `only`) with
@@ -212,9 +247,24 @@ impl Reconciler {
                 }
             }
             store.record_drift(&records)?;
+            if !fixed.is_empty() {
+                let names: Vec<&str> = fixed.iter().map(String::as_str).collect();
+                let message = format!("drift reverted by the daemon on {}", names.join(", "));
+                store.note(active.id, &message)?;
+            }
         }
         Ok(report)
     }
+}
+
+/// Whether `ring` already runs `commit`, or failed on it (retried only by a forced
+/// pass: a restart or SIGHUP).
+fn at_commit(store: &Store, ring: &str, commit: &str) -> Result<bool, PassError> {
+    if store.active(ring)?.is_some_and(|a| a.commit == commit) {
+        return Ok(true);
+    }
+    let failed = store.latest_of_commit(ring, commit)?;
+    Ok(failed.is_some_and(|d| d.state == crate::model::deployment::DeploymentState::Failed))
 }
 
 /// Takes the writer lock, or `None` when another writer holds it.

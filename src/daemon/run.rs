@@ -70,11 +70,18 @@ pub async fn run(
 
     let mut poll = ticker(settings.poll_interval);
     let mut scan = ticker(settings.drift_interval);
-    let mut watchdog = ticker(
-        sd_notify::watchdog_enabled()
-            .map(|d| d / 2)
-            .unwrap_or(Duration::from_secs(3600)),
-    );
+    let mut retry = ticker(RETRY);
+    let mut pending = Pending::default();
+    // Pinged from its own task: a long pass (a slow hook) must not look like a hang.
+    let watchdog = sd_notify::watchdog_enabled().map(|period| {
+        tokio::spawn(async move {
+            let mut tick = ticker(period / 2);
+            loop {
+                tick.tick().await;
+                notify(&[NotifyState::Watchdog]);
+            }
+        })
+    });
     loop {
         tokio::select! {
             biased;
@@ -95,7 +102,18 @@ pub async fn run(
                 }
                 notify(&[NotifyState::Ready, NotifyState::Status("watching")]);
             }
-            _ = watchdog.tick() => notify(&[NotifyState::Watchdog]),
+            _ = retry.tick(), if pending.any() => {
+                if std::mem::take(&mut pending.deploy) {
+                    pending.deploy = pass_deploy(&mut reconciler, &settings, &shared, false).await;
+                }
+                if let Some(only) = pending.repair.take() {
+                    let busy = pass_repair(&mut reconciler, &settings, &shared, only.as_ref()).await;
+                    if busy {
+                        pending.repair = Some(only);
+                    }
+                }
+                workers.update(&watched_workers(&settings.paths.state_dir));
+            }
             Some(first) = drift_rx.recv() => {
                 // Coalesce a burst of events (an editor writes several times).
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -103,26 +121,79 @@ pub async fn run(
                 while let Ok(more) = drift_rx.try_recv() {
                     names.insert(more);
                 }
-                pass_repair(&mut reconciler, &settings, &shared, Some(&names)).await;
+                if pass_repair(&mut reconciler, &settings, &shared, Some(&names)).await {
+                    pending.add_repair(Some(names));
+                }
             }
             _ = shared.trigger.notified() => {
-                pass_deploy(&mut reconciler, &settings, &shared, false).await;
+                if pass_deploy(&mut reconciler, &settings, &shared, false).await {
+                    pending.add_deploy();
+                }
                 workers.update(&watched_workers(&settings.paths.state_dir));
             }
             _ = poll.tick() => {
-                pass_deploy(&mut reconciler, &settings, &shared, false).await;
+                if pass_deploy(&mut reconciler, &settings, &shared, false).await {
+                    pending.add_deploy();
+                }
                 workers.update(&watched_workers(&settings.paths.state_dir));
             }
             _ = scan.tick() => {
-                pass_repair(&mut reconciler, &settings, &shared, None).await;
+                if pass_repair(&mut reconciler, &settings, &shared, None).await {
+                    pending.add_repair(None);
+                }
                 workers.update(&watched_workers(&settings.paths.state_dir));
             }
         }
     }
     notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+    if let Some(task) = watchdog {
+        task.abort();
+    }
     drop(refs);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How soon a pass that found the writer lock held is tried again.
+const RETRY: Duration = Duration::from_millis(100);
+
+/// Passes that found the writer lock held, to run again soon.
+#[derive(Debug, Default)]
+struct Pending {
+    deploy: bool,
+    /// `Some(None)`: every worker; `Some(Some(names))`: these workers.
+    repair: Option<Option<BTreeSet<String>>>,
+}
+
+impl Pending {
+    fn any(&self) -> bool {
+        self.deploy || self.repair.is_some()
+    }
+
+    fn add_deploy(&mut self) {
+        if !self.any() {
+            busy_note();
+        }
+        self.deploy = true;
+    }
+
+    fn add_repair(&mut self, names: Option<BTreeSet<String>>) {
+        if !self.any() {
+            busy_note();
+        }
+        self.repair = match (self.repair.take(), names) {
+            (Some(None), _) | (_, None) => Some(None),
+            (Some(Some(mut old)), Some(new)) => {
+                old.extend(new);
+                Some(Some(old))
+            }
+            (None, Some(new)) => Some(Some(new)),
+        };
+    }
+}
+
+fn busy_note() {
+    tracing::info!("another ringops holds the writer lock; trying again shortly");
 }
 
 /// An interval whose first tick is one period from now, skipping missed ticks.
@@ -151,12 +222,13 @@ fn ref_watch(settings: &Settings, trigger: &Arc<Notify>) -> Option<notify::Recom
     }
 }
 
+/// One deploy pass; true when the writer lock was held (try again soon).
 async fn pass_deploy(
     reconciler: &mut Reconciler,
     settings: &Settings,
     shared: &Shared,
     force: bool,
-) {
+) -> bool {
     let started = Instant::now();
     match reconciler
         .deploy(&settings.paths, &settings.secrets, force)
@@ -165,30 +237,36 @@ async fn pass_deploy(
         Ok(report) => log_pass(&report, shared, started),
         Err(e) => {
             shared.metrics.fetch_error();
+            let e = crate::engine::chain(&e);
             tracing::error!("deploy pass failed (retried on the next trigger): {e}");
+            false
         }
     }
 }
 
+/// One drift pass; true when the writer lock was held (try again soon).
 async fn pass_repair(
     reconciler: &mut Reconciler,
     settings: &Settings,
     shared: &Shared,
     only: Option<&BTreeSet<String>>,
-) {
+) -> bool {
     let started = Instant::now();
     let state_dir = &settings.paths.state_dir;
     match reconciler.repair(state_dir, &settings.secrets, only).await {
         Ok(report) => log_pass(&report, shared, started),
-        Err(e) => tracing::error!("drift pass failed (retried on the next event): {e}"),
+        Err(e) => {
+            let e = crate::engine::chain(&e);
+            tracing::error!("drift pass failed (retried on the next event): {e}");
+            false
+        }
     }
 }
 
-/// Logs every event of a pass and feeds the metrics.
-fn log_pass(report: &PassReport, shared: &Shared, started: Instant) {
+/// Logs every event of a pass and feeds the metrics; true when the lock was held.
+fn log_pass(report: &PassReport, shared: &Shared, started: Instant) -> bool {
     if report.busy {
-        tracing::info!("another ringops holds the writer lock; trying again on the next trigger");
-        return;
+        return true;
     }
     for ring in &report.pinned {
         tracing::info!(
@@ -223,6 +301,7 @@ fn log_pass(report: &PassReport, shared: &Shared, started: Instant) {
             kind = %drift.kind, reverted, "drift: {}", drift.summary
         );
     }
+    false
 }
 
 /// Tells systemd (when it supervises us) how things stand.
