@@ -197,7 +197,33 @@ impl ObjectStore {
             }
             dirty.insert(dir);
         }
-        in_parallel(&missing, |(sha, bytes)| self.write_one(sha, bytes))?;
+        // Written one by one (files created in one folder contend for its lock), flushed
+        // many at a time, then renamed into place: a name never points at unflushed bytes.
+        let mut temps = Vec::with_capacity(missing.len());
+        for (sha, bytes) in &missing {
+            temps.push((self.write_temp(sha, bytes)?, *sha));
+        }
+        let flushed = in_parallel(&temps, |(temp, _)| {
+            File::open(temp)
+                .and_then(|f| f.sync_all())
+                .map_err(|source| ObjectError::Io {
+                    path: temp.clone(),
+                    source,
+                })
+        });
+        if let Err(e) = flushed {
+            for (temp, _) in &temps {
+                let _ = fs::remove_file(temp);
+            }
+            return Err(e);
+        }
+        for (temp, sha) in &temps {
+            let path = self.path_of(sha)?;
+            if let Err(source) = fs::rename(temp, &path) {
+                let _ = fs::remove_file(temp);
+                return Err(ObjectError::Io { path, source });
+            }
+        }
         let dirty: Vec<PathBuf> = dirty.into_iter().collect();
         in_parallel(&dirty, |dir| sync_dir(dir))?;
         Ok(missing.len())
@@ -265,9 +291,9 @@ impl ObjectStore {
         })
     }
 
-    /// Writes one object under a temporary name, flushes it and renames it into place
-    /// (its folder exists and is flushed by the caller).
-    fn write_one(&self, sha: &str, bytes: &[u8]) -> Result<(), ObjectError> {
+    /// Writes one object's bytes under a temporary name in its fan-out folder (which
+    /// exists), not yet flushed; returns that name.
+    fn write_temp(&self, sha: &str, bytes: &[u8]) -> Result<PathBuf, ObjectError> {
         let path = self.path_of(sha)?;
         let fan_out = path.parent().unwrap_or(&self.root);
         let temp = fan_out.join(format!(
@@ -275,12 +301,11 @@ impl ObjectStore {
             std::process::id(),
             TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        let written = write_synced(&temp, bytes).and_then(|()| fs::rename(&temp, &path));
-        if let Err(source) = written {
+        if let Err(source) = write_new(&temp, bytes) {
             let _ = fs::remove_file(&temp);
             return Err(ObjectError::Io { path, source });
         }
-        Ok(())
+        Ok(temp)
     }
 }
 
@@ -293,14 +318,12 @@ enum Present {
     Trusted,
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
+    options.open(path)?.write_all(bytes)
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), ObjectError> {

@@ -137,8 +137,8 @@ impl<'a> Disk<'a> {
         result.map_err(|e| self.err(path, e))
     }
 
-    /// Creates a new file with `bytes` and `mode`, flushed to disk; returns its stamp as
-    /// written, to know it later for unchanged.
+    /// Creates a new file with `bytes` and `mode`, not yet flushed (see
+    /// [`Disk::sync_files`]); returns its stamp as written, to know it later for unchanged.
     pub fn write_staged(
         &self,
         path: &Path,
@@ -152,11 +152,21 @@ impl<'a> Disk<'a> {
         let result = options.open(path).and_then(|mut file| {
             file.write_all(bytes)?;
             set_mode(&file, mode)?;
-            let stamp = Stamp::of(&file.metadata()?);
-            file.sync_all()?;
-            Ok(stamp)
+            Ok(Stamp::of(&file.metadata()?))
         });
         result.map_err(|e| self.err(path, e))
+    }
+
+    /// Flushes files to disk, many at a time: concurrent fsyncs share the filesystem
+    /// journal's commits. (Writing them is left single-threaded: files created in one
+    /// folder contend for its lock.)
+    pub fn sync_files(&self, paths: &[PathBuf]) -> Result<(), WorkerDirError> {
+        in_parallel(paths, |path| {
+            File::open(path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| self.err(path, e))
+        })
+        .map(drop)
     }
 
     /// Replaces `dir/name` as a whole: writes `name.tmp`, flushes it, renames it over

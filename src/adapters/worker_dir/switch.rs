@@ -34,8 +34,8 @@ pub(crate) enum Stop {
 pub(super) type Written = HashMap<String, Stamp>;
 
 /// Stages the change's files, commits the journal and replays it; returns the files it
-/// wrote. Staged files are written and flushed several at a time, all before the journal
-/// is committed.
+/// wrote. Staged files are written one by one, then flushed many at a time, all before
+/// the journal is committed.
 pub(super) fn switch(
     disk: &mut Disk,
     change: Change,
@@ -56,13 +56,14 @@ pub(super) fn switch(
         .zip(&change.writes)
         .map(|(n, (path, spec))| (n, *path, *spec))
         .collect();
-    let staged = {
-        let disk = &*disk;
-        in_parallel(&numbered, |(n, _, spec)| {
-            let path = staging.join(n.to_string());
-            disk.write_staged(&path, &spec.content, spec.mode)
-        })?
-    };
+    let mut staged = Vec::with_capacity(numbered.len());
+    let mut paths = Vec::with_capacity(numbered.len());
+    for (n, _, spec) in &numbered {
+        let path = staging.join(n.to_string());
+        staged.push(disk.write_staged(&path, &spec.content, spec.mode)?);
+        paths.push(path);
+    }
+    disk.sync_files(&paths)?;
     disk.sync_dir(&staging)?;
     disk.sync_dir(&reserved)?;
     let mut written = Written::with_capacity(change.writes.len());
