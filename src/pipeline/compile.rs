@@ -31,7 +31,7 @@ pub struct Compiled {
 /// Compiles a bundle; returns every problem, sorted, if there is any.
 pub fn compile(
     bundle: &Bundle,
-    secrets: &dyn SecretSource,
+    secrets: &(dyn SecretSource + Sync),
     which: Rings,
 ) -> Result<Compiled, Vec<Diagnostic>> {
     let mut diags = Diagnostics::default();

@@ -5,6 +5,7 @@
 
 use crate::model::manifest::{API_VERSION, Document, Metadata, Resource};
 use crate::model::{Bundle, Diagnostic, Diagnostics, Pos, Spanned};
+use rayon::prelude::*;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -34,18 +35,37 @@ pub struct Loaded {
     pub broken: BTreeSet<(String, String)>,
 }
 
-/// Parses every manifest of a bundle, collecting problems instead of stopping.
+/// Parses every manifest of a bundle, collecting problems instead of stopping. Files are
+/// parsed several at a time and taken in path order, as one by one.
 pub fn load(bundle: &Bundle, diags: &mut Diagnostics) -> Loaded {
+    let files: Vec<(&String, &Vec<u8>)> = bundle
+        .files
+        .iter()
+        .filter(|(p, _)| is_manifest(p))
+        .collect();
+    let parsed: Vec<(Loaded, Diagnostics)> = files
+        .par_iter()
+        .map(|(path, bytes)| {
+            let mut loaded = Loaded::default();
+            let mut file_diags = Diagnostics::default();
+            match std::str::from_utf8(bytes) {
+                Ok(text) => parse_file(path, text, &mut loaded, &mut file_diags),
+                Err(e) => file_diags.error(
+                    path,
+                    Pos { line: 1, col: 1 },
+                    "not-utf8",
+                    format!("file is not UTF-8 text ({e})"),
+                ),
+            }
+            (loaded, file_diags)
+        })
+        .collect();
     let mut loaded = Loaded::default();
-    for (path, bytes) in bundle.files.iter().filter(|(p, _)| is_manifest(p)) {
-        match std::str::from_utf8(bytes) {
-            Ok(text) => parse_file(path, text, &mut loaded, diags),
-            Err(e) => diags.error(
-                path,
-                Pos { line: 1, col: 1 },
-                "not-utf8",
-                format!("file is not UTF-8 text ({e})"),
-            ),
+    for (part, file_diags) in parsed {
+        loaded.documents.extend(part.documents);
+        loaded.broken.extend(part.broken);
+        for d in file_diags.into_sorted() {
+            diags.push(d);
         }
     }
     loaded

@@ -8,9 +8,10 @@
 
 use super::catalog::{Catalog, Entry};
 use super::expand::Job;
-use crate::model::manifest::BlueprintSpec;
+use crate::model::manifest::{BlueprintSpec, Worker};
 use crate::model::{Diagnostics, Pos};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 
 /// One placed instance of a job: the worker and, for `replicas: N`, the replica index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,10 +68,34 @@ pub fn place<'w>(
     Some(slots)
 }
 
-/// The workers `job` of `workflow` runs on in `ring`, or `None` after a reported problem.
-/// With `check_only` the placement is checked but not computed (the slots are empty).
+/// Each group's workers in one ring, sorted by name: looked up once per ring rather
+/// than once per job.
+pub struct RingWorkers<'a> {
+    by_group: HashMap<&'a str, Vec<&'a Worker>>,
+}
+
+impl<'a> RingWorkers<'a> {
+    /// The workers of every group of the catalog in `ring`.
+    pub fn new(cat: &Catalog<'a>, ring: &str) -> Self {
+        let by_group = cat
+            .groups
+            .keys()
+            .map(|group| (*group, cat.workers_in(group, ring)))
+            .collect();
+        Self { by_group }
+    }
+
+    fn of(&self, group: &str) -> &[&'a Worker] {
+        self.by_group.get(group).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// The workers `job` of `workflow` runs on in `ring` (whose workers `pool` holds), or
+/// `None` after a reported problem. With `check_only` the placement is checked but not
+/// computed (the slots are empty).
 pub fn slots<'a>(
     cat: &Catalog<'a>,
+    pool: &RingWorkers<'a>,
     workflow: &str,
     job: &Job<'a>,
     ring: &str,
@@ -83,7 +108,7 @@ pub fn slots<'a>(
         cat.unknown(diags, job.file, &placement.group, "group");
         return None;
     }
-    let candidates = candidates(cat, job, ring);
+    let candidates = candidates(pool, job);
     if candidates.is_empty() {
         let selector = if placement.selector.is_empty() {
             ""
@@ -127,11 +152,11 @@ pub fn slots<'a>(
     slots
 }
 
-/// The workers of the job's group in `ring` that match its selector, by name.
-fn candidates<'a>(cat: &Catalog<'a>, job: &Job<'a>, ring: &str) -> Vec<&'a str> {
+/// The workers of the job's group in the ring that match its selector, by name.
+fn candidates<'a>(pool: &RingWorkers<'a>, job: &Job<'a>) -> Vec<&'a str> {
     let placement = job.placement;
-    cat.workers_in(&placement.group.value, ring)
-        .into_iter()
+    pool.of(&placement.group.value)
+        .iter()
         .filter(|w| {
             placement
                 .selector

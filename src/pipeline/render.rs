@@ -17,7 +17,8 @@ use crate::model::manifest::{Hook, WorkerGroupSpec};
 use crate::model::manifest::{RingSpec, With};
 use crate::model::{Artifact, DesiredState, Diagnostics, WorkerState};
 use minijinja::value::Serde;
-use minijinja::{Value, context};
+use minijinja::{Template, Value, context};
+use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Renders one ring's desired state.
@@ -28,8 +29,8 @@ pub struct Renderer<'a> {
     pub workflows: &'a [Expanded<'a>],
     /// Compiled templates.
     pub templates: &'a Templates,
-    /// Secret values.
-    pub secrets: &'a dyn SecretSource,
+    /// Secret values (looked up from several threads).
+    pub secrets: &'a (dyn SecretSource + Sync),
 }
 
 /// A job instance about to be rendered.
@@ -58,16 +59,23 @@ pub(super) struct Render<'r> {
     pub transport: Value,
 }
 
-/// Where rendered artifacts and problems go for one ring.
-pub(super) struct Output<'o> {
+/// Where rendered artifacts and problems go for one workflow in one ring. Names of
+/// workers live as long as the catalog (`'n`).
+pub(super) struct Output<'o, 'n> {
     ring_value: &'o Value,
-    workers: &'o BTreeMap<&'o str, Value>,
+    workers: &'o BTreeMap<&'n str, Value>,
+    /// Each group's workers in the ring.
+    pool: &'o place::RingWorkers<'n>,
     ring_file: &'o str,
     files: bool,
-    state: &'o mut DesiredState,
+    /// Artifacts in the order they were rendered: worker, path, artifact.
+    rendered: Vec<(&'n str, String, Artifact)>,
     /// Problems found while rendering.
     pub diags: &'o mut Diagnostics,
 }
+
+/// What rendering one workflow gave.
+type Part<'n> = (Vec<(&'n str, String, Artifact)>, Diagnostics);
 
 impl<'a> Renderer<'a> {
     /// Renders every workflow onto the workers of `ring`; with `files` false it only
@@ -83,17 +91,29 @@ impl<'a> Renderer<'a> {
         self.check_overrides(ring_entry, diags);
         let ring_value = context! { name => ring, values => Serde(&ring_entry.spec.values) };
         let workers = self.worker_values(ring);
-        for wf in self.workflows {
-            let mut out = Output {
-                ring_value: &ring_value,
-                workers: &workers,
-                ring_file: ring_entry.file(),
-                files,
-                state: &mut state,
-                diags,
-            };
-            self.workflow(wf, ring, ring_entry.spec, &mut out);
-        }
+        let pool = place::RingWorkers::new(self.cat, ring);
+        // Workflows render independently, several at a time; their artifacts and
+        // problems are then taken in workflow order, so the result is the same as one
+        // by one.
+        let parts: Vec<Part> = self
+            .workflows
+            .par_iter()
+            .map(|wf| {
+                let mut wf_diags = Diagnostics::default();
+                let mut out = Output {
+                    ring_value: &ring_value,
+                    workers: &workers,
+                    pool: &pool,
+                    ring_file: ring_entry.file(),
+                    files,
+                    rendered: Vec::new(),
+                    diags: &mut wf_diags,
+                };
+                self.workflow(wf, ring, ring_entry.spec, &mut out);
+                (out.rendered, wf_diags)
+            })
+            .collect();
+        collect_parts(&mut state, parts, diags);
         state
     }
 
@@ -173,7 +193,13 @@ impl<'a> Renderer<'a> {
         }
     }
 
-    fn workflow(&self, wf: &Expanded, ring: &str, spec: &RingSpec, out: &mut Output) {
+    fn workflow(
+        &self,
+        wf: &'a Expanded<'a>,
+        ring: &str,
+        spec: &'a RingSpec,
+        out: &mut Output<'_, 'a>,
+    ) {
         let mut slots: Vec<Vec<Slot>> = Vec::with_capacity(wf.jobs.len());
         for job in &wf.jobs {
             let overrides = spec
@@ -198,7 +224,7 @@ impl<'a> Renderer<'a> {
         job: &'a Job<'a>,
         ring: &'w str,
         overrides: impl Iterator<Item = &'a With>,
-        out: &mut Output,
+        out: &mut Output<'_, 'a>,
     ) -> Option<Vec<Slot<'a>>> {
         let bp = self.cat.blueprints.get(job.blueprint.value.as_str())?;
         let mut with = job.with.clone();
@@ -207,7 +233,9 @@ impl<'a> Renderer<'a> {
         }
         let owner = (job.file, job.at, job.name.as_str());
         let params = params::resolve(bp, &with, owner, self.secrets, out.diags);
-        let slots = place::slots(self.cat, wf.name, job, ring, !out.files, out.diags);
+        let slots = place::slots(
+            self.cat, out.pool, wf.name, job, ring, !out.files, out.diags,
+        );
         let group = &job.placement.group.value;
         place::check_features(self.cat, bp, group, job.file, job.blueprint.at, out.diags);
         let (params, slots) = (params?, slots?);
@@ -215,6 +243,7 @@ impl<'a> Renderer<'a> {
         sources.insert(bp.file().to_owned());
         let inputs = channel_list(wf, job.inputs.iter().map(|c| c.name.as_str()));
         let outputs = channel_list(wf, job.outputs.iter().map(|c| c.name.as_str()));
+        let mut prepared = None;
         for slot in &slots {
             let r = Render {
                 workflow: wf.name,
@@ -229,7 +258,11 @@ impl<'a> Renderer<'a> {
                 outputs: outputs.clone(),
                 transport: Value::from(()),
             };
-            self.render(&r, out);
+            if !out.files {
+                continue;
+            }
+            let prepared = prepared.get_or_insert_with(|| self.prepare(&r, out.ring_file));
+            self.render_prepared(&r, prepared, out);
         }
         Some(slots)
     }
@@ -239,37 +272,71 @@ impl<'a> Renderer<'a> {
         if !out.files {
             return;
         }
+        let prepared = self.prepare(r, out.ring_file);
+        self.render_prepared(r, &prepared, out);
+    }
+
+    /// What every instance of the job `r` is an instance of shares.
+    fn prepare(&self, r: &Render, ring_file: &str) -> Prepared<'_> {
         let Some(bp) = self.cat.blueprints.get(r.blueprint) else {
-            return;
+            return Prepared::default();
         };
-        let Some(worker) = out.workers.get(r.slot.worker) else {
+        let group_file = self.cat.groups.get(r.group).map(|g| g.file());
+        let files = bp
+            .spec
+            .files
+            .iter()
+            .enumerate()
+            .map(|(i, file)| {
+                let (template, origin) = self.templates.get(r.blueprint, i)?;
+                let sources = artifact_sources(r, origin, group_file, ring_file);
+                Some(PreparedFile {
+                    template,
+                    origin,
+                    path: &file.path.value,
+                    sources,
+                })
+            })
+            .collect();
+        Prepared {
+            params: Value::from(Serde(&r.params.values)),
+            redacted: r.params.redacted().map(|v| Value::from(Serde(&v))),
+            hidden_digest: r.params.hidden_digest(),
+            files,
+        }
+    }
+
+    /// Renders every file of one job instance with what its job shares.
+    fn render_prepared(&self, r: &Render, prepared: &Prepared, out: &mut Output) {
+        let Some((&worker_name, worker)) = out.workers.get_key_value(r.slot.worker) else {
             return;
         };
         let dir = match r.slot.replica {
             Some(i) => format!("{}/{}.{i}", r.workflow, r.job),
             None => format!("{}/{}", r.workflow, r.job),
         };
-        let ctx = render_context(r, &r.params.values, worker, out.ring_value);
-        let redacted = r.params.redacted();
-        let shown_ctx = redacted
+        let ctx = render_context(r, &prepared.params, worker, out.ring_value);
+        let shown_ctx = prepared
+            .redacted
             .as_ref()
             .map(|v| render_context(r, v, worker, out.ring_value));
-        let group_file = self.cat.groups.get(r.group).map(|g| g.file());
-        for (i, file) in bp.spec.files.iter().enumerate() {
-            let Some((template, origin)) = self.templates.get(r.blueprint, i) else {
-                continue;
-            };
-            let path = &file.path.value;
-            match render_capped(&template, &ctx) {
+        for file in prepared.files.iter().flatten() {
+            let PreparedFile {
+                template,
+                origin,
+                path,
+                sources,
+            } = file;
+            match render_capped(template, &ctx) {
                 Ok(content) => {
                     let shown = shown_ctx
                         .as_ref()
-                        .map(|c| render_capped(&template, c).unwrap_or_else(|_| HIDDEN.to_owned()));
-                    let artifact = artifact(content, r, origin, group_file, out.ring_file)
-                        .with_shown(shown, r.params.hidden_digest());
-                    if let Some(ws) = out.state.workers.get_mut(r.slot.worker) {
-                        ws.artifacts.insert(format!("{dir}/{path}"), artifact);
-                    }
+                        .map(|c| render_capped(template, c).unwrap_or_else(|_| HIDDEN.to_owned()));
+                    let artifact =
+                        Artifact::new(content, sources.clone(), r.params.sensitive.clone())
+                            .with_shown(shown, prepared.hidden_digest.clone());
+                    out.rendered
+                        .push((worker_name, format!("{dir}/{path}"), artifact));
                 }
                 Err(failure) => {
                     let message = render_error(r, path, &failure);
@@ -290,14 +357,9 @@ impl<'a> Renderer<'a> {
 
 /// What a template sees: `params`, `step`, `workflow`, `worker`, `ring`, `inputs`,
 /// `outputs` and `transport`.
-fn render_context(
-    r: &Render,
-    params: &BTreeMap<String, crate::model::manifest::Value>,
-    worker: &Value,
-    ring: &Value,
-) -> Value {
+fn render_context(r: &Render, params: &Value, worker: &Value, ring: &Value) -> Value {
     context! {
-        params => Value::from(Serde(params)),
+        params => params.clone(),
         step => context! { name => r.job, replica => r.slot.replica, replicas => r.replicas, group => r.group },
         workflow => context! { name => r.workflow },
         worker => worker,
@@ -308,24 +370,65 @@ fn render_context(
     }
 }
 
-/// A rendered file with every source it was built from and the values it must hide.
-fn artifact(
-    content: String,
+/// Every source a rendered file of a job is built from, sorted.
+fn artifact_sources(
     r: &Render,
     origin: &Origin,
     group_file: Option<&str>,
     ring_file: &str,
-) -> Artifact {
+) -> Vec<String> {
     let mut sources: BTreeSet<String> = r.sources.clone();
     sources.extend(origin.sources.iter().cloned());
     sources.insert(ring_file.to_owned());
     sources.extend(group_file.map(str::to_owned));
     sources.extend(r.params.secrets.iter().map(|s| format!("secret:{s}")));
-    Artifact::new(
-        content,
-        sources.into_iter().collect(),
-        r.params.sensitive.clone(),
-    )
+    sources.into_iter().collect()
+}
+
+/// What all instances of one job share: its parameters as template values, the digest
+/// of its hidden values, and each blueprint file's template, path and sources (`None`
+/// for a file whose template did not compile).
+#[derive(Default)]
+struct Prepared<'t> {
+    params: Value,
+    redacted: Option<Value>,
+    hidden_digest: Option<String>,
+    files: Vec<Option<PreparedFile<'t>>>,
+}
+
+struct PreparedFile<'t> {
+    template: Template<'t, 't>,
+    origin: &'t Origin,
+    path: &'t str,
+    sources: Vec<String>,
+}
+
+/// Puts each workflow's artifacts into its workers' states, in workflow order (a later
+/// artifact at the same path replaces an earlier one, as one by one), every worker's
+/// several at a time; and every problem into `diags`.
+fn collect_parts(state: &mut DesiredState, parts: Vec<Part>, diags: &mut Diagnostics) {
+    let index: BTreeMap<&str, usize> = state
+        .workers
+        .keys()
+        .enumerate()
+        .map(|(i, name)| (name.as_str(), i))
+        .collect();
+    let mut per_worker: Vec<Vec<(String, Artifact)>> = index.keys().map(|_| Vec::new()).collect();
+    for (rendered, wf_diags) in parts {
+        for (worker, path, artifact) in rendered {
+            if let Some(&i) = index.get(worker) {
+                per_worker[i].push((path, artifact));
+            }
+        }
+        for d in wf_diags.into_sorted() {
+            diags.push(d);
+        }
+    }
+    let mut states: Vec<&mut WorkerState> = state.workers.values_mut().collect();
+    states
+        .par_iter_mut()
+        .zip(per_worker)
+        .for_each(|(ws, artifacts)| ws.artifacts.extend(artifacts));
 }
 
 /// What a plan shows of an artifact whose redacted rendering failed.
