@@ -392,9 +392,12 @@ fn a_drift_revert_is_noted_on_the_active_deployment_like_drift_fix() {
     let deployed = read(&file);
     std::fs::write(&file, format!("{deployed}# hot edit\n")).expect("hot edit");
     daemon.wait_until("the hot edit to be reverted", || read(&file) == deployed);
-    let show = fleet.run(&["show", "d-000001"]);
-    let out = &show.expect(0).stdout;
-    assert!(out.contains("drift") && out.contains("core-dev-1"), "{out}");
+    // The note is written just after the file, in the same pass.
+    daemon.wait_until("the revert noted on d-000001", || {
+        let show = fleet.run(&["show", "d-000001"]);
+        let out = &show.expect(0).stdout;
+        out.contains("drift") && out.contains("reverted")
+    });
 }
 
 #[test]
@@ -1159,4 +1162,327 @@ fn a_commit_pushed_while_another_writer_holds_the_lock_is_deployed_once_it_is_fr
     daemon.wait_until("the commit deployed once the lock is free", || {
         read(&ini).contains(&retention(91))
     });
+}
+
+/// A Git smart-HTTP server on loopback: `git http-backend` (CGI) serving the bare
+/// repositories under a folder, behind Basic authentication with the user `ringops` and
+/// a token. One request per connection.
+struct GitHttp {
+    addr: SocketAddr,
+    /// Requests refused for a missing or wrong `Authorization`.
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl GitHttp {
+    fn serve(root: &Path, token: &str) -> GitHttp {
+        use base64::Engine;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let credentials =
+            base64::engine::general_purpose::STANDARD.encode(format!("ringops:{token}"));
+        let expected = format!("Basic {credentials}");
+        let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = std::sync::Arc::clone(&refused);
+        let root = root.to_owned();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (root, expected, count) = (root.clone(), expected.clone(), count.clone());
+                std::thread::spawn(move || git_http_exchange(stream, &root, &expected, &count));
+            }
+        });
+        GitHttp { addr, refused }
+    }
+
+    fn url(&self, repo: &str) -> String {
+        format!("http://{}/{repo}", self.addr)
+    }
+}
+
+/// Answers one request on `stream`: 401 without the expected credentials, else the
+/// CGI's answer.
+fn git_http_exchange(
+    stream: TcpStream,
+    root: &Path,
+    expected: &str,
+    refused: &std::sync::atomic::AtomicUsize,
+) {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(stream.try_clone().expect("clone the stream"));
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line).expect("request line");
+    let mut headers = BTreeMap::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("header");
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+        }
+    }
+    let mut parts = request_line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let mut out = stream;
+    if headers.get("authorization").map(String::as_str) != Some(expected) {
+        refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _ = out.write_all(
+            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\n\
+              Content-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        return;
+    }
+    let body = read_body(&mut reader, &headers);
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut cgi = Command::new("git")
+        .arg("http-backend")
+        .env("GIT_PROJECT_ROOT", root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("REQUEST_METHOD", method)
+        .env("PATH_INFO", path)
+        .env("QUERY_STRING", query)
+        .env(
+            "CONTENT_TYPE",
+            headers.get("content-type").map_or("", String::as_str),
+        )
+        .env("CONTENT_LENGTH", body.len().to_string())
+        .env(
+            "HTTP_CONTENT_ENCODING",
+            headers.get("content-encoding").map_or("", String::as_str),
+        )
+        .env("REMOTE_USER", "ringops")
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("git http-backend");
+    cgi.stdin
+        .take()
+        .expect("stdin")
+        .write_all(&body)
+        .expect("CGI input");
+    let answer = cgi.wait_with_output().expect("CGI output").stdout;
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, 4))
+        .or_else(|| answer.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2)))
+        .expect("CGI headers");
+    let (head, content) = (&answer[..split.0], &answer[split.0 + split.1..]);
+    let head = String::from_utf8_lossy(head);
+    let mut status = "200 OK".to_owned();
+    let mut response = String::new();
+    for line in head.lines() {
+        match line.split_once(':') {
+            Some((k, v)) if k.eq_ignore_ascii_case("status") => status = v.trim().to_owned(),
+            Some(_) => response.push_str(&format!("{line}\r\n")),
+            None => {}
+        }
+    }
+    let head = format!(
+        "HTTP/1.1 {status}\r\n{response}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        content.len()
+    );
+    let _ = out.write_all(head.as_bytes());
+    let _ = out.write_all(content);
+}
+
+/// A request body sent with `Content-Length` or chunked.
+fn read_body(reader: &mut impl std::io::BufRead, headers: &BTreeMap<String, String>) -> Vec<u8> {
+    let mut body = Vec::new();
+    if headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.contains("chunked"))
+    {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).expect("chunk size");
+            let size = usize::from_str_radix(size.trim(), 16).expect("hex chunk size");
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).expect("chunk");
+            if size == 0 {
+                return body;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    }
+    let length = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    body.resize(length, 0);
+    reader.read_exact(&mut body).expect("body");
+    body
+}
+
+/// A bare `origin.git` cloned from the fleet's repository, under a served folder.
+fn bare_origin(fleet: &Fleet) -> tempfile::TempDir {
+    let root = tempfile::tempdir().expect("temp dir");
+    let origin = root.path().join("origin.git");
+    let origin = origin.to_str().expect("UTF-8");
+    fleet
+        .repo
+        .git(&["clone", "--quiet", "--bare", fleet.repo.path_str(), origin]);
+    fleet.repo.git(&["remote", "add", "origin", origin]);
+    root
+}
+
+#[test]
+fn a_remote_repository_is_mirrored_with_its_token_and_its_new_commits_deployed() {
+    let fleet = Fleet::new();
+    let root = bare_origin(&fleet);
+    let token = "t0ken-never-logged";
+    let server = GitHttp::serve(root.path(), token);
+    let config = tempfile::tempdir().expect("temp dir");
+    let token_file = config.path().join("git-token");
+    std::fs::write(&token_file, format!("{token}\n")).expect("token file");
+    let toml = config.path().join("ringops.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "repo = \"{}\"\ntoken_file = \"git-token\"\n",
+            server.url("origin.git")
+        ),
+    )
+    .expect("config");
+    let daemon_in = |dir: &Path| {
+        let mut cmd = ringops_in(dir);
+        cmd.args([
+            "daemon",
+            "--listen",
+            "127.0.0.1:0",
+            "--poll-interval",
+            "200ms",
+        ])
+        .args(["--drift-interval", "1h", "--config"])
+        .arg(&toml)
+        .args(["--path", FLEET, "--state"])
+        .arg(fleet.state.path())
+        .arg("--secrets-dir")
+        .arg(project().join("examples/secrets"));
+        cmd
+    };
+    let daemon = Daemon::start(daemon_in(config.path()));
+    daemon.wait_ready();
+    let ini = fleet.worker("core-dev-1").join(WRITER_INI);
+    assert!(read(&ini).contains(&retention(90)), "{}", daemon.stderr());
+    assert!(
+        server.refused.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "no 401 seen: the token was sent unasked"
+    );
+
+    let older = fleet.repo.git(&["rev-parse", "HEAD"]);
+    set_retention(&fleet.repo, 91);
+    fleet.repo.git(&["push", "--quiet", "origin", "main"]);
+    daemon.wait_until("the pushed commit on core-dev-1", || {
+        read(&ini).contains(&retention(91))
+    });
+    fleet.repo.git(&[
+        "push",
+        "--quiet",
+        "--force",
+        "origin",
+        &format!("{}:main", older.trim()),
+    ]);
+    daemon.wait_until("the force-pushed older commit on core-dev-1", || {
+        read(&ini).contains(&retention(90))
+    });
+
+    // A revoked token: fetches fail, are counted and logged, and the workers stay put.
+    std::fs::write(&token_file, "revoked\n").expect("token file");
+    daemon.wait_until("a failed fetch in the metrics", || {
+        daemon
+            .get("/metrics")
+            .body
+            .lines()
+            .any(|l| l.starts_with("ringops_source_fetch_errors_total ") && !l.ends_with(" 0"))
+    });
+    daemon.wait_log("fetch failed");
+    assert!(read(&ini).contains(&retention(90)));
+    let logs = format!("{}{}", daemon.stderr(), daemon.stdout());
+    assert!(
+        !logs.contains(token) && !logs.contains("revoked"),
+        "a credential in the logs:\n{logs}"
+    );
+    assert!(fleet.state.path().join("mirrors").is_dir());
+}
+
+#[test]
+fn commands_read_a_remote_through_its_mirror_and_name_it_when_it_cannot_be_fetched() {
+    let fleet = Fleet::new();
+    let root = bare_origin(&fleet);
+    let plan = |repo: &str| {
+        let mut cmd = ringops_in(fleet.repo.path());
+        cmd.args([
+            "plan", "--ring", "dev", "--repo", repo, "--path", FLEET, "--state",
+        ])
+        .arg(fleet.state.path())
+        .arg("--secrets-dir")
+        .arg(project().join("examples/secrets"));
+        output(&mut cmd)
+    };
+    let url = format!("file://{}", root.path().join("origin.git").display());
+    let run = plan(&url);
+    run.expect(0);
+    assert!(run.stdout.contains("core-dev-1"), "{}", run.stdout);
+
+    let missing = format!("file://{}", root.path().join("gone.git").display());
+    let run = plan(&missing);
+    run.expect(1);
+    assert!(
+        run.stderr.contains(&format!("cannot fetch {missing}")),
+        "{}",
+        run.stderr
+    );
+
+    let run = plan("https://bot:pw@example.invalid/f.git");
+    run.expect(1);
+    assert!(
+        run.stderr.contains("must not carry a password") && !run.stderr.contains("bot:pw"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_daemon_whose_remote_is_down_is_live_not_ready_until_a_fetch_succeeds() {
+    let fleet = Fleet::new();
+    let root = tempfile::tempdir().expect("temp dir");
+    let origin = root.path().join("origin.git");
+    let url = format!("file://{}", origin.display());
+    let mut cmd = ringops_in(fleet.repo.path());
+    cmd.args([
+        "daemon",
+        "--listen",
+        "127.0.0.1:0",
+        "--poll-interval",
+        "200ms",
+    ])
+    .args([
+        "--drift-interval",
+        "1h",
+        "--repo",
+        &url,
+        "--path",
+        FLEET,
+        "--state",
+    ])
+    .arg(fleet.state.path())
+    .arg("--secrets-dir")
+    .arg(project().join("examples/secrets"));
+    let daemon = Daemon::start(cmd);
+    daemon.wait_log("fetch failed");
+    assert_eq!(daemon.get("/healthz").status, 200);
+    assert_eq!(daemon.get("/readyz").status, 503);
+    assert!(!fleet.worker("core-dev-1").exists());
+
+    let origin = origin.to_str().expect("UTF-8");
+    fleet
+        .repo
+        .git(&["clone", "--quiet", "--bare", fleet.repo.path_str(), origin]);
+    daemon.wait_ready();
+    let ini = fleet.worker("core-dev-1").join(WRITER_INI);
+    assert!(read(&ini).contains(&retention(90)), "{}", daemon.stderr());
 }

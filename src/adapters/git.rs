@@ -1,5 +1,7 @@
 //! Git source: reads the manifest folder at a revision (or in the work tree) into a
-//! [`Bundle`]. The only module that uses git2.
+//! [`Bundle`]. With [`mirror`], the only module that uses git2.
+
+pub mod mirror;
 
 use crate::model::Bundle;
 use git2::{ObjectType, Repository, TreeWalkMode, TreeWalkResult};

@@ -1,6 +1,7 @@
 //! Settings: command-line flags > environment > `ringops.toml` > defaults, resolved in
 //! one place so commands only see the result.
 
+use crate::adapters::git::mirror::{Credentials, RepoLocation};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -11,7 +12,7 @@ pub const FILE_NAME: &str = "ringops.toml";
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    /// Repository holding the manifests.
+    /// Repository holding the manifests: a folder, or a URL to mirror.
     pub repo: Option<PathBuf>,
     /// Folder of the manifests inside the repository.
     pub path: Option<String>,
@@ -31,6 +32,12 @@ pub struct FileConfig {
     pub webhook_secret_file: Option<PathBuf>,
     /// Daemon: file holding the bearer token the HTTP API requires.
     pub api_token_file: Option<PathBuf>,
+    /// Remote repository: private key for ssh URLs.
+    pub ssh_key_file: Option<PathBuf>,
+    /// Remote repository: file holding the token sent as the password over https.
+    pub token_file: Option<PathBuf>,
+    /// Remote repository: user name sent with the token or key.
+    pub git_username: Option<String>,
 }
 
 /// Why the configuration file could not be used.
@@ -97,12 +104,16 @@ impl FileConfig {
     }
 
     fn rebase(&mut self, base: &Path) {
+        let url = |p: &PathBuf| matches!(RepoLocation::parse(p), Ok(RepoLocation::Remote(_)));
+        let repo = self.repo.as_mut().filter(|p| !url(p));
         let paths = [
-            &mut self.repo,
-            &mut self.state_dir,
-            &mut self.secrets_dir,
-            &mut self.webhook_secret_file,
-            &mut self.api_token_file,
+            repo,
+            self.state_dir.as_mut(),
+            self.secrets_dir.as_mut(),
+            self.webhook_secret_file.as_mut(),
+            self.api_token_file.as_mut(),
+            self.ssh_key_file.as_mut(),
+            self.token_file.as_mut(),
         ];
         for p in paths.into_iter().flatten() {
             if p.is_relative() {
@@ -110,6 +121,36 @@ impl FileConfig {
             }
         }
     }
+}
+
+impl FileConfig {
+    /// The repository `flag` names (it wins) or the file does, else `cwd`, with the
+    /// file's credentials when it is remote.
+    pub fn repo_location(
+        &self,
+        flag: Option<&Path>,
+        cwd: &Path,
+    ) -> Result<RepoLocation, crate::adapters::git::mirror::MirrorError> {
+        let text = flag.or(self.repo.as_deref()).unwrap_or(cwd);
+        let mut location = RepoLocation::parse(text)?;
+        if let RepoLocation::Remote(remote) = &mut location {
+            remote.credentials = Credentials {
+                ssh_key_file: self
+                    .ssh_key_file
+                    .clone()
+                    .or_else(|| credential("git-ssh-key")),
+                token_file: self.token_file.clone().or_else(|| credential("git-token")),
+                username: self.git_username.clone(),
+            };
+        }
+        Ok(location)
+    }
+}
+
+/// The systemd credential `name` (`$CREDENTIALS_DIRECTORY/name`) when there is one.
+pub fn credential(name: &str) -> Option<PathBuf> {
+    let path = PathBuf::from(std::env::var_os("CREDENTIALS_DIRECTORY")?).join(name);
+    path.is_file().then_some(path)
 }
 
 /// 1-based line and column of a byte offset.

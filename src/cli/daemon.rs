@@ -133,11 +133,7 @@ fn settings_from(
     let cwd = std::env::current_dir().map_err(|e| Failure::Internal(e.into()))?;
     Ok(Settings {
         paths: Paths {
-            repo: cli
-                .repo
-                .clone()
-                .or(file.repo.clone())
-                .unwrap_or(cwd.clone()),
+            repo: file.repo_location(cli.repo.as_deref(), &cwd)?,
             path: cli.path.clone().or(file.path.clone()).unwrap_or_default(),
             branch: cli.branch.clone().or(file.branch.clone()),
             state_dir: ctx.state_dir().to_owned(),
@@ -163,11 +159,7 @@ fn listen_addr(args: &DaemonArgs, file: &FileConfig) -> Result<SocketAddr, Failu
 
 /// A secret from `file`, else from the systemd credential `credential`, else none.
 fn secret(file: Option<PathBuf>, credential: &str) -> Result<Option<Secret>, Failure> {
-    let path = file.or_else(|| {
-        let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
-        let path = PathBuf::from(dir).join(credential);
-        path.is_file().then_some(path)
-    });
+    let path = file.or_else(|| super::config::credential(credential));
     match path {
         None => Ok(None),
         Some(p) => read_secret(&p)

@@ -13,6 +13,7 @@ pub mod rollback;
 pub mod status;
 pub mod validate;
 
+use crate::adapters::git::mirror::{MirrorError, RepoLocation};
 use crate::adapters::git::{Source, SourceError};
 use crate::adapters::render_dir::RenderDirError;
 use crate::adapters::secrets::HostSecrets;
@@ -29,8 +30,9 @@ pub struct Cli {
     /// Configuration file (default: ./ringops.toml when it exists).
     #[arg(long, global = true, value_name = "FILE", env = "RINGOPS_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Repository holding the manifests (default: the one containing the current directory).
-    #[arg(long, global = true, value_name = "DIR", env = "RINGOPS_REPO")]
+    /// Repository holding the manifests: a folder (default: the one containing the current
+    /// directory) or a URL to mirror under the state folder (https, ssh, git, file).
+    #[arg(long, global = true, value_name = "DIR|URL", env = "RINGOPS_REPO")]
     pub repo: Option<PathBuf>,
     /// Folder of the manifests inside the repository.
     #[arg(long, global = true, value_name = "SUBDIR", env = "RINGOPS_PATH")]
@@ -128,6 +130,12 @@ impl From<SourceError> for Failure {
     }
 }
 
+impl From<MirrorError> for Failure {
+    fn from(e: MirrorError) -> Self {
+        Failure::classify(!matches!(e, MirrorError::Create { .. }), e)
+    }
+}
+
 impl From<RenderDirError> for Failure {
     fn from(e: RenderDirError) -> Self {
         Failure::classify(e.is_user_error(), e)
@@ -192,7 +200,9 @@ pub fn run(cli: Cli) -> Outcome {
 
 /// What commands need: where the repository, manifests, state and secrets are.
 pub struct Context {
-    repo_dir: PathBuf,
+    repo: RepoLocation,
+    /// Set once a remote repository's mirror was fetched by this command.
+    fetched: std::sync::atomic::AtomicBool,
     path: String,
     state_dir: PathBuf,
     branch: Option<String>,
@@ -204,6 +214,7 @@ impl Context {
         let cwd = std::env::current_dir().map_err(|e| Failure::Internal(e.into()))?;
         let file = config::FileConfig::find(cli.config.as_deref(), &cwd)
             .map_err(|e| Failure::User(e.into()))?;
+        let repo = file.repo_location(cli.repo.as_deref(), &cwd)?;
         // Absolute, because worker locations are recorded from it.
         let state_dir = cwd.join(
             cli.state_dir
@@ -212,7 +223,8 @@ impl Context {
                 .unwrap_or_else(|| PathBuf::from(".ringops")),
         );
         Ok(Context {
-            repo_dir: cli.repo.clone().or(file.repo).unwrap_or(cwd),
+            repo,
+            fetched: std::sync::atomic::AtomicBool::new(false),
             path: cli.path.clone().or(file.path).unwrap_or_default(),
             state_dir,
             branch: cli.branch.clone().or(file.branch),
@@ -220,9 +232,22 @@ impl Context {
         })
     }
 
-    /// The repository; opened only by the commands that read manifests.
+    /// The repository; opened only by the commands that read manifests. A remote one is
+    /// fetched into its mirror first (once per command).
     fn source(&self) -> Result<Source, Failure> {
-        Ok(Source::open(&self.repo_dir)?)
+        use std::sync::atomic::Ordering;
+        if let RepoLocation::Remote(remote) = &self.repo
+            && !self.fetched.load(Ordering::SeqCst)
+        {
+            remote.fetch(&self.state_dir)?;
+            self.fetched.store(true, Ordering::SeqCst);
+        }
+        Ok(Source::open(&self.repo.open_path(&self.state_dir))?)
+    }
+
+    /// Where the manifests' repository is.
+    pub fn repo(&self) -> &RepoLocation {
+        &self.repo
     }
 
     /// The revision commands deploy by default: the tracked branch, or HEAD.

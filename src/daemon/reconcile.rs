@@ -4,6 +4,7 @@
 //! apply`, `rollback` and friends interleave with the daemon.
 
 use crate::adapters::git::Source;
+use crate::adapters::git::mirror::RepoLocation;
 use crate::adapters::lock::{LockError, WriterLock};
 use crate::adapters::objects::ObjectStore;
 use crate::adapters::secrets::HostSecrets;
@@ -21,8 +22,8 @@ use std::path::{Path, PathBuf};
 /// Where the daemon reads and writes.
 #[derive(Clone, Debug)]
 pub struct Paths {
-    /// The repository.
-    pub repo: PathBuf,
+    /// The repository: a folder, or a remote mirrored under the state folder.
+    pub repo: RepoLocation,
     /// The manifests' folder inside it.
     pub path: String,
     /// The tracked branch (`None`: the repository's HEAD).
@@ -85,7 +86,7 @@ impl Reconciler {
         force: bool,
     ) -> Result<PassReport, PassError> {
         let mut report = PassReport::default();
-        let source = Source::open(&paths.repo)?;
+        let source = Source::open(&paths.repo.open_path(&paths.state_dir))?;
         let commit = source.resolve(paths.branch.as_deref().unwrap_or("HEAD"))?;
         report.commit = Some(commit.clone());
         if !force

@@ -4,6 +4,7 @@
 
 use super::reconcile::{PassReport, Paths, Reconciler, watched_workers};
 use super::watch::{WorkerWatch, watch_refs};
+use crate::adapters::git::mirror::{Remote, RepoLocation};
 use crate::adapters::secrets::HostSecrets;
 use sd_notify::NotifyState;
 use std::collections::BTreeSet;
@@ -29,7 +30,7 @@ pub struct Settings {
 /// What the loop shares with the HTTP service.
 #[derive(Clone, Debug, Default)]
 pub struct Shared {
-    /// Set after the first reconcile.
+    /// Set after the first deploy pass that succeeded.
     pub ready: Arc<AtomicBool>,
     /// Wakes the loop to look at the repository now (the webhook).
     pub trigger: Arc<Notify>,
@@ -61,17 +62,24 @@ pub async fn run(
     let mut refs = ref_watch(&settings, &shared.trigger);
     let mut reconciler = Reconciler::default();
 
-    pass_deploy(&mut reconciler, &settings, &shared, true).await;
-    pass_repair(&mut reconciler, &settings, &shared, None).await;
+    let mut pending = Pending::default();
+    let first = pass_deploy(&mut reconciler, &settings, &shared, true).await;
+    pending.deploy = first == Pass::Busy;
+    if pass_repair(&mut reconciler, &settings, &shared, None).await {
+        pending.repair = Some(None);
+    }
     workers.update(&watched_workers(&settings.paths.state_dir));
-    shared.ready.store(true, Ordering::SeqCst);
+    // Up for systemd either way (a source that is down at boot must not make the unit
+    // fail); /readyz waits for a deploy pass that succeeded.
     notify(&[NotifyState::Ready, NotifyState::Status("watching")]);
-    tracing::info!("ready");
+    tracing::info!("started");
+    if first == Pass::Done {
+        set_ready(&shared);
+    }
 
     let mut poll = ticker(settings.poll_interval);
     let mut scan = ticker(settings.drift_interval);
     let mut retry = ticker(RETRY);
-    let mut pending = Pending::default();
     // Pinged from its own task: a long pass (a slow hook) must not look like a hang.
     let watchdog = sd_notify::watchdog_enabled().map(|period| {
         tokio::spawn(async move {
@@ -96,7 +104,7 @@ pub async fn run(
                         poll = ticker(settings.poll_interval);
                         scan = ticker(settings.drift_interval);
                         tracing::info!("configuration reloaded");
-                        pass_deploy(&mut reconciler, &settings, &shared, true).await;
+                        pending.deploy |= redeploy(&mut reconciler, &settings, &shared, true).await;
                     }
                     Err(e) => tracing::error!("configuration not reloaded, keeping the old one: {e}"),
                 }
@@ -104,7 +112,7 @@ pub async fn run(
             }
             _ = retry.tick(), if pending.any() => {
                 if std::mem::take(&mut pending.deploy) {
-                    pending.deploy = pass_deploy(&mut reconciler, &settings, &shared, false).await;
+                    pending.deploy = redeploy(&mut reconciler, &settings, &shared, false).await;
                 }
                 if let Some(only) = pending.repair.take() {
                     let busy = pass_repair(&mut reconciler, &settings, &shared, only.as_ref()).await;
@@ -126,13 +134,13 @@ pub async fn run(
                 }
             }
             _ = shared.trigger.notified() => {
-                if pass_deploy(&mut reconciler, &settings, &shared, false).await {
+                if redeploy(&mut reconciler, &settings, &shared, false).await {
                     pending.add_deploy();
                 }
                 workers.update(&watched_workers(&settings.paths.state_dir));
             }
             _ = poll.tick() => {
-                if pass_deploy(&mut reconciler, &settings, &shared, false).await {
+                if redeploy(&mut reconciler, &settings, &shared, false).await {
                     pending.add_deploy();
                 }
                 workers.update(&watched_workers(&settings.paths.state_dir));
@@ -204,9 +212,13 @@ fn ticker(period: Duration) -> tokio::time::Interval {
     t
 }
 
-/// Watches the repository's refs; without a watch the poll still finds new commits.
+/// Watches a local repository's refs; without a watch the poll still finds new commits.
+/// A remote's mirror changes only when the daemon fetches it, so it is not watched.
 fn ref_watch(settings: &Settings, trigger: &Arc<Notify>) -> Option<notify::RecommendedWatcher> {
-    let source = match crate::adapters::git::Source::open(&settings.paths.repo) {
+    let RepoLocation::Local(dir) = &settings.paths.repo else {
+        return None;
+    };
+    let source = match crate::adapters::git::Source::open(dir) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("cannot open the repository: {e}");
@@ -222,26 +234,83 @@ fn ref_watch(settings: &Settings, trigger: &Arc<Notify>) -> Option<notify::Recom
     }
 }
 
-/// One deploy pass; true when the writer lock was held (try again soon).
-async fn pass_deploy(
+/// How a deploy pass ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pass {
+    /// The tracked branch's head was handled.
+    Done,
+    /// The writer lock was held: try again soon.
+    Busy,
+    /// Fetching or reading failed: tried again at the next trigger.
+    Failed,
+}
+
+/// Marks the daemon ready (once).
+fn set_ready(shared: &Shared) {
+    if !shared.ready.swap(true, Ordering::SeqCst) {
+        tracing::info!("ready");
+    }
+}
+
+/// A deploy pass after start-up: the first that succeeds makes the daemon ready. True
+/// when the writer lock was held (try again soon).
+async fn redeploy(
     reconciler: &mut Reconciler,
     settings: &Settings,
     shared: &Shared,
     force: bool,
 ) -> bool {
+    match pass_deploy(reconciler, settings, shared, force).await {
+        Pass::Done => {
+            set_ready(shared);
+            false
+        }
+        Pass::Busy => true,
+        Pass::Failed => false,
+    }
+}
+
+/// One deploy pass.
+async fn pass_deploy(
+    reconciler: &mut Reconciler,
+    settings: &Settings,
+    shared: &Shared,
+    force: bool,
+) -> Pass {
     let started = Instant::now();
+    if let RepoLocation::Remote(remote) = &settings.paths.repo
+        && !fetch(remote, settings, shared).await
+    {
+        return Pass::Failed;
+    }
     match reconciler
         .deploy(&settings.paths, &settings.secrets, force)
         .await
     {
-        Ok(report) => log_pass(&report, shared, started),
+        Ok(report) if log_pass(&report, shared, started) => Pass::Busy,
+        Ok(_) => Pass::Done,
         Err(e) => {
             shared.metrics.fetch_error();
             let e = crate::engine::chain(&e);
             tracing::error!("deploy pass failed (retried on the next trigger): {e}");
-            false
+            Pass::Failed
         }
     }
+}
+
+/// Brings a remote's mirror up to date; false (logged, counted) when that failed.
+async fn fetch(remote: &Remote, settings: &Settings, shared: &Shared) -> bool {
+    let remote = remote.clone();
+    let state_dir = settings.paths.state_dir.clone();
+    let fetched = tokio::task::spawn_blocking(move || remote.fetch(&state_dir)).await;
+    let error = match fetched {
+        Ok(Ok(())) => return true,
+        Ok(Err(e)) => crate::engine::chain(&e),
+        Err(e) => e.to_string(),
+    };
+    shared.metrics.fetch_error();
+    tracing::error!("fetch failed (tried again at the next poll or webhook): {error}");
+    false
 }
 
 /// One drift pass; true when the writer lock was held (try again soon).
