@@ -2,15 +2,30 @@
 //! daemon`): push to applied (a commit on the tracked branch of a local repository
 //! until the dev worker holds the new file) and drift revert (a hot edit of a managed
 //! file until it is restored), each over `TRIALS` trials; prints p50, p90, p99, max.
+//! Then, at scale: a daemon on a generated fleet whose dev ring holds over 100,000
+//! artifacts (5,000 workflows x 5 steps on 100 workers), the duration of its no-op
+//! reconciles (full drift scans of every worker with nothing changed), read from its
+//! `full drift scan done took_ms=...` log lines, over `SCANS` scans.
+//! `RINGOPS_BENCH_WORKFLOWS` changes the size; `RINGOPS_BENCH_SCALE=0` skips it.
 
+use ringops::fleetgen::{FleetOptions, generate};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const TRIALS: usize = 60;
+const SCANS: usize = 10;
 const FILE: &str = "invoices/archive.store/writer.ini";
 
 fn main() {
+    latency();
+    if std::env::var("RINGOPS_BENCH_SCALE").as_deref() != Ok("0") {
+        no_op_reconcile_at_scale();
+    }
+}
+
+/// Push-to-applied and drift-revert latency on `examples/fleet`.
+fn latency() {
     let repo = tempfile::tempdir().expect("repo");
     let state = tempfile::tempdir().expect("state");
     let project = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -51,6 +66,100 @@ fn main() {
     }
     report("drift revert (hot edit to restored)", &mut revert);
     daemon.stop();
+}
+
+/// A daemon on a generated fleet of over 100,000 artifacts in its dev ring: how long a
+/// full drift scan takes when nothing changed.
+fn no_op_reconcile_at_scale() {
+    let workflows = std::env::var("RINGOPS_BENCH_WORKFLOWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5000);
+    let opts = FleetOptions {
+        workflows,
+        steps: 5,
+        workers: 100,
+        revision: 0,
+        percent: 1,
+    };
+    let repo = tempfile::tempdir().expect("repo");
+    let state = tempfile::tempdir().expect("state");
+    for (path, text) in generate(&opts) {
+        let full = repo.path().join(path);
+        std::fs::create_dir_all(full.parent().expect("folder")).expect("mkdir");
+        std::fs::write(&full, text).expect("write manifest");
+    }
+    git(repo.path(), &["init", "--quiet", "-b", "main"]);
+    commit(repo.path(), "generated fleet");
+    let log = state.path().join("daemon.log");
+    let started = Instant::now();
+    let mut daemon = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_ringops"))
+            .args(["daemon", "--listen", "127.0.0.1:0", "--poll-interval", "1h"])
+            .args([
+                "--drift-interval",
+                "100ms",
+                "--log-format",
+                "text",
+                "--repo",
+            ])
+            .arg(repo.path())
+            .arg("--state")
+            .arg(state.path().join("state"))
+            .env("RINGOPS_LOG", "warn,ringops=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("start the daemon"),
+    );
+    let took = || -> Vec<Duration> {
+        read(&log)
+            .lines()
+            .filter_map(|l| {
+                l.split("took_ms=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .map(Duration::from_millis)
+            .collect()
+    };
+    // The first scan follows the first deployment; SCANS more are the no-op reconciles.
+    let bound = Duration::from_secs(600);
+    while took().len() < SCANS + 1 {
+        assert!(
+            started.elapsed() < bound,
+            "no scans after {bound:?}:\n{}",
+            read(&log)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    daemon.stop();
+    let artifacts = std::fs::read_dir(state.path().join("state/workers"))
+        .expect("workers")
+        .map(|w| count_files(&w.expect("worker").path()))
+        .sum::<usize>();
+    let mut scans = took().split_off(1);
+    scans.truncate(SCANS);
+    report(
+        &format!("no-op reconcile (full drift scan, dev ring of {artifacts} artifacts)"),
+        &mut scans,
+    );
+}
+
+/// Files under `dir`, its `.ringops` records left out.
+fn count_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .expect("read")
+        .map(|e| e.expect("entry"))
+        .filter(|e| e.file_name() != ".ringops")
+        .map(|e| match e.file_type().expect("type").is_dir() {
+            true => count_files(&e.path()),
+            false => 1,
+        })
+        .sum()
 }
 
 struct Daemon(Child);

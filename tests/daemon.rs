@@ -662,6 +662,9 @@ fn metrics_parse_as_openmetrics_and_the_api_answers_json_behind_its_token() {
         metrics.body
     );
     assert_eq!(samples.get("ringops_source_fetch_errors_total"), Some(&0.0));
+    // The start-up drift scan is a full one.
+    let scans = samples.get("ringops_drift_scan_duration_seconds_count");
+    assert!(scans.is_some_and(|n| *n >= 1.0), "{}", metrics.body);
 
     let json = |path: &str, status: u16| {
         let response = get(path);

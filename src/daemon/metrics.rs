@@ -102,6 +102,7 @@ pub struct Metrics {
     deployment_series: Mutex<BTreeSet<DeploymentLabels>>,
     drift_events: Family<DriftLabels, Counter>,
     reconcile_duration: Family<RingLabels, Histogram, fn() -> Histogram>,
+    drift_scan_duration: Histogram,
     last_sync: Family<RingLabels, Gauge>,
     fetch_errors: Counter,
     webhook_requests: Family<ResultLabels, Counter>,
@@ -143,6 +144,13 @@ impl Metrics {
             Unit::Seconds,
             reconcile_duration.clone(),
         );
+        let drift_scan_duration = reconcile_histogram();
+        registry.register_with_unit(
+            "drift_scan_duration",
+            "Time one full drift scan of every ring's workers took",
+            Unit::Seconds,
+            drift_scan_duration.clone(),
+        );
         let last_sync = Family::<RingLabels, Gauge>::default();
         registry.register_with_unit(
             "last_successful_sync_timestamp",
@@ -173,6 +181,7 @@ impl Metrics {
             deployment_series: Mutex::default(),
             drift_events,
             reconcile_duration,
+            drift_scan_duration,
             last_sync,
             fetch_errors,
             webhook_requests,
@@ -221,6 +230,11 @@ impl Metrics {
         self.reconcile_duration
             .get_or_create(&ring_labels(ring))
             .observe(took.as_secs_f64());
+    }
+
+    /// Records how long one full drift scan took.
+    pub fn drift_scan(&self, took: Duration) {
+        self.drift_scan_duration.observe(took.as_secs_f64());
     }
 
     /// Records that `ring` was last reconciled successfully at `unix_seconds`.

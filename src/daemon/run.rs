@@ -323,7 +323,15 @@ async fn pass_repair(
     let started = Instant::now();
     let state_dir = &settings.paths.state_dir;
     match reconciler.repair(state_dir, &settings.secrets, only).await {
-        Ok(report) => log_pass(&report, shared, started),
+        Ok(report) => {
+            let busy = log_pass(&report, shared, started);
+            if only.is_none() && !busy {
+                let took = started.elapsed();
+                shared.metrics.drift_scan(took);
+                tracing::debug!(took_ms = took.as_millis(), "full drift scan done");
+            }
+            busy
+        }
         Err(e) => {
             let e = crate::engine::chain(&e);
             tracing::error!("drift pass failed (retried on the next event): {e}");
