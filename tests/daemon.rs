@@ -1489,3 +1489,58 @@ fn a_daemon_whose_remote_is_down_is_live_not_ready_until_a_fetch_succeeds() {
     let ini = fleet.worker("core-dev-1").join(WRITER_INI);
     assert!(read(&ini).contains(&retention(90)), "{}", daemon.stderr());
 }
+
+#[test]
+fn a_deployment_that_failed_on_a_worker_is_tried_again_with_backoff_until_it_succeeds() {
+    let fleet = Fleet::new();
+    let marker = fleet.state.path().join("config-validator-broken");
+    let check = format!("test ! -e {}", marker.display());
+    fleet.repo.edit(
+        &format!("{FLEET}/groups.yaml"),
+        "features: [disk]",
+        &format!("features: [disk]\n  check: {{command: [sh, -c, {check:?}]}}"),
+    );
+    fleet.repo.commit("check hook");
+    let daemon = Daemon::of(
+        &fleet,
+        &[
+            "--poll-interval",
+            "1h",
+            "--drift-interval",
+            "1h",
+            "--retry-backoff",
+            "300ms",
+        ],
+    );
+    daemon.wait_ready();
+    let ini = fleet.worker("core-dev-1").join(WRITER_INI);
+    assert!(read(&ini).contains(&retention(90)));
+
+    // The validator breaks; the next commit (seen through the ref watch) fails on
+    // core-dev-1, and is tried again 300 ms later, then 600 ms after that.
+    std::fs::write(&marker, "").expect("marker");
+    set_retention(&fleet.repo, 91);
+    daemon.wait_log("trying again in 300ms");
+    daemon.wait_log("trying again in 600ms");
+    assert!(
+        read(&ini).contains(&retention(90)),
+        "a failed check switched the worker"
+    );
+    let failed = history(&fleet)
+        .iter()
+        .filter(|d| d["state"] == "Failed")
+        .count();
+    assert!(failed >= 2, "{failed} failed attempts recorded");
+
+    std::fs::remove_file(&marker).expect("repair the validator");
+    daemon.wait_until("the retried deployment on core-dev-1", || {
+        read(&ini).contains(&retention(91))
+    });
+    let attempts = daemon.stderr().matches("trying again in").count();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        daemon.stderr().matches("trying again in").count(),
+        attempts,
+        "retries went on after the success"
+    );
+}

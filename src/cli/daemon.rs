@@ -39,6 +39,10 @@ pub struct DaemonArgs {
     /// How often to read every worker in full for drift (default 60s).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub drift_interval: Option<Duration>,
+    /// How long after a deployment failed on a worker it is tried again, doubling each
+    /// time up to 15 min (default 30s).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub retry_backoff: Option<Duration>,
     /// File holding the Git webhook's secret (default: the systemd credential
     /// `webhook-secret` when there is one; none: the webhook is off).
     #[arg(long, value_name = "FILE")]
@@ -141,6 +145,10 @@ fn settings_from(
         secrets: HostSecrets::new(cli.secrets_dir.clone().or(file.secrets_dir.clone())),
         poll_interval: duration(args.poll_interval, &file.poll_interval, "poll_interval")?,
         drift_interval: duration(args.drift_interval, &file.drift_interval, "drift_interval")?,
+        retry_backoff: match (args.retry_backoff, &file.retry_backoff) {
+            (None, None) => Duration::from_secs(30),
+            (flag, key) => duration(flag, key, "retry_backoff")?,
+        },
     })
 }
 

@@ -10,7 +10,7 @@ use crate::adapters::objects::ObjectStore;
 use crate::adapters::secrets::HostSecrets;
 use crate::adapters::store::Store;
 use crate::engine::{self, sync::compare, sync::drift_kind};
-use crate::model::deployment::{Deployment, Drift, NewDeployment};
+use crate::model::deployment::{Deployment, DeploymentState, Drift, NewDeployment};
 use crate::model::manifest::DriftMode;
 use crate::pipeline::plan::PlanInput;
 use crate::pipeline::policy::{RingPolicy, ring_policies};
@@ -18,6 +18,7 @@ use crate::pipeline::{Rings, compile};
 use crate::report::history::WorkerSync;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Where the daemon reads and writes.
 #[derive(Clone, Debug)]
@@ -73,9 +74,77 @@ pub struct Reconciler {
     pub policies: BTreeMap<String, RingPolicy>,
     /// Drift already recorded for `drift: report` rings, so it is recorded once.
     reported: BTreeSet<(String, String, String)>,
+    /// Rings whose deployment of the head failed on a worker: tried again later.
+    retries: BTreeMap<String, Retry>,
+    /// The first retry's delay; each later one doubles it, up to [`MAX_BACKOFF`].
+    pub backoff: Duration,
 }
 
+/// A failed deployment of `commit` to be tried again at `due`.
+#[derive(Debug)]
+struct Retry {
+    commit: String,
+    attempts: u32,
+    due: Instant,
+}
+
+/// The longest wait between two attempts at deploying the same commit.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
+
 impl Reconciler {
+    /// A reconciler that retries a failed deployment after `backoff`, then twice as
+    /// long each time.
+    pub fn new(backoff: Duration) -> Self {
+        Reconciler {
+            backoff,
+            ..Reconciler::default()
+        }
+    }
+
+    /// When the next failed deployment is due to be tried again.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.retries.values().map(|r| r.due).min()
+    }
+
+    /// Whether `ring`'s failed deployment of `commit` may be tried again now.
+    fn retry_due(&self, ring: &str, commit: &str) -> bool {
+        self.retries
+            .get(ring)
+            .is_some_and(|r| r.commit == commit && r.due <= Instant::now())
+    }
+
+    /// Notes how a deployment of `commit` to `ring` ended: a worker failure is tried
+    /// again after a growing delay; success or a build failure (it would fail the
+    /// same way) ends the retries.
+    fn note_outcome(&mut self, ring: &str, commit: &str, retryable: bool) {
+        if !retryable {
+            self.retries.remove(ring);
+            return;
+        }
+        let attempts = match self.retries.get(ring) {
+            Some(r) if r.commit == commit => r.attempts + 1,
+            _ => 1,
+        };
+        let delay = self
+            .backoff
+            .saturating_mul(1 << (attempts - 1).min(16))
+            .min(MAX_BACKOFF);
+        tracing::warn!(
+            ring,
+            attempts,
+            "deployment failed; trying again in {}",
+            humantime::format_duration(delay)
+        );
+        self.retries.insert(
+            ring.to_owned(),
+            Retry {
+                commit: commit.to_owned(),
+                attempts,
+                due: Instant::now() + delay,
+            },
+        );
+    }
+
     /// Deploys the tracked branch's head to every auto-deploy ring when it is new
     /// (or `force`). A commit that does not compile is recorded as a Failed deployment
     /// with its errors and touches no worker.
@@ -126,11 +195,17 @@ impl Reconciler {
                     "the tracked branch moved past the pinned commit; pin lifted"
                 );
             }
-            if !force && at_commit(&store, &ring, &commit)? {
+            if !force && at_commit(&store, &ring, &commit)? && !self.retry_due(&ring, &commit) {
                 continue;
             }
             let deployed = deploy_ring(&mut store, paths, secrets, &bundle, &ring).await?;
-            report.deployments.extend(deployed);
+            match deployed {
+                Some(d) => {
+                    self.note_outcome(&ring, &commit, d.retryable);
+                    report.deployments.push((d.deployment, d.plan));
+                }
+                None => self.note_outcome(&ring, &commit, false),
+            }
         }
         self.last_commit = Some(commit);
         Ok(report)
@@ -161,7 +236,7 @@ impl Reconciler {
                     .ok()
                     .flatten()
                     .is_some_and(|d| d.state == crate::model::deployment::DeploymentState::Failed);
-                pinned || done || failed
+                pinned || done || (failed && !self.retry_due(ring, commit))
             })
     }
 
@@ -277,6 +352,15 @@ fn lock(state_dir: &Path, command: &str) -> Result<Option<WriterLock>, PassError
     }
 }
 
+/// A deployment a pass recorded.
+struct Deployed {
+    deployment: Deployment,
+    /// The plan shown before it.
+    plan: String,
+    /// It failed on a worker (not in the build), so trying again may succeed.
+    retryable: bool,
+}
+
 /// Compiles and applies one ring; nothing when its Active deployment already is this
 /// desired state, a Failed record when the commit does not compile (once per commit).
 async fn deploy_ring(
@@ -285,7 +369,7 @@ async fn deploy_ring(
     secrets: &HostSecrets,
     bundle: &crate::model::Bundle,
     ring: &str,
-) -> Result<Option<(Deployment, String)>, PassError> {
+) -> Result<Option<Deployed>, PassError> {
     let commit = bundle.commit.clone().unwrap_or_default();
     let new = NewDeployment {
         ring: ring.to_owned(),
@@ -311,7 +395,11 @@ async fn deploy_ring(
             let message = format!("the commit does not compile:\n{}", errors.trim_end());
             let failed = store.record_failed_build(&new, &message)?;
             tracing::error!(ring, deployment = %failed.id, commit, "{message}");
-            return Ok(Some((failed, String::new())));
+            return Ok(Some(Deployed {
+                deployment: failed,
+                plan: String::new(),
+                retryable: false,
+            }));
         }
     };
     let fingerprint = desired.fingerprint();
@@ -338,13 +426,22 @@ async fn deploy_ring(
             u.worker, u.error
         );
         let failed = store.record_failed_build(&NewDeployment { fingerprint, ..new }, &message)?;
-        return Ok(Some((failed, text)));
+        return Ok(Some(Deployed {
+            deployment: failed,
+            plan: text,
+            retryable: true,
+        }));
     }
     let targets = engine::targets_from_desired(&paths.state_dir, &desired)?;
     let objects = ObjectStore::new(&paths.state_dir);
     let new = NewDeployment { fingerprint, ..new };
     let outcome = engine::apply(store, &objects, &paths.state_dir, targets, new).await?;
-    Ok(Some((outcome.deployment, text)))
+    let retryable = outcome.deployment.state == DeploymentState::Failed;
+    Ok(Some(Deployed {
+        deployment: outcome.deployment,
+        plan: text,
+        retryable,
+    }))
 }
 
 /// Workers of the deployment whose files differ from the record: path and how.

@@ -25,6 +25,8 @@ pub struct Settings {
     pub poll_interval: Duration,
     /// How often to read every worker in full.
     pub drift_interval: Duration,
+    /// How long after a deployment failed on a worker it is first tried again.
+    pub retry_backoff: Duration,
 }
 
 /// What the loop shares with the HTTP service.
@@ -60,7 +62,7 @@ pub async fn run(
     let (drift_tx, mut drift_rx) = mpsc::unbounded_channel();
     let mut workers = WorkerWatch::new(drift_tx).map_err(|e| DaemonError::Setup(e.to_string()))?;
     let mut refs = ref_watch(&settings, &shared.trigger);
-    let mut reconciler = Reconciler::default();
+    let mut reconciler = Reconciler::new(settings.retry_backoff);
 
     let mut pending = Pending::default();
     let first = pass_deploy(&mut reconciler, &settings, &shared, true).await;
@@ -91,6 +93,7 @@ pub async fn run(
         })
     });
     loop {
+        let retry_at = reconciler.next_retry();
         tokio::select! {
             biased;
             _ = term.recv() => break,
@@ -100,6 +103,7 @@ pub async fn run(
                 match reload() {
                     Ok(new) => {
                         settings = new;
+                        reconciler.backoff = settings.retry_backoff;
                         refs = ref_watch(&settings, &shared.trigger);
                         poll = ticker(settings.poll_interval);
                         scan = ticker(settings.drift_interval);
@@ -134,6 +138,12 @@ pub async fn run(
                 }
             }
             _ = shared.trigger.notified() => {
+                if redeploy(&mut reconciler, &settings, &shared, false).await {
+                    pending.add_deploy();
+                }
+                workers.update(&watched_workers(&settings.paths.state_dir));
+            }
+            _ = until(retry_at) => {
                 if redeploy(&mut reconciler, &settings, &shared, false).await {
                     pending.add_deploy();
                 }
@@ -202,6 +212,14 @@ impl Pending {
 
 fn busy_note() {
     tracing::info!("another ringops holds the writer lock; trying again shortly");
+}
+
+/// Sleeps until `at`, or forever.
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// An interval whose first tick is one period from now, skipping missed ticks.
