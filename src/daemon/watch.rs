@@ -54,22 +54,35 @@ impl WorkerWatch {
 
     /// Follows exactly `workers` (name → directory) from now on; directories that do not
     /// exist yet are skipped (the next update picks them up).
+    ///
+    /// The roots' lock is never held across `watch`/`unwatch`: those wait for notify's
+    /// event thread, which may be waiting for the lock in the handler (a deadlock).
     pub fn update(&mut self, workers: &BTreeMap<String, PathBuf>) {
-        let mut roots = self.roots.lock().unwrap_or_else(|p| p.into_inner());
         let wanted: BTreeMap<PathBuf, String> = workers
             .iter()
             .map(|(name, dir)| (dir.clone(), name.clone()))
             .collect();
-        for old in roots.keys().filter(|d| !wanted.contains_key(*d)) {
+        let (gone, new) = {
+            let mut roots = self.roots.lock().unwrap_or_else(|p| p.into_inner());
+            let gone: Vec<PathBuf> = roots
+                .keys()
+                .filter(|d| !wanted.contains_key(*d))
+                .cloned()
+                .collect();
+            roots.retain(|d, _| wanted.contains_key(d));
+            let new: Vec<(PathBuf, String)> = wanted
+                .into_iter()
+                .filter(|(d, _)| !roots.contains_key(d))
+                .collect();
+            (gone, new)
+        };
+        for old in &gone {
             let _ = self.watcher.unwatch(old);
         }
-        roots.retain(|d, _| wanted.contains_key(d));
-        for (dir, name) in wanted {
-            if roots.contains_key(&dir) {
-                continue;
-            }
+        for (dir, name) in new {
             match self.watcher.watch(&dir, RecursiveMode::Recursive) {
                 Ok(()) => {
+                    let mut roots = self.roots.lock().unwrap_or_else(|p| p.into_inner());
                     roots.insert(dir, name);
                 }
                 Err(e) => tracing::debug!(worker = %name, error = %e, "not watching yet"),
@@ -93,6 +106,45 @@ fn owner<'r>(roots: &'r BTreeMap<PathBuf, String>, path: &Path) -> Option<&'r St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    #[test]
+    fn updating_the_roots_while_events_pour_in_does_not_deadlock() {
+        let dir = tempfile::tempdir().unwrap();
+        let workers: BTreeMap<String, PathBuf> = (0..40)
+            .map(|i| (format!("w{i}"), dir.path().join(format!("w{i}"))))
+            .collect();
+        for root in workers.values() {
+            std::fs::create_dir_all(root.join("job")).unwrap();
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let storm = {
+            let (stop, file) = (Arc::clone(&stop), workers["w0"].join("job/f"));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    std::fs::write(&file, "x").unwrap();
+                }
+            })
+        };
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (tx, _rx) = mpsc::unbounded_channel();
+            let mut watch = WorkerWatch::new(tx).unwrap();
+            for n in 1..=workers.len() {
+                let some = workers.iter().take(n);
+                watch.update(&some.map(|(k, v)| (k.clone(), v.clone())).collect());
+            }
+            let _ = done_tx.send(());
+        });
+        let finished = done_rx.recv_timeout(Duration::from_secs(60));
+        stop.store(true, Ordering::SeqCst);
+        storm.join().unwrap();
+        assert!(
+            finished.is_ok(),
+            "WorkerWatch::update deadlocked with the event thread"
+        );
+    }
 
     #[test]
     fn events_map_to_their_worker_but_not_from_its_records() {
