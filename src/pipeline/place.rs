@@ -211,7 +211,40 @@ pub fn check_features(
     }
 }
 
+/// The rendezvous weight of `worker` for replica `replica` of the job `key`: the first 8
+/// bytes (big-endian) of sha256(key, 0, replica as 4 little-endian bytes, worker).
 fn score(key: &str, replica: u32, worker: &str) -> u64 {
+    let len = key.len() + 5 + worker.len();
+    if len > 55 {
+        return score_hashed(key, replica, worker);
+    }
+    // The message fits one padded block: one compression, without the hasher's
+    // buffering (placement computes millions of these).
+    let mut block = [0u8; 64];
+    block[..key.len()].copy_from_slice(key.as_bytes());
+    block[key.len() + 1..key.len() + 5].copy_from_slice(&replica.to_le_bytes());
+    block[key.len() + 5..len].copy_from_slice(worker.as_bytes());
+    block[len] = 0x80;
+    block[56..].copy_from_slice(&(len as u64 * 8).to_be_bytes());
+    let mut state = SHA256_IV;
+    sha2::block_api::compress256(&mut state, &[block]);
+    (u64::from(state[0]) << 32) | u64::from(state[1])
+}
+
+/// SHA-256's initial hash value.
+const SHA256_IV: [u32; 8] = [
+    0x6a09_e667,
+    0xbb67_ae85,
+    0x3c6e_f372,
+    0xa54f_f53a,
+    0x510e_527f,
+    0x9b05_688c,
+    0x1f83_d9ab,
+    0x5be0_cd19,
+];
+
+/// [`score`] through the hasher, for messages longer than one block.
+fn score_hashed(key: &str, replica: u32, worker: &str) -> u64 {
     let mut h = Sha256::new();
     h.update(key.as_bytes());
     h.update([0]);
@@ -244,6 +277,24 @@ mod tests {
         let slots = place("wf/s", &ws, None).unwrap();
         assert_eq!(slots.len(), 2);
         assert!(slots.iter().all(|s| s.replica.is_none()));
+    }
+
+    #[test]
+    fn the_one_block_score_is_the_hashed_score() {
+        for key_len in [0, 1, 20, 46, 50, 51, 60] {
+            for worker_len in [0, 1, 5, 9, 30] {
+                let key = "k".repeat(key_len);
+                let worker = "w".repeat(worker_len);
+                for replica in [0, 1, 7, u32::MAX] {
+                    let want = score_hashed(&key, replica, &worker);
+                    assert_eq!(
+                        score(&key, replica, &worker),
+                        want,
+                        "{key_len} {worker_len}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -447,8 +447,9 @@ enum RenderFailure {
 fn render_capped(template: &minijinja::Template, ctx: &Value) -> Result<String, RenderFailure> {
     let mut buffer = Capped::default();
     match template.render_captured_to(ctx, &mut buffer) {
-        // minijinja writes only whole `str`s, so the bytes are UTF-8.
-        Ok(_) => Ok(String::from_utf8_lossy(&buffer.bytes).into_owned()),
+        // minijinja writes only whole `str`s, so the bytes are UTF-8 (kept without a copy).
+        Ok(_) => Ok(String::from_utf8(buffer.bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())),
         Err(_) if buffer.overflowed => Err(RenderFailure::TooLarge),
         Err(e) => Err(RenderFailure::Template(e)),
     }

@@ -244,15 +244,16 @@ fn stamp_fields(s: &Stamp) -> String {
 }
 
 fn parse_stamp<'l>(fields: &mut impl Iterator<Item = &'l str>) -> Option<Stamp> {
-    let mut next = || fields.next()?.parse::<i128>().ok();
-    let (dev, ino, size) = (next()?, next()?, next()?);
-    let (ms, mn, cs, cn) = (next()?, next()?, next()?, next()?);
+    let mut unsigned = || fields.next()?.parse::<u64>().ok();
+    let (dev, ino, size) = (unsigned()?, unsigned()?, unsigned()?);
+    let mut signed = || fields.next()?.parse::<i64>().ok();
+    let (ms, mn, cs, cn) = (signed()?, signed()?, signed()?, signed()?);
     Some(Stamp {
-        dev: u64::try_from(dev).ok()?,
-        ino: u64::try_from(ino).ok()?,
-        size: u64::try_from(size).ok()?,
-        mtime: (i64::try_from(ms).ok()?, i64::try_from(mn).ok()?),
-        ctime: (i64::try_from(cs).ok()?, i64::try_from(cn).ok()?),
+        dev,
+        ino,
+        size,
+        mtime: (ms, mn),
+        ctime: (cs, cn),
     })
 }
 
@@ -262,7 +263,11 @@ fn parse(text: &str) -> Option<StatCache> {
     if lines.next()? != HEADER {
         return None;
     }
-    let mut cache = StatCache::default();
+    // About one entry per 100 bytes: sized once rather than grown.
+    let mut cache = StatCache {
+        files: HashMap::with_capacity(text.len() / 200),
+        dirs: HashMap::with_capacity(text.len() / 200),
+    };
     let mut open: Option<(String, Listing)> = None;
     for line in lines {
         if line == END {
