@@ -6,6 +6,7 @@
 //! or from a recorded deployment and the object store ([`targets_from_record`], for
 //! rollback and drift repair, which need no repository).
 
+pub mod compile;
 pub mod sync;
 
 use crate::adapters::objects::ObjectStore;

@@ -11,7 +11,6 @@ use crate::model::observed::ObservedState;
 use crate::model::plan::Revision;
 use crate::model::{Bundle, DesiredState, Plan};
 use crate::pipeline::plan::PlanInput;
-use crate::pipeline::{Rings, compile};
 use crate::report;
 use crate::report::saved::{Facts, SavedPlan};
 use clap::Args;
@@ -137,7 +136,8 @@ pub fn prepare(ctx: &Context, ring: &str, rev: &str) -> Result<Option<Prepared>,
         rev: Some(rev.to_owned()),
         worktree: false,
     })?;
-    let desired = match compile(&bundle, &ctx.secrets, Rings::One(ring)) {
+    let compiled = engine::compile::compile_ring(ctx.state_dir(), &bundle, &ctx.secrets, ring);
+    let desired = match compiled {
         Ok(mut c) => match c.states.remove(ring) {
             Some(state) => state,
             None => {

@@ -5,7 +5,6 @@ use crate::engine;
 use crate::model::plan::Revision;
 use crate::model::{Bundle, DesiredState};
 use crate::pipeline::plan::{PlanInput, plan};
-use crate::pipeline::{Rings, SecretSource, compile};
 use crate::report;
 use crate::report::saved::{Facts, SavedPlan};
 use clap::{Args, ValueEnum};
@@ -66,10 +65,9 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Outcome {
         Some(base_rev) => {
             let base_bundle = source.bundle_at(base_rev, &ctx.path)?;
             // The two sides compile independently: one thread each.
-            let secrets = &ctx.secrets;
             let (base, head) = both_sides(
-                || desired(secrets, "base", base_rev, &base_bundle, &args.ring, true),
-                || desired(secrets, "head", &head_name, &head_bundle, &args.ring, false),
+                || desired(ctx, "base", base_rev, &base_bundle, &args.ring, true),
+                || desired(ctx, "head", &head_name, &head_bundle, &args.ring, false),
             )?;
             let input = PlanInput {
                 path: head_bundle.root.clone(),
@@ -83,14 +81,7 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Outcome {
             plan(&base, &head, input)
         }
         None => {
-            let head = desired(
-                &ctx.secrets,
-                "head",
-                &head_name,
-                &head_bundle,
-                &args.ring,
-                false,
-            )?;
+            let head = desired(ctx, "head", &head_name, &head_bundle, &args.ring, false)?;
             let input = PlanInput {
                 path: head_bundle.root.clone(),
                 base: None,
@@ -195,14 +186,15 @@ fn joined<T>(side: &str, result: std::thread::Result<Result<T, Failure>>) -> Res
 
 /// One side's desired state of the ring; a ring missing from the base is empty.
 fn desired(
-    secrets: &(dyn SecretSource + Sync),
+    ctx: &Context,
     side: &str,
     rev: &str,
     bundle: &Bundle,
     ring: &str,
     may_lack_ring: bool,
 ) -> Result<DesiredState, Failure> {
-    let mut compiled = compile(bundle, secrets, Rings::One(ring)).map_err(|diags| {
+    let compiled = engine::compile::compile_ring(ctx.state_dir(), bundle, &ctx.secrets, ring);
+    let mut compiled = compiled.map_err(|diags| {
         Failure::user(format!(
             "{side} `{rev}` does not compile:\n{}",
             report::diagnostics(&diags).trim_end()

@@ -9,6 +9,7 @@
 //! [`crate::adapters::objects`], not here. rusqlite blocks: async callers use
 //! `spawn_blocking`.
 
+pub mod compiled;
 mod read;
 mod schema;
 mod write;
