@@ -62,6 +62,7 @@ const LOCATIONS: &[(&str, &[&str])] = &[
     ("unknown-ring", &["fleet.yaml:18:31"]),
     ("duplicate-target", &["fleet.yaml:18:45"]),
     ("invalid-hook", &["fleet.yaml:16:20", "fleet.yaml:17:57"]),
+    ("invalid-window", &["fleet.yaml:16:18", "fleet.yaml:25:55"]),
     ("unknown-transport", &["workflow.yaml:7:25"]),
     ("unresolved-secret", &["workflow.yaml:11:16"]),
     ("wrong-param-type", &["workflow.yaml:10:15"]),

@@ -213,11 +213,11 @@ pub enum DriftMode {
 #[serde(deny_unknown_fields)]
 pub struct Window {
     /// Cron expression of the window's start.
-    pub cron: String,
+    pub cron: Spanned<String>,
     /// How long the window stays open.
     pub duration: Spanned<String>,
     /// Time zone of the cron expression.
-    pub timezone: Option<String>,
+    pub timezone: Option<Spanned<String>>,
 }
 
 /// `kind: WorkerGroup`.

@@ -7,7 +7,7 @@
 
 use super::checks::{
     check_approvals, check_artifact_path, check_artifact_paths_apart, check_duration, check_hook,
-    check_name, check_params, check_target, check_template_source, ring_durations,
+    check_name, check_params, check_target, check_template_source, check_window, ring_durations,
 };
 use super::load::Loaded;
 use super::module::check_module;
@@ -191,6 +191,9 @@ impl<'a> Catalog<'a> {
             }
             if let Some(approvals) = &ring.spec.approvals {
                 check_approvals(file, approvals, diags);
+            }
+            if let Some(window) = &ring.spec.window {
+                check_window(file, window, diags);
             }
         }
     }

@@ -69,6 +69,27 @@ pub fn ring_durations(spec: &RingSpec) -> Vec<&Spanned<String>> {
     out
 }
 
+/// Reports a window whose cron expression or time zone is not usable.
+pub fn check_window(file: &str, window: &crate::model::manifest::Window, diags: &mut Diagnostics) {
+    use super::rollout::{GateError, Window};
+    let zone = window.timezone.as_ref();
+    match Window::new(
+        &window.cron.value,
+        &window.duration.value,
+        zone.map(|z| z.value.as_str()),
+    ) {
+        Err(e @ GateError::Cron { .. }) => {
+            diags.error(file, window.cron.at, "invalid-window", e.to_string());
+        }
+        Err(e @ GateError::Timezone(_)) => {
+            let at = zone.map_or(window.cron.at, |z| z.at);
+            diags.error(file, at, "invalid-window", e.to_string());
+        }
+        // A bad duration is reported with the other durations.
+        Err(GateError::Duration(_)) | Ok(_) => {}
+    }
+}
+
 /// Time limit of a hook that sets none.
 pub const DEFAULT_HOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 

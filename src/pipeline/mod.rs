@@ -16,6 +16,7 @@ pub mod place;
 pub mod plan;
 pub mod policy;
 pub mod render;
+pub mod rollout;
 pub mod template;
 
 pub use compile::{Compiled, Rings, compile};
