@@ -7,6 +7,7 @@
 //! rollback and drift repair, which need no repository).
 
 pub mod compile;
+pub mod rollout;
 pub mod sync;
 
 use crate::adapters::objects::ObjectStore;

@@ -85,7 +85,7 @@ fn migrates_an_empty_folder_and_reopens_with_data() {
             .id
     };
     let db = state_dir.join(DB_FILE);
-    assert_eq!(user_version(&db), 3);
+    assert_eq!(user_version(&db), 4);
     let mode: String = rusqlite::Connection::open(&db)
         .expect("raw")
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
@@ -99,7 +99,7 @@ fn migrates_an_empty_folder_and_reopens_with_data() {
         ("dev", "c1", Queued)
     );
     assert_eq!(id.to_string(), "d-000001");
-    assert_eq!(user_version(&db), 3, "reopening does not migrate again");
+    assert_eq!(user_version(&db), 4, "reopening does not migrate again");
 }
 
 #[test]

@@ -140,7 +140,10 @@ fn the_example_configuration_documents_every_key() {
     assert!(keys.contains(&"repo") && keys.len() >= 10, "{keys:?}");
     let text = read(EXAMPLE);
     for key in keys {
-        let set = |l: &str| l.trim_start_matches('#').starts_with(&format!("{key} ="));
+        let set = |l: &str| {
+            let l = l.trim_start_matches('#');
+            l.starts_with(&format!("{key} =")) || l == format!("[[{key}]]")
+        };
         assert!(text.lines().any(set), "{EXAMPLE} does not show `{key}`");
     }
 }

@@ -40,6 +40,9 @@ pub struct FileConfig {
     pub token_file: Option<PathBuf>,
     /// Remote repository: user name sent with the token or key.
     pub git_username: Option<String>,
+    /// Approvers, each known by the sha256 of their token.
+    #[serde(default)]
+    pub approvers: Vec<super::identity::ApproverEntry>,
 }
 
 /// Why the configuration file could not be used.

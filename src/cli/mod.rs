@@ -7,6 +7,7 @@ pub mod config;
 pub mod daemon;
 pub mod drift;
 pub mod history;
+pub mod identity;
 pub mod plan;
 pub mod render;
 pub mod rollback;

@@ -10,6 +10,7 @@
 //! `spawn_blocking`.
 
 pub mod compiled;
+pub mod gates;
 mod read;
 mod schema;
 mod write;

@@ -105,6 +105,32 @@ pub(super) const MIGRATIONS: &[&str] = &[
         since      INTEGER NOT NULL
     ) STRICT;
     ",
+    // 4: gates: approvers' verdicts, what a gated rollout waits for, rings paused by hand.
+    "
+    CREATE TABLE approvals (
+        seq         INTEGER PRIMARY KEY,
+        deployment  TEXT    NOT NULL REFERENCES deployments(id),
+        approver    TEXT    NOT NULL,
+        verdict     TEXT    NOT NULL CHECK (verdict IN ('approved', 'rejected')),
+        fingerprint TEXT    NOT NULL,
+        reason      TEXT    NOT NULL,
+        at          INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX approvals_by_deployment ON approvals(deployment, seq);
+
+    CREATE TABLE rollouts (
+        deployment   TEXT    NOT NULL PRIMARY KEY REFERENCES deployments(id),
+        waiting      TEXT    NOT NULL,
+        emergency    INTEGER NOT NULL,
+        batches_done INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE ring_pauses (
+        ring   TEXT    NOT NULL PRIMARY KEY,
+        reason TEXT    NOT NULL,
+        since  INTEGER NOT NULL
+    ) STRICT;
+    ",
 ];
 
 /// The schema version this build writes.

@@ -329,13 +329,18 @@ impl Store {
     /// Fails every deployment a stopped process left in progress (Building, Deploying,
     /// Validating, RollingBack) with the reason [`INTERRUPTED`], and returns them. Call it
     /// while holding the writer lock, before starting new work: then nobody else is writing.
+    ///
+    /// A rollout that stopped on purpose between batches (paused after a canary, or its
+    /// ring paused) is waiting, not interrupted, and is left alone.
     pub fn mark_interrupted(&mut self) -> Result<Vec<Deployment>> {
         let (now, path) = (self.clock.now(), self.path.clone());
         let tx = self.begin()?;
         let ids: Vec<DeploymentId> = tx
             .prepare(
                 "SELECT seq FROM deployments WHERE state IN \
-                 ('Building', 'Deploying', 'Validating', 'RollingBack') ORDER BY seq",
+                 ('Building', 'Deploying', 'Validating', 'RollingBack') \
+                 AND id NOT IN (SELECT deployment FROM rollouts WHERE waiting != '') \
+                 ORDER BY seq",
             )
             .and_then(|mut s| {
                 s.query_map([], |r| r.get::<_, i64>(0))?
@@ -389,7 +394,7 @@ impl Store {
         })
     }
 
-    fn begin(&mut self) -> Result<rusqlite::Transaction<'_>> {
+    pub(super) fn begin(&mut self) -> Result<rusqlite::Transaction<'_>> {
         let path = &self.path;
         self.conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -451,7 +456,7 @@ fn set_state(
     add_event(conn, path, id, now, Some(to), message)
 }
 
-fn add_event(
+pub(super) fn add_event(
     conn: &Connection,
     path: &Path,
     id: DeploymentId,

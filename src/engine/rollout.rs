@@ -1,0 +1,288 @@
+//! A gated rollout: a recorded deployment's workers switched batch by batch (the ring's
+//! strategy), each batch health-checked before the next starts. A canary batch may pause
+//! the rollout until a person continues it; a failed batch fails the deployment, or with
+//! `autoRevert` puts every worker it touched back to the previous Active deployment
+//! (RollingBack → RolledBack). The rollout can stop between batches and be resumed by
+//! another process: what is done is in the state.
+
+use super::{EngineError, Restore, Target, chain, clone_error, restore, summary, switch_all};
+use crate::adapters::objects::ObjectStore;
+use crate::adapters::store::gates::RolloutState;
+use crate::adapters::store::{Store, WorkerEntry};
+use crate::model::deployment::{Deployment, DeploymentState, WorkerOutcome};
+use crate::pipeline::rollout::Batch;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Checks a batch of workers after their switch.
+pub trait HealthGate {
+    /// `Ok` when every worker of `workers` is healthy, else why not (naming the workers).
+    fn check(&self, workers: &[String]) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// No health check: every batch is healthy once switched.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoHealthCheck;
+
+impl HealthGate for NoHealthCheck {
+    async fn check(&self, _workers: &[String]) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// How a rollout goes.
+#[derive(Clone, Debug)]
+pub struct RolloutSpec {
+    /// Every batch of the deployment, in order (including those already done).
+    pub batches: Vec<Batch>,
+    /// Batches switched and healthy before this run (a continued rollout).
+    pub done: usize,
+    /// Put every touched worker back when a batch fails.
+    pub auto_revert: bool,
+    /// The rollout fails when a batch ends past this much time after this run started.
+    pub progress_deadline: Duration,
+    /// Windows and gates were bypassed (`promote --emergency`).
+    pub emergency: bool,
+}
+
+/// Where a rollout run stopped.
+#[derive(Debug)]
+pub enum RolloutEnd {
+    /// Every batch is done: the deployment is Active.
+    Active(Deployment),
+    /// Stopped after a batch, waiting for `promote --continue` (a canary) or `resume`
+    /// (the ring was paused); the deployment stays Deploying.
+    Waiting {
+        /// The deployment.
+        deployment: Deployment,
+        /// `continue` or `paused`.
+        reason: String,
+        /// Batches done so far.
+        done: usize,
+    },
+    /// A batch failed: Failed (workers left as they are), or RolledBack when reverted.
+    Failed {
+        /// The deployment, in its final state.
+        deployment: Deployment,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Runs the batches of `spec` from `spec.done` on, for the deployment `id` (Queued when
+/// `spec.done` is 0, else Deploying), `previous` being the Active deployment to return
+/// to. `paused` is asked before every batch whether the ring was paused meanwhile.
+#[allow(clippy::too_many_arguments)]
+pub async fn roll_out(
+    store: &mut Store,
+    objects: &ObjectStore,
+    state_dir: &Path,
+    targets: &[Target],
+    deployment: &Deployment,
+    previous: Option<&Deployment>,
+    spec: &RolloutSpec,
+    health: &impl HealthGate,
+) -> Result<RolloutEnd, EngineError> {
+    let id = deployment.id;
+    if deployment.state == DeploymentState::Queued {
+        store.transition(id, DeploymentState::Building, "storing artifacts")?;
+        let files = targets.iter().flat_map(|t| t.files.values());
+        objects.put_known(files.map(|f| (f.sha256.as_str(), &*f.content)))?;
+        let how = format!("switching workers in {} batch(es)", spec.batches.len());
+        store.transition(id, DeploymentState::Deploying, &how)?;
+    }
+    let started = Instant::now();
+    let mut touched: Vec<String> = spec.batches[..spec.done.min(spec.batches.len())]
+        .iter()
+        .flat_map(|b| b.workers.iter().cloned())
+        .collect();
+    let by_name: BTreeMap<&str, &Target> = targets.iter().map(|t| (t.name.as_str(), t)).collect();
+    for (index, batch) in spec.batches.iter().enumerate().skip(spec.done) {
+        if let Some(pause) = store.ring_pause(&deployment.ring)? {
+            let why = format!("paused before batch {}: {}", index + 1, pause.reason);
+            return wait(store, deployment, spec, index, "paused", &why);
+        }
+        let batch_targets: Vec<Target> = batch
+            .workers
+            .iter()
+            .filter_map(|w| by_name.get(w.as_str()).map(|t| (*t).clone()))
+            .collect();
+        let label = format!(
+            "batch {}/{} ({})",
+            index + 1,
+            spec.batches.len(),
+            batch.workers.join(", ")
+        );
+        store.note(id, &format!("{label}: switching"))?;
+        let failure =
+            switch_batch(store, id, &deployment.ring, &batch_targets, &mut touched).await?;
+        let failure = match failure {
+            Some(f) => Some(f),
+            None => health
+                .check(&batch.workers)
+                .await
+                .err()
+                .map(|e| format!("{label}: unhealthy: {e}")),
+        };
+        let failure = failure.or_else(|| {
+            (started.elapsed() > spec.progress_deadline).then(|| {
+                format!(
+                    "{label}: past the progress deadline ({})",
+                    humantime::format_duration(spec.progress_deadline)
+                )
+            })
+        });
+        if let Some(reason) = failure {
+            return fail(
+                store, objects, state_dir, targets, deployment, previous, &touched, spec, reason,
+            )
+            .await;
+        }
+        store.note(id, &format!("{label}: healthy"))?;
+        let done = index + 1;
+        store.set_rollout(id, &state("", spec.emergency, done))?;
+        if batch.pause_after && done < spec.batches.len() {
+            let why = format!(
+                "canary healthy; waiting for `ringops promote {} --continue`",
+                deployment.ring
+            );
+            return wait(store, deployment, spec, done, "continue", &why);
+        }
+    }
+    store.transition(
+        id,
+        DeploymentState::Validating,
+        "every batch switched and healthy",
+    )?;
+    let activation = store.activate(id, "active")?;
+    Ok(RolloutEnd::Active(activation.deployment))
+}
+
+fn state(waiting: &str, emergency: bool, done: usize) -> RolloutState {
+    RolloutState {
+        waiting: waiting.to_owned(),
+        emergency,
+        batches_done: u32::try_from(done).unwrap_or(u32::MAX),
+    }
+}
+
+fn wait(
+    store: &mut Store,
+    deployment: &Deployment,
+    spec: &RolloutSpec,
+    done: usize,
+    reason: &str,
+    why: &str,
+) -> Result<RolloutEnd, EngineError> {
+    store.set_rollout(deployment.id, &state(reason, spec.emergency, done))?;
+    store.note(deployment.id, why)?;
+    Ok(RolloutEnd::Waiting {
+        deployment: store.get(deployment.id)?,
+        reason: reason.to_owned(),
+        done,
+    })
+}
+
+/// Switches one batch and records each worker; the first failure's message, if any.
+/// Every worker attempted counts as touched (a failed one may be half-switched).
+async fn switch_batch(
+    store: &mut Store,
+    id: crate::model::deployment::DeploymentId,
+    ring: &str,
+    targets: &[Target],
+    touched: &mut Vec<String>,
+) -> Result<Option<String>, EngineError> {
+    let switched = switch_all(targets, ring, &id.to_string(), false).await;
+    let mut failure = switched
+        .panicked
+        .then(|| "a worker task stopped unexpectedly (a bug in ringops)".to_owned());
+    let mut records = Vec::with_capacity(targets.len());
+    for target in targets {
+        let (outcome, message, holds) = match switched.results.get(&target.name) {
+            Some(Ok(applied)) => {
+                touched.push(target.name.clone());
+                let changed = !(applied.written.is_empty() && applied.removed.is_empty());
+                let outcome = if changed {
+                    WorkerOutcome::Applied
+                } else {
+                    WorkerOutcome::Unchanged
+                };
+                (outcome, summary(applied), true)
+            }
+            Some(Err(e)) => {
+                touched.push(target.name.clone());
+                let message = chain(&EngineError::worker(&target.name, clone_error(e.error())));
+                failure.get_or_insert(message.clone());
+                (WorkerOutcome::Failed, message, false)
+            }
+            None => (
+                WorkerOutcome::Skipped,
+                "not attempted: another worker failed first".to_owned(),
+                false,
+            ),
+        };
+        records.push((target, outcome, message, holds.then(|| target.written())));
+    }
+    let entries: Vec<WorkerEntry<'_>> = records
+        .iter()
+        .map(|(target, outcome, message, written)| WorkerEntry {
+            worker: &target.name,
+            outcome: *outcome,
+            message,
+            placement: &target.placement,
+            artifacts: written.as_deref(),
+        })
+        .collect();
+    store.record_workers(id, &entries)?;
+    Ok(failure)
+}
+
+/// Ends a rollout whose batch failed: with `autoRevert`, RollingBack, every touched
+/// worker back to `previous`, RolledBack; without, Failed and the workers left as they
+/// are (status shows who runs what).
+#[allow(clippy::too_many_arguments)]
+async fn fail(
+    store: &mut Store,
+    objects: &ObjectStore,
+    state_dir: &Path,
+    targets: &[Target],
+    deployment: &Deployment,
+    previous: Option<&Deployment>,
+    touched: &[String],
+    spec: &RolloutSpec,
+    reason: String,
+) -> Result<RolloutEnd, EngineError> {
+    let id = deployment.id;
+    store.set_rollout(id, &state("", spec.emergency, spec.done))?;
+    if !spec.auto_revert {
+        let failed = store.transition(id, DeploymentState::Failed, &reason)?;
+        return Ok(RolloutEnd::Failed {
+            deployment: failed,
+            reason,
+        });
+    }
+    let why = format!("{reason}; reverting {} worker(s)", touched.len());
+    store.transition(id, DeploymentState::RollingBack, &why)?;
+    let records = store.workers(id)?;
+    let messages: BTreeMap<String, String> =
+        records.into_iter().map(|w| (w.worker, w.message)).collect();
+    let outcomes: BTreeMap<&str, &str> = messages
+        .iter()
+        .map(|(w, m)| (w.as_str(), m.as_str()))
+        .collect();
+    let back = Restore {
+        failing: id,
+        previous,
+        touched,
+        ring: &deployment.ring,
+        outcomes: &outcomes,
+    };
+    restore(store, objects, state_dir, targets, back).await?;
+    let rolled_back = store.transition(id, DeploymentState::RolledBack, &reason)?;
+    Ok(RolloutEnd::Failed {
+        deployment: rolled_back,
+        reason,
+    })
+}
