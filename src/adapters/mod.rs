@@ -2,6 +2,7 @@
 //! rendered output on disk.
 
 pub mod git;
+pub mod health;
 pub mod hooks;
 pub mod lock;
 pub mod objects;
