@@ -152,22 +152,44 @@ pub fn prepare(ctx: &Context, ring: &str, rev: &str) -> Result<Option<Prepared>,
             return Ok(None);
         }
     };
-    let input = PlanInput {
-        path: bundle.root.clone(),
-        base: None,
-        head: Revision {
-            rev: rev.to_owned(),
-            commit: bundle.commit.clone(),
-        },
-        changed_files: super::changed_since_active(ctx, ring, &bundle),
+    let head = Revision {
+        rev: rev.to_owned(),
+        commit: bundle.commit.clone(),
     };
-    let (plan, observed) = block_on(engine::plan_ring(ctx.state_dir(), &desired, input))?;
+    let (plan, observed) = plan_against_workers(ctx, &bundle, &desired, head)?;
     Ok(Some(Prepared {
         bundle,
         desired,
         plan,
         observed,
     }))
+}
+
+/// Plans `desired` (compiled from `bundle`) against the ring's workers. The files
+/// changed since the Active deployment are found while the workers are read.
+pub fn plan_against_workers(
+    ctx: &Context,
+    bundle: &Bundle,
+    desired: &DesiredState,
+    head: Revision,
+) -> Result<(Plan, ObservedState), Failure> {
+    let (observed, changed_files) = std::thread::scope(|scope| {
+        let changed = scope.spawn(|| super::changed_since_active(ctx, &desired.ring, bundle));
+        let observed = block_on(engine::observe(ctx.state_dir(), desired));
+        let changed = changed
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (observed, changed)
+    });
+    let observed = observed?;
+    let input = PlanInput {
+        path: bundle.root.clone(),
+        base: None,
+        head,
+        changed_files,
+    };
+    let plan = crate::pipeline::drift::plan_observed(&observed, desired, input);
+    Ok((plan, observed))
 }
 
 /// Applies a saved plan after checking that nothing it was made against changed.

@@ -82,14 +82,8 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Outcome {
         }
         None => {
             let head = desired(ctx, "head", &head_name, &head_bundle, &args.ring, false)?;
-            let input = PlanInput {
-                path: head_bundle.root.clone(),
-                base: None,
-                head: head_rev,
-                changed_files: super::changed_since_active(ctx, &args.ring, &head_bundle),
-            };
             let (plan, observed) =
-                super::block_on(engine::plan_ring(ctx.state_dir(), &head, input))?;
+                super::apply::plan_against_workers(ctx, &head_bundle, &head, head_rev)?;
             if let Some(out) = &args.out {
                 save(ctx, &plan, &observed, out)?;
             }
