@@ -9,6 +9,7 @@ pub mod drift;
 pub mod history;
 pub mod identity;
 pub mod plan;
+pub mod promote;
 pub mod render;
 pub mod rollback;
 pub mod status;
@@ -81,10 +82,22 @@ pub enum Command {
     /// Run as a service: deploy every new commit to the auto-deploy rings, revert drift,
     /// serve the HTTP API.
     Daemon(daemon::DaemonArgs),
-    /// Lift the pin a rollback put on a ring, so the daemon deploys to it again.
+    /// Lift the pin a rollback put on a ring (the daemon deploys to it again) and its
+    /// pause (a rollout it held goes on).
     Resume(rollback::ResumeArgs),
     /// Copy a managed artifact to a new path that ringops will leave alone.
     Clone(clone::CloneArgs),
+    /// Move the bundle Active in the ring a ring promotes from into it, through its
+    /// gates (freeze, window, approvals) and its rollout strategy.
+    Promote(promote::PromoteArgs),
+    /// Approve a deployment awaiting approval (identity from your approver token).
+    Approve(promote::VerdictArgs),
+    /// Reject a deployment awaiting approval; it fails.
+    Reject(promote::VerdictArgs),
+    /// Hold a ring: no new batch of its rollouts starts until `resume`.
+    Pause(promote::HoldArgs),
+    /// Stop a ring's queued or paused rollout (reverting it where `autoRevert` is set).
+    Fail(promote::HoldArgs),
 }
 
 /// Which manifests to read: a revision or the work tree.
@@ -196,6 +209,11 @@ pub fn run(cli: Cli) -> Outcome {
         Command::Clone(args) => clone::run(&ctx, args),
         Command::Resume(args) => rollback::resume(&ctx, args),
         Command::Daemon(args) => daemon::run(&cli, &ctx, args),
+        Command::Promote(args) => promote::promote(&ctx, args),
+        Command::Approve(args) => promote::approve(&ctx, args),
+        Command::Reject(args) => promote::reject(&ctx, args),
+        Command::Pause(args) => promote::pause(&ctx, args),
+        Command::Fail(args) => promote::fail(&ctx, args),
     }
 }
 
@@ -208,6 +226,7 @@ pub struct Context {
     state_dir: PathBuf,
     branch: Option<String>,
     secrets: HostSecrets,
+    approvers: Vec<identity::ApproverEntry>,
 }
 
 impl Context {
@@ -230,6 +249,7 @@ impl Context {
             state_dir,
             branch: cli.branch.clone().or(file.branch),
             secrets: HostSecrets::new(cli.secrets_dir.clone().or(file.secrets_dir)),
+            approvers: file.approvers,
         })
     }
 
@@ -244,6 +264,11 @@ impl Context {
             self.fetched.store(true, Ordering::SeqCst);
         }
         Ok(Source::open(&self.repo.open_path(&self.state_dir))?)
+    }
+
+    /// The approvers the configuration knows.
+    pub fn approvers(&self) -> &[identity::ApproverEntry] {
+        &self.approvers
     }
 
     /// Where the manifests' repository is.

@@ -109,28 +109,35 @@ fn pin(store: &mut Store, ring: &str, commit: &str, reason: &str) -> Result<(), 
 /// Arguments of `resume`.
 #[derive(Debug, Args)]
 pub struct ResumeArgs {
-    /// The ring whose pin to lift.
+    /// The ring whose pin (a rollback's) or pause to lift.
     pub ring: String,
     /// Wait for another writer to finish instead of failing.
     #[arg(long)]
     pub wait: bool,
 }
 
-/// Lifts a ring's pin, so the daemon deploys the tracked branch to it again.
+/// Lifts a ring's pin, so the daemon deploys the tracked branch to it again, and its
+/// pause, continuing a rollout the pause stopped.
 pub fn resume(ctx: &Context, args: &ResumeArgs) -> Outcome {
     let (_lock, mut store) = open_writer(ctx, "ringops resume", args.wait)?;
-    match store
+    let pin = store
         .unpin(&args.ring)
-        .map_err(|e| Failure::Internal(e.into()))?
-    {
-        Some(pin) => emit(&format!(
+        .map_err(|e| Failure::Internal(e.into()))?;
+    if let Some(pin) = &pin {
+        emit(&format!(
             "Ring {} resumed: the daemon may deploy {} again.\n",
             args.ring,
             report::short(&pin.commit)
-        ))?,
-        None => emit(&format!("Ring {} is not pinned.\n", args.ring))?,
+        ))?;
     }
-    Ok(ExitCode::SUCCESS)
+    match super::promote::unpause(ctx, &mut store, &args.ring)? {
+        Some(code) => Ok(code),
+        None if pin.is_none() => {
+            emit(&format!("Ring {} is not pinned nor paused.\n", args.ring))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        None => Ok(ExitCode::SUCCESS),
+    }
 }
 
 /// Workers the Active deployment has and the rollback target does not: they go back to

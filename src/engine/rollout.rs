@@ -254,20 +254,51 @@ async fn fail(
     spec: &RolloutSpec,
     reason: String,
 ) -> Result<RolloutEnd, EngineError> {
+    store.set_rollout(deployment.id, &state("", spec.emergency, spec.done))?;
+    let ended = stop(
+        store,
+        objects,
+        state_dir,
+        targets,
+        deployment,
+        previous,
+        touched,
+        spec.auto_revert,
+        reason.clone(),
+    )
+    .await?;
+    Ok(RolloutEnd::Failed {
+        deployment: ended,
+        reason,
+    })
+}
+
+/// Stops a rollout for `reason`: with `auto_revert`, RollingBack, the `touched` workers
+/// back to `previous`'s artifacts, RolledBack; without, Failed and the workers left as
+/// they are. Returns the deployment in its final state.
+#[allow(clippy::too_many_arguments)]
+pub async fn stop(
+    store: &mut Store,
+    objects: &ObjectStore,
+    state_dir: &Path,
+    targets: &[Target],
+    deployment: &Deployment,
+    previous: Option<&Deployment>,
+    touched: &[String],
+    auto_revert: bool,
+    reason: String,
+) -> Result<Deployment, EngineError> {
     let id = deployment.id;
-    store.set_rollout(id, &state("", spec.emergency, spec.done))?;
-    if !spec.auto_revert {
-        let failed = store.transition(id, DeploymentState::Failed, &reason)?;
-        return Ok(RolloutEnd::Failed {
-            deployment: failed,
-            reason,
-        });
+    if !auto_revert {
+        return Ok(store.transition(id, DeploymentState::Failed, &reason)?);
     }
     let why = format!("{reason}; reverting {} worker(s)", touched.len());
     store.transition(id, DeploymentState::RollingBack, &why)?;
-    let records = store.workers(id)?;
-    let messages: BTreeMap<String, String> =
-        records.into_iter().map(|w| (w.worker, w.message)).collect();
+    let messages: BTreeMap<String, String> = store
+        .workers(id)?
+        .into_iter()
+        .map(|w| (w.worker, w.message))
+        .collect();
     let outcomes: BTreeMap<&str, &str> = messages
         .iter()
         .map(|(w, m)| (w.as_str(), m.as_str()))
@@ -280,9 +311,5 @@ async fn fail(
         outcomes: &outcomes,
     };
     restore(store, objects, state_dir, targets, back).await?;
-    let rolled_back = store.transition(id, DeploymentState::RolledBack, &reason)?;
-    Ok(RolloutEnd::Failed {
-        deployment: rolled_back,
-        reason,
-    })
+    Ok(store.transition(id, DeploymentState::RolledBack, &reason)?)
 }

@@ -3,7 +3,7 @@
 //! errors elsewhere, so a broken commit is still recorded against the right rings.
 
 use super::load::load;
-use crate::model::manifest::{DriftMode, Resource};
+use crate::model::manifest::{DriftMode, Resource, RingSpec};
 use crate::model::{Bundle, Diagnostics};
 use std::collections::BTreeMap;
 
@@ -35,6 +35,17 @@ pub fn ring_policies(bundle: &Bundle) -> BTreeMap<String, RingPolicy> {
         }
     }
     out
+}
+
+/// The spec of ring `name` as `bundle` defines it (the first document of that name),
+/// read even when other files of the bundle are broken.
+pub fn ring_spec(bundle: &Bundle, name: &str) -> Option<RingSpec> {
+    let mut diags = Diagnostics::default();
+    let loaded = load(bundle, &mut diags);
+    loaded.documents.iter().find_map(|doc| match &doc.resource {
+        Resource::Ring(spec) if doc.name() == name => Some((**spec).clone()),
+        _ => None,
+    })
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// A ring's gates and rollout settings, resolved from its spec.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Gates {
     /// Approvals a deployment needs before it starts.
     pub approvals: Option<ApprovalGate>,
@@ -17,6 +17,8 @@ pub struct Gates {
     pub strategy: Strategy,
     /// Health checking after each batch.
     pub health: HealthTiming,
+    /// The ring's `health:` as written (what to probe), if it sets one.
+    pub probe: Option<crate::model::manifest::Health>,
     /// A failed batch puts every touched worker back.
     pub auto_revert: bool,
     /// When deployments may start.
@@ -166,6 +168,7 @@ impl Gates {
             approvals,
             strategy,
             health,
+            probe: spec.health.clone(),
             auto_revert: spec.auto_revert,
             window,
             freeze: spec.freeze,

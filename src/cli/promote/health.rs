@@ -1,0 +1,82 @@
+//! The ring's `health:` as the rollout's health gate: each batch's workers probed with
+//! [`HealthChecker`] until healthy for `minHealthy`, or not by `healthyDeadline`.
+
+use super::super::Context;
+use crate::adapters::health::{HealthCheck, HealthChecker, Probe, Worker};
+use crate::adapters::transport::WorkerTransport;
+use crate::engine::rollout::HealthGate;
+use crate::model::DesiredState;
+use crate::pipeline::rollout::Gates;
+use std::collections::BTreeMap;
+
+/// A ring's health check, ready for its workers.
+pub struct Checks {
+    checker: Result<Option<HealthChecker>, String>,
+    workers: BTreeMap<String, Worker>,
+}
+
+impl Checks {
+    /// The check `gates` carry, for the workers of `desired`.
+    pub fn new(ctx: &Context, ring: &str, gates: &Gates, desired: &DesiredState) -> Self {
+        let checker = match &gates.probe {
+            None => Ok(None),
+            Some(health) => match Probe::from_manifest(health) {
+                Ok(None) => Ok(None),
+                Ok(Some(probe)) => HealthChecker::new(HealthCheck {
+                    probe,
+                    timeout: gates.health.timeout,
+                    min_healthy: gates.health.min_healthy,
+                    healthy_deadline: gates.health.healthy_deadline,
+                })
+                .map(Some)
+                .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        let workers = desired
+            .workers
+            .iter()
+            .map(|(name, state)| {
+                let dir = match crate::engine::transport(ctx.state_dir(), name, state) {
+                    Ok(WorkerTransport::Local(dir)) => Some(dir.root().to_owned()),
+                    _ => None,
+                };
+                let worker = Worker {
+                    name: name.clone(),
+                    address: state.address.clone(),
+                    labels: BTreeMap::new(),
+                    group: state.group.clone(),
+                    ring: ring.to_owned(),
+                    dir,
+                };
+                (name.clone(), worker)
+            })
+            .collect();
+        Checks { checker, workers }
+    }
+}
+
+impl HealthGate for Checks {
+    async fn check(&self, workers: &[String]) -> Result<(), String> {
+        let checker = match &self.checker {
+            Ok(None) => return Ok(()),
+            Ok(Some(c)) => c,
+            Err(e) => return Err(e.clone()),
+        };
+        let batch: Vec<Worker> = workers
+            .iter()
+            .filter_map(|w| self.workers.get(w).cloned())
+            .collect();
+        let verdicts = checker.check_all(&batch).await.map_err(|e| e.to_string())?;
+        let sick: Vec<String> = verdicts
+            .iter()
+            .filter(|(_, v)| !v.is_healthy())
+            .map(|(name, v)| format!("{name}: {v}"))
+            .collect();
+        if sick.is_empty() {
+            Ok(())
+        } else {
+            Err(sick.join("; "))
+        }
+    }
+}

@@ -1,0 +1,602 @@
+//! Promotion through the rings with the real binary: rolling batches with a command
+//! health check, a canary paused until continued, approvals from tokens (distinct,
+//! unknown, rejected, timed out), a window that holds a promotion, an emergency
+//! promotion, a pause, an auto-revert that leaves every worker as it was, and the gate an
+//! incoming commit cannot lower. Health endpoints are real HTTP servers on loopback.
+
+mod common;
+
+use common::{Fleet, Run, files_under, output, sha256_hex};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+const RINGS: &str = "examples/fleet/rings.yaml";
+
+/// The rings of these tests: staging rolls 2 at a time behind a command check that
+/// fails for a worker while `<state>/sick-<worker>` exists; production is a canary of
+/// one then 2 at a time, behind 2 of 3 approvers and an HTTP check on loopback.
+fn rings(fleet: &Fleet, port: u16, production_extra: &str, staging_extra: &str) -> String {
+    let state = fleet.state.path().display();
+    format!(
+        r#"apiVersion: ringops/v1
+kind: Ring
+metadata: {{name: dev}}
+spec:
+  track: {{branch: main}}
+  autoDeploy: true
+  values: {{log_level: debug, max_retries: 1}}
+---
+apiVersion: ringops/v1
+kind: Ring
+metadata: {{name: staging}}
+spec:
+  promotesFrom: dev
+  strategy: {{type: rolling, maxParallel: 2}}
+  health:
+    command: [sh, -c, 'echo "$RINGOPS_WORKER" >> {state}/health.log; test ! -e {state}/sick-$RINGOPS_WORKER']
+    timeout: 5s
+    healthyDeadline: 1s
+  values: {{log_level: info, max_retries: 3}}
+{staging_extra}---
+apiVersion: ringops/v1
+kind: Ring
+metadata: {{name: production}}
+spec:
+  promotesFrom: staging
+  approvals: {{required: 2, approvers: [alice, bob, carol]}}
+  strategy: {{type: canary, canary: 1, maxParallel: 2}}
+  health:
+    http: "http://127.0.0.1:{port}/{{{{ worker.name }}}}"
+    timeout: 2s
+    healthyDeadline: 1s
+  autoRevert: true
+  values: {{log_level: warn, max_retries: 5}}
+{production_extra}"#
+    )
+}
+
+/// A health endpoint on loopback: 200 for every path unless its worker is in `sick`.
+struct Endpoint {
+    port: u16,
+    sick: Arc<std::sync::Mutex<Vec<String>>>,
+    _up: Arc<AtomicBool>,
+}
+
+impl Endpoint {
+    fn start() -> Endpoint {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let sick: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let up = Arc::new(AtomicBool::new(true));
+        let (list, alive) = (Arc::clone(&sick), Arc::clone(&up));
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                if !alive.load(Ordering::SeqCst) {
+                    break;
+                }
+                let mut line = String::new();
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let path = line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("/")
+                    .trim_start_matches('/');
+                let bad = list.lock().expect("lock").iter().any(|w| w == path);
+                let status = if bad {
+                    "503 Service Unavailable"
+                } else {
+                    "200 OK"
+                };
+                let mut out = stream;
+                let _ = write!(
+                    out,
+                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        Endpoint {
+            port,
+            sick,
+            _up: up,
+        }
+    }
+
+    fn make_sick(&self, worker: &str) {
+        self.sick.lock().expect("lock").push(worker.to_owned());
+    }
+}
+
+/// The fleet with these tests' rings, an approvers' configuration, and dev applied.
+struct World {
+    fleet: Fleet,
+    endpoint: Endpoint,
+    config: tempfile::TempDir,
+}
+
+impl World {
+    fn new(production_extra: &str, staging_extra: &str) -> World {
+        let fleet = Fleet::new();
+        let endpoint = Endpoint::start();
+        fleet.repo.write(
+            RINGS,
+            &rings(&fleet, endpoint.port, production_extra, staging_extra),
+        );
+        fleet.repo.commit("rings for promotion tests");
+        let config = tempfile::tempdir().expect("config");
+        let mut toml = String::new();
+        for (name, emergency) in [("alice", true), ("bob", false), ("carol", false)] {
+            let token = format!("{name}-token");
+            std::fs::write(config.path().join(name), format!("{token}\n")).expect("token");
+            toml.push_str(&format!(
+                "[[approvers]]\nname = \"{name}\"\ntoken_sha256 = \"{}\"\nemergency = {emergency}\n",
+                sha256_hex(token.as_bytes())
+            ));
+        }
+        std::fs::write(config.path().join("mallory"), "mallory-token\n").expect("token");
+        std::fs::write(config.path().join("ringops.toml"), toml).expect("config");
+        let world = World {
+            fleet,
+            endpoint,
+            config,
+        };
+        world.run(&["apply", "--ring", "dev", "--yes"]).expect(0);
+        world
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        let mut cmd = self.fleet.command(args);
+        cmd.arg("--config")
+            .arg(self.config.path().join("ringops.toml"));
+        output(&mut cmd)
+    }
+
+    fn token(&self, name: &str) -> PathBuf {
+        self.config.path().join(name)
+    }
+
+    fn as_approver(&self, verb: &str, id: &str, who: &str, extra: &[&str]) -> Run {
+        let token = self.token(who);
+        let token = token.to_str().expect("UTF-8");
+        let mut args = vec![verb, id, "--token-file", token];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    fn show(&self, id: &str) -> String {
+        self.run(&["show", id]).expect(0).stdout.clone()
+    }
+
+    fn state_of(&self, id: &str) -> String {
+        let show = self.show(id);
+        let line = show
+            .lines()
+            .find(|l| l.trim_start().starts_with("state:"))
+            .unwrap_or_default();
+        line.split(':').nth(1).unwrap_or_default().trim().to_owned()
+    }
+
+    /// Every worker whose name starts with `prefix` and that holds files: each file's
+    /// sha256 by path (its `.ringops/` records left out).
+    fn workers(&self, prefix: &str) -> Vec<(String, BTreeMap<String, String>)> {
+        let root = self.fleet.state.path().join("workers");
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&root).expect("workers") {
+            let path = entry.expect("entry").path();
+            let name = path
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            let files: BTreeMap<String, String> = files_under(&path)
+                .into_iter()
+                .filter(|(p, _)| !p.starts_with(".ringops/"))
+                .map(|(p, bytes)| (p, sha256_hex(&bytes)))
+                .collect();
+            if name.starts_with(prefix) && !files.is_empty() {
+                out.push((name, files));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Whether the worker holds any file.
+    fn holds(&self, worker: &str) -> bool {
+        self.workers(worker).iter().any(|(n, _)| n == worker)
+    }
+
+    fn health_log(&self) -> Vec<String> {
+        let log = self.fleet.state.path().join("health.log");
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// The deployment id a `promote` printed (`Deployment d-000004 ...`).
+fn deployment_id(run: &Run) -> String {
+    run.stdout
+        .split_whitespace()
+        .skip_while(|w| *w != "Deployment")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no deployment id in:\n{}", run.stdout))
+        .to_owned()
+}
+
+fn sick_marker(world: &World, worker: &str) -> PathBuf {
+    world.fleet.state.path().join(format!("sick-{worker}"))
+}
+
+#[test]
+fn staging_rolls_out_two_workers_at_a_time_each_batch_checked() {
+    let world = World::new("", "");
+    let run = world.run(&["promote", "staging", "--reason", "weekly"]);
+    run.expect(0);
+    let id = deployment_id(&run);
+    assert!(
+        run.stdout
+            .contains("is Active on ring staging (2 batch(es))"),
+        "{}",
+        run.stdout
+    );
+    let show = world.show(&id);
+    let batch1 = show
+        .find("batch 1/2 (core-stg-1, core-stg-2): healthy")
+        .expect(&show);
+    let switch2 = show
+        .find("batch 2/2 (edge-stg-1, edge-stg-2): switching")
+        .expect(&show);
+    assert!(
+        batch1 < switch2,
+        "batch 2 started before batch 1 was healthy:\n{show}"
+    );
+    assert!(show.contains("weekly (promotion of"), "{show}");
+    let mut log = world.health_log();
+    log.sort();
+    assert_eq!(
+        log,
+        ["core-stg-1", "core-stg-2", "edge-stg-1", "edge-stg-2"]
+    );
+    for name in ["core-stg-1", "core-stg-2", "edge-stg-1", "edge-stg-2"] {
+        assert!(world.holds(name), "{name} holds nothing");
+    }
+    // The same bundle again: nothing to promote.
+    let again = world.run(&["promote", "staging"]);
+    assert!(
+        again.expect(0).stdout.contains("Nothing to promote"),
+        "{}",
+        again.stdout
+    );
+}
+
+#[test]
+fn an_unhealthy_batch_with_auto_revert_leaves_every_worker_byte_identical() {
+    let world = World::new("", "  autoRevert: true\n");
+    world.run(&["promote", "staging"]).expect(0);
+    let before = world.workers("");
+    // A new commit reaches dev; its promotion to staging fails in the second batch.
+    world.fleet.repo.edit(
+        "examples/fleet/modules/archive.yaml",
+        "format: parquet",
+        "format: avro",
+    );
+    world.fleet.repo.commit("avro");
+    world.run(&["apply", "--ring", "dev", "--yes"]).expect(0);
+    let before_dev = world.workers("");
+    assert_ne!(before, before_dev, "dev did not change");
+    std::fs::write(sick_marker(&world, "edge-stg-2"), "").expect("marker");
+    let run = world.run(&["promote", "staging"]);
+    run.expect(1);
+    assert!(run.stderr.contains("is RolledBack"), "{}", run.stderr);
+    assert!(run.stderr.contains("edge-stg-2"), "{}", run.stderr);
+    let staging_now: Vec<_> = world
+        .workers("")
+        .into_iter()
+        .filter(|(n, _)| n.contains("-stg-"))
+        .collect();
+    let staging_before: Vec<_> = before_dev
+        .into_iter()
+        .filter(|(n, _)| n.contains("-stg-"))
+        .collect();
+    assert_eq!(
+        staging_now, staging_before,
+        "a staging worker differs after the revert"
+    );
+    let status = world
+        .run(&["status", "--ring", "staging"])
+        .expect(0)
+        .stdout
+        .clone();
+    assert!(status.contains("RolledBack"), "{status}");
+}
+
+#[test]
+fn an_unhealthy_batch_without_auto_revert_fails_and_leaves_the_ring_for_a_person() {
+    let world = World::new("", "");
+    std::fs::write(sick_marker(&world, "core-stg-1"), "").expect("marker");
+    let run = world.run(&["promote", "staging"]);
+    run.expect(1);
+    assert!(
+        run.stderr.contains("is Failed") && run.stderr.contains("core-stg-1"),
+        "{}",
+        run.stderr
+    );
+    // The first batch stays switched; the second never started.
+    assert!(world.holds("core-stg-1") && world.holds("core-stg-2"));
+    assert!(!world.holds("edge-stg-1") && !world.holds("edge-stg-2"));
+}
+
+#[test]
+fn production_needs_two_distinct_approvers_then_pauses_after_its_canary() {
+    let world = World::new("", "");
+    world.run(&["promote", "staging"]).expect(0);
+    let run = world.run(&["promote", "production", "--reason", "release 7"]);
+    run.expect(0);
+    let id = deployment_id(&run);
+    assert!(
+        run.stdout.contains("Queued: awaiting approval (0 of 2"),
+        "{}",
+        run.stdout
+    );
+    assert!(world.workers("core-prod").is_empty());
+
+    let unknown = world.as_approver("approve", &id, "mallory", &[]);
+    unknown.expect(1);
+    assert!(
+        unknown.stderr.contains("does not belong to any approver"),
+        "{}",
+        unknown.stderr
+    );
+    assert!(
+        !unknown.stderr.contains("mallory-token"),
+        "{}",
+        unknown.stderr
+    );
+    let first = world.as_approver("approve", &id, "alice", &[]);
+    assert!(
+        first.expect(0).stdout.contains("awaiting approval (1 of 2"),
+        "{}",
+        first.stdout
+    );
+    let again = world.as_approver("approve", &id, "alice", &[]);
+    assert!(
+        again.expect(0).stdout.contains("awaiting approval (1 of 2"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(world.state_of(&id), "Queued");
+
+    let second = world.as_approver("approve", &id, "bob", &[]);
+    second.expect(0);
+    assert!(
+        second
+            .stdout
+            .contains("1 of 4 batch(es) done; canary healthy"),
+        "{}",
+        second.stdout
+    );
+    assert!(world.holds("core-prod-1"), "the canary holds nothing");
+    assert!(world.workers("edge-prod").is_empty() && !world.holds("core-prod-2"));
+    let show = world.show(&id);
+    assert!(
+        show.contains("approved by alice") && show.contains("approved by bob"),
+        "{show}"
+    );
+
+    let done = world.run(&["promote", "production", "--continue"]);
+    done.expect(0);
+    assert!(
+        done.stdout
+            .contains("is Active on ring production (4 batch(es))"),
+        "{}",
+        done.stdout
+    );
+    let production = world
+        .workers("")
+        .into_iter()
+        .filter(|(n, _)| n.contains("-prod-"));
+    assert_eq!(
+        production.count(),
+        6,
+        "not every production worker holds its files"
+    );
+}
+
+#[test]
+fn a_rejection_fails_the_deployment_and_an_expired_wait_is_rejected() {
+    let world = World::new("", "");
+    world.run(&["promote", "staging"]).expect(0);
+    let id = deployment_id(&world.run(&["promote", "production"]));
+    let no_reason = world.as_approver("reject", &id, "carol", &[]);
+    no_reason.expect(1);
+    world
+        .as_approver("reject", &id, "carol", &["--reason", "freeze week"])
+        .expect(0);
+    assert_eq!(world.state_of(&id), "Failed");
+    assert!(world.show(&id).contains("rejected by carol: freeze week"));
+    let late = world.as_approver("approve", &id, "alice", &[]);
+    late.expect(1);
+    assert!(
+        late.stderr.contains("not awaiting approval"),
+        "{}",
+        late.stderr
+    );
+}
+
+#[test]
+fn approvals_time_out() {
+    let world = World::new("", "");
+    // The approval timeout is part of the trusted definition: at the branch head.
+    world.fleet.repo.edit(
+        RINGS,
+        "approvers: [alice, bob, carol]}",
+        "approvers: [alice, bob, carol], timeout: 1s}",
+    );
+    world.fleet.repo.commit("approval timeout");
+    world.run(&["apply", "--ring", "dev", "--yes"]).expect(0);
+    world.run(&["promote", "staging"]).expect(0);
+    let id = deployment_id(&world.run(&["promote", "production"]));
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let late = world.as_approver("approve", &id, "alice", &[]);
+    late.expect(1);
+    assert!(
+        late.stderr.contains("approval timed out"),
+        "{}",
+        late.stderr
+    );
+    assert_eq!(world.state_of(&id), "Failed");
+}
+
+#[test]
+fn a_closed_window_holds_a_promotion_and_an_emergency_bypasses_it() {
+    // Open one minute on 29 February only.
+    let world = World::new("  window: {cron: \"0 0 29 2 *\", duration: 1m}\n", "");
+    world.run(&["promote", "staging"]).expect(0);
+    let run = world.run(&["promote", "production"]);
+    let id = deployment_id(&run);
+    world.as_approver("approve", &id, "alice", &[]).expect(0);
+    let held = world.as_approver("approve", &id, "bob", &[]);
+    held.expect(0);
+    assert!(
+        held.stdout.contains("waiting for the ring's window"),
+        "{}",
+        held.stdout
+    );
+    assert_eq!(world.state_of(&id), "Queued");
+    world
+        .run(&["fail", "production", "--reason", "hotfix instead"])
+        .expect(0);
+
+    let bob = world.token("bob");
+    let refused = world.run(&[
+        "promote",
+        "production",
+        "--emergency",
+        "--reason",
+        "CVE",
+        "--token-file",
+        bob.to_str().expect("UTF-8"),
+    ]);
+    refused.expect(1);
+    assert!(
+        refused
+            .stderr
+            .contains("bob may not promote with --emergency"),
+        "{}",
+        refused.stderr
+    );
+    let alice = world.token("alice");
+    let urgent = world.run(&[
+        "promote",
+        "production",
+        "--emergency",
+        "--reason",
+        "CVE-2026-1",
+        "--token-file",
+        alice.to_str().expect("UTF-8"),
+    ]);
+    urgent.expect(0);
+    let id = deployment_id(&urgent);
+    world
+        .run(&["promote", "production", "--continue"])
+        .expect(0);
+    let show = world.show(&id);
+    assert!(
+        show.contains("EMERGENCY: CVE-2026-1") && show.contains("actor:        alice"),
+        "{show}"
+    );
+    assert_eq!(world.state_of(&id), "Active");
+}
+
+#[test]
+fn a_paused_ring_holds_its_rollout_until_resumed() {
+    let world = World::new("", "");
+    world
+        .run(&["pause", "staging", "--reason", "incident 42"])
+        .expect(0);
+    let run = world.run(&["promote", "staging"]);
+    run.expect(0);
+    assert!(
+        run.stdout.contains("0 of 2 batch(es) done; ring paused"),
+        "{}",
+        run.stdout
+    );
+    let id = deployment_id(&run);
+    assert!(world.show(&id).contains("incident 42"));
+    assert!(world.workers("core-stg").is_empty());
+    let resumed = world.run(&["resume", "staging"]);
+    resumed.expect(0);
+    assert!(
+        resumed.stdout.contains("is Active on ring staging"),
+        "{}",
+        resumed.stdout
+    );
+}
+
+#[test]
+fn a_canary_that_turns_unhealthy_is_reverted() {
+    let world = World::new("", "");
+    world.run(&["promote", "staging"]).expect(0);
+    let before = world.workers("");
+    world.endpoint.make_sick("core-prod-1");
+    let id = deployment_id(&world.run(&["promote", "production"]));
+    world.as_approver("approve", &id, "alice", &[]).expect(0);
+    let run = world.as_approver("approve", &id, "bob", &[]);
+    run.expect(1);
+    assert!(
+        run.stderr.contains("RolledBack") && run.stderr.contains("core-prod-1"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        world.workers(""),
+        before,
+        "a worker differs after the revert"
+    );
+}
+
+#[test]
+fn a_commit_cannot_lower_its_own_rings_approval_gate() {
+    let world = World::new("", "");
+    world.run(&["promote", "staging"]).expect(0);
+    let id = deployment_id(&world.run(&["promote", "production"]));
+    world.as_approver("approve", &id, "alice", &[]).expect(0);
+    world.as_approver("approve", &id, "bob", &[]).expect(0);
+    world
+        .run(&["promote", "production", "--continue"])
+        .expect(0);
+    // A commit that drops production's gate and changes what production runs.
+    world.fleet.repo.edit(
+        RINGS,
+        "  approvals: {required: 2, approvers: [alice, bob, carol]}\n",
+        "",
+    );
+    world
+        .fleet
+        .repo
+        .edit(RINGS, "log_level: warn", "log_level: error");
+    world.fleet.repo.edit(
+        "examples/fleet/modules/archive.yaml",
+        "format: parquet",
+        "format: avro",
+    );
+    world.fleet.repo.commit("no more approvals");
+    world.run(&["apply", "--ring", "dev", "--yes"]).expect(0);
+    world.run(&["promote", "staging"]).expect(0);
+    let run = world.run(&["promote", "production"]);
+    run.expect(0);
+    assert!(
+        run.stdout.contains("awaiting approval (0 of 2"),
+        "the gate was lowered by the commit itself:\n{}",
+        run.stdout
+    );
+}
