@@ -600,3 +600,104 @@ fn a_commit_cannot_lower_its_own_rings_approval_gate() {
         run.stdout
     );
 }
+
+/// A `ringops daemon` on the world's fleet, scanning for drift every 200 ms; killed
+/// when dropped.
+struct Daemon {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(world: &World) -> Daemon {
+        let log = world.config.path().join("daemon.log");
+        let mut cmd = world.fleet.command(&[
+            "daemon",
+            "--listen",
+            "127.0.0.1:0",
+            "--poll-interval",
+            "1h",
+            "--drift-interval",
+            "200ms",
+        ]);
+        cmd.arg("--config")
+            .arg(world.config.path().join("ringops.toml"))
+            .env("RINGOPS_LOG", "info,ringops=debug")
+            .env_remove("NOTIFY_SOCKET")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"));
+        let child = cmd.spawn().expect("start the daemon");
+        Daemon { child, log }
+    }
+
+    /// Waits (at most 20 s) until the log holds `text` `times` times.
+    fn wait_for(&self, text: &str, times: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if log.matches(text).count() >= times {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {times} x `{text}` in the daemon's log:\n{log}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_daemon_keeps_a_paused_canary_on_its_new_files_and_reverts_edits_to_them() {
+    let world = World::new("", "");
+    world.run(&["promote", "staging"]).expect(0);
+    let first = deployment_id(&world.run(&["promote", "production"]));
+    world.as_approver("approve", &first, "alice", &[]).expect(0);
+    world.as_approver("approve", &first, "bob", &[]).expect(0);
+    world
+        .run(&["promote", "production", "--continue"])
+        .expect(0);
+    // A second release stops after its canary: core-prod-1 runs it, the rest the first.
+    world.fleet.repo.edit(
+        "examples/fleet/modules/archive.yaml",
+        "format: parquet",
+        "format: avro",
+    );
+    world.fleet.repo.commit("avro");
+    world.run(&["apply", "--ring", "dev", "--yes"]).expect(0);
+    world.run(&["promote", "staging"]).expect(0);
+    let second = deployment_id(&world.run(&["promote", "production"]));
+    world
+        .as_approver("approve", &second, "alice", &[])
+        .expect(0);
+    world.as_approver("approve", &second, "bob", &[]).expect(0);
+    let canary = world.workers("core-prod-1");
+    let others = world.workers("core-prod-2");
+
+    let daemon = Daemon::start(&world);
+    daemon.wait_for("full drift scan done", 3);
+    assert_eq!(
+        world.workers("core-prod-1"),
+        canary,
+        "the canary was put back on the Active files"
+    );
+    assert_eq!(world.workers("core-prod-2"), others);
+
+    let ini = world
+        .fleet
+        .worker("core-prod-1")
+        .join("invoices/archive.store/writer.ini");
+    let deployed = std::fs::read_to_string(&ini).expect("writer.ini");
+    assert!(deployed.contains("format = avro"), "{deployed}");
+    std::fs::write(&ini, "hot edit\n").expect("hot edit");
+    daemon.wait_for("drift: ", 1);
+    daemon.wait_for("full drift scan done", 6);
+    assert_eq!(std::fs::read_to_string(&ini).expect("writer.ini"), deployed);
+}

@@ -260,76 +260,154 @@ impl Reconciler {
         let mut store = Store::open(state_dir)?;
         let objects = ObjectStore::new(state_dir);
         for ring in store.rings()? {
-            let Some(active) = store.active(&ring)? else {
+            let active = store.active(&ring)?;
+            // Workers a rollout in progress (a paused canary) already switched hold its
+            // files, not the Active deployment's: they are kept to those.
+            let rollout = in_rollout(&store, &ring, active.as_ref())?;
+            if active.is_none() && rollout.is_none() {
                 continue;
-            };
+            }
             let mode = self
                 .policies
                 .get(&ring)
                 .map(|p| p.drift)
                 .unwrap_or_default();
-            let drifted = drifted_workers(&store, state_dir, &active, only).await?;
-            if drifted.is_empty() {
-                continue;
-            }
-            let revert = mode == DriftMode::Revert;
-            let mut fixed = BTreeSet::new();
-            if revert {
-                let names: Vec<String> = drifted.keys().cloned().collect();
-                let redact = secrets.all_values();
-                let targets = engine::targets_from_record(
-                    &store,
-                    &objects,
-                    state_dir,
-                    active.id,
-                    Some(&names),
-                    &redact,
-                )?;
-                let switched =
-                    engine::switch_all(&targets, &ring, &active.id.to_string(), true).await;
-                for (name, result) in switched.results {
-                    match result {
-                        Ok(_) => {
-                            fixed.insert(name);
-                        }
-                        Err(e) => tracing::error!(
-                            ring, worker = %name, error = %engine::chain(e.error()),
-                            "cannot revert drift"
-                        ),
-                    }
+            let switched: BTreeSet<String> = match &rollout {
+                Some(d) => store.artifacts(d.id)?.into_keys().collect(),
+                None => BTreeSet::new(),
+            };
+            let recorded: BTreeSet<String> = match &active {
+                Some(a) => store.artifacts(a.id)?.into_keys().collect(),
+                None => BTreeSet::new(),
+            };
+            let mut on_active = BTreeSet::new();
+            let mut on_rollout = BTreeSet::new();
+            for worker in recorded.union(&switched) {
+                if only.is_some_and(|o| !o.contains(worker)) {
+                    continue;
                 }
+                match switched.contains(worker) {
+                    true => on_rollout.insert(worker.clone()),
+                    false => on_active.insert(worker.clone()),
+                };
             }
-            let mut records = Vec::new();
-            for (worker, files) in drifted {
-                let reverted = fixed.contains(&worker);
-                for (path, how) in files {
-                    let key = (worker.clone(), path.clone(), how.clone());
-                    if !revert && !self.reported.insert(key) {
-                        continue;
-                    }
-                    let drift = Drift {
-                        ring: ring.clone(),
-                        worker: worker.clone(),
-                        path,
-                        kind: drift_kind(&how),
-                        summary: match (revert, reverted) {
-                            (true, true) => format!("{how}; reverted"),
-                            (true, false) => format!("{how}; reverting failed"),
-                            (false, _) => format!("{how}; reported (ring drift: report)"),
-                        },
-                    };
-                    records.push(drift.clone());
-                    report.drift.push((drift, reverted));
-                }
+            let repair = Repair {
+                ring: &ring,
+                mode,
+                state_dir,
+                secrets,
+                objects: &objects,
+            };
+            if let Some(a) = &active {
+                self.repair_one(&mut store, &repair, a, &on_active, &mut report)
+                    .await?;
             }
-            store.record_drift(&records)?;
-            if !fixed.is_empty() {
-                let names: Vec<&str> = fixed.iter().map(String::as_str).collect();
-                let message = format!("drift reverted by the daemon on {}", names.join(", "));
-                store.note(active.id, &message)?;
+            if let Some(d) = &rollout {
+                self.repair_one(&mut store, &repair, d, &on_rollout, &mut report)
+                    .await?;
             }
         }
         Ok(report)
+    }
+}
+
+/// What a drift repair of one ring needs besides the store.
+struct Repair<'a> {
+    ring: &'a str,
+    mode: DriftMode,
+    state_dir: &'a Path,
+    secrets: &'a HostSecrets,
+    objects: &'a ObjectStore,
+}
+
+/// The ring's newest deployment when a rollout of it is under way (Deploying, between
+/// batches) and it is not the Active one.
+fn in_rollout(
+    store: &Store,
+    ring: &str,
+    active: Option<&Deployment>,
+) -> Result<Option<Deployment>, PassError> {
+    let newest = store.history(Some(ring), 1)?.pop();
+    Ok(newest
+        .filter(|d| active.is_none_or(|a| a.id != d.id) && d.state == DeploymentState::Deploying))
+}
+
+impl Reconciler {
+    /// Compares `workers` with what `deployment` recorded for them and puts back what
+    /// drifted (rings with `drift: report` only record it, once).
+    async fn repair_one(
+        &mut self,
+        store: &mut Store,
+        repair: &Repair<'_>,
+        deployment: &Deployment,
+        workers: &BTreeSet<String>,
+        report: &mut PassReport,
+    ) -> Result<(), PassError> {
+        let ring = repair.ring;
+        if workers.is_empty() {
+            return Ok(());
+        }
+        let drifted = drifted_workers(store, repair.state_dir, deployment, Some(workers)).await?;
+        if drifted.is_empty() {
+            return Ok(());
+        }
+        let revert = repair.mode == DriftMode::Revert;
+        let mut fixed = BTreeSet::new();
+        if revert {
+            let names: Vec<String> = drifted.keys().cloned().collect();
+            let redact = repair.secrets.all_values();
+            let targets = engine::targets_from_record(
+                store,
+                repair.objects,
+                repair.state_dir,
+                deployment.id,
+                Some(&names),
+                &redact,
+            )?;
+            let switched =
+                engine::switch_all(&targets, ring, &deployment.id.to_string(), true).await;
+            for (name, result) in switched.results {
+                match result {
+                    Ok(_) => {
+                        fixed.insert(name);
+                    }
+                    Err(e) => tracing::error!(
+                        ring, worker = %name, error = %engine::chain(e.error()),
+                        "cannot revert drift"
+                    ),
+                }
+            }
+        }
+        let mut records = Vec::new();
+        for (worker, files) in drifted {
+            let reverted = fixed.contains(&worker);
+            for (path, how) in files {
+                let key = (worker.clone(), path.clone(), how.clone());
+                if !revert && !self.reported.insert(key) {
+                    continue;
+                }
+                let drift = Drift {
+                    ring: ring.to_owned(),
+                    worker: worker.clone(),
+                    path,
+                    kind: drift_kind(&how),
+                    summary: match (revert, reverted) {
+                        (true, true) => format!("{how}; reverted"),
+                        (true, false) => format!("{how}; reverting failed"),
+                        (false, _) => format!("{how}; reported (ring drift: report)"),
+                    },
+                };
+                records.push(drift.clone());
+                report.drift.push((drift, reverted));
+            }
+        }
+        store.record_drift(&records)?;
+        if !fixed.is_empty() {
+            let names: Vec<&str> = fixed.iter().map(String::as_str).collect();
+            let message = format!("drift reverted by the daemon on {}", names.join(", "));
+            store.note(deployment.id, &message)?;
+        }
+        Ok(())
     }
 }
 
