@@ -10,7 +10,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use ringops::adapters::health::{
-    HealthCheck, HealthChecker, OUTPUT_KEPT, Probe, ProbeFailure, Verdict, Worker,
+    BODY_KEPT, HealthCheck, HealthChecker, OUTPUT_KEPT, Probe, ProbeFailure, Verdict, Worker,
+    all_healthy,
 };
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -29,6 +30,7 @@ enum Answer {
     Ok,
     Down,
     Redirect,
+    HugeError,
 }
 
 #[derive(Clone)]
@@ -43,6 +45,9 @@ async fn healthz(State(s): State<Scripted>) -> Response {
         Answer::Ok => (StatusCode::OK, "ok").into_response(),
         Answer::Down => (StatusCode::SERVICE_UNAVAILABLE, "db\ndown").into_response(),
         Answer::Redirect => (StatusCode::FOUND, [(header::LOCATION, "/ok")]).into_response(),
+        Answer::HugeError => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "x".repeat(1 << 22)).into_response()
+        }
     }
 }
 
@@ -177,6 +182,16 @@ async fn redirects_are_not_followed() {
 }
 
 #[tokio::test]
+async fn only_the_start_of_an_error_body_is_kept() {
+    let (address, _) = serve(|_| Answer::HugeError).await;
+    let u = unhealthy(verdict(&http_check(0, 100), &worker("edge-1", &address)).await);
+    let Some(ProbeFailure::Status { code: 500, body }) = &u.last_failure else {
+        panic!("{u:?}");
+    };
+    assert_eq!(body, &format!("{}…", "x".repeat(BODY_KEPT)));
+}
+
+#[tokio::test]
 async fn an_endpoint_that_never_answers_times_out() {
     // Connections complete in the backlog, but nothing ever reads or answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -235,7 +250,7 @@ async fn check_all_reports_each_worker_by_name() {
         worker("edge-2", &down),
     ];
     let checker = http_check(100, 1_000);
-    let verdicts = tokio::time::timeout(BOUND, checker.check_all(&workers))
+    let mut verdicts = tokio::time::timeout(BOUND, checker.check_all(&workers))
         .await
         .expect("check_all ended")
         .unwrap();
@@ -252,6 +267,15 @@ async fn check_all_reports_each_worker_by_name() {
             .to_string()
             .starts_with("unhealthy: connection refused")
     );
+    let summary = all_healthy(&verdicts).unwrap_err();
+    assert!(summary.starts_with("edge-2: HTTP 503"), "{summary}");
+    assert!(
+        summary.contains("; edge-3: connection refused"),
+        "{summary}"
+    );
+    verdicts.remove("edge-2");
+    verdicts.remove("edge-3");
+    assert_eq!(all_healthy(&verdicts), Ok(()));
 }
 
 fn command_check(script: &str, timeout_ms: u64, deadline_ms: u64) -> HealthChecker {

@@ -103,14 +103,24 @@ pub async fn http(client: &Client, url: &Url, timeout: Duration) -> Result<(), P
     if status.is_success() {
         return Ok(());
     }
-    let body = match response.text().await {
-        Ok(text) => one_line(&text, BODY_KEPT),
-        Err(_) => String::new(),
-    };
+    let body = body_start(response).await;
     Err(ProbeFailure::Status {
         code: status.as_u16(),
-        body,
+        body: one_line(&String::from_utf8_lossy(&body), BODY_KEPT),
     })
+}
+
+/// The first bytes of a response's body (a little more than is kept), best effort: a
+/// huge or endless body is not read to its end.
+async fn body_start(mut response: reqwest::Response) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < 4 * BODY_KEPT {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    body
 }
 
 /// The failure of a request that got no response.
