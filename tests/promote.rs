@@ -701,3 +701,27 @@ fn the_daemon_keeps_a_paused_canary_on_its_new_files_and_reverts_edits_to_them()
     daemon.wait_for("full drift scan done", 6);
     assert_eq!(std::fs::read_to_string(&ini).expect("writer.ini"), deployed);
 }
+
+#[test]
+fn apply_refuses_a_gated_ring_and_rolls_a_staged_one_in_batches() {
+    let world = World::new("", "");
+    let refused = world.run(&["apply", "--ring", "production", "--yes"]);
+    refused.expect(1);
+    assert!(
+        refused.stderr.contains(
+            "ring `production` is gated (approvals); deploy it with `ringops promote production`"
+        ),
+        "{}",
+        refused.stderr
+    );
+    assert!(world.workers("core-prod").is_empty());
+    let run = world.run(&["apply", "--ring", "staging", "--yes"]);
+    run.expect(0);
+    let id = deployment_id(&run);
+    let show = world.show(&id);
+    assert!(
+        show.contains("batch 2/2 (edge-stg-1, edge-stg-2): healthy"),
+        "{show}"
+    );
+    assert_eq!(world.health_log().len(), 4);
+}

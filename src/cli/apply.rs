@@ -259,8 +259,23 @@ pub fn confirm(question: &str) -> Result<bool, Failure> {
     Ok(answer.trim() == "yes")
 }
 
+/// Deploys a prepared ring: refused when its trusted gates need `promote`; batch by
+/// batch with health checks when its strategy or `health:` asks for it; else at once.
 fn deploy(ctx: &Context, store: &mut Store, prepared: &Prepared, reason: &str) -> Outcome {
     let (bundle, desired) = (&prepared.bundle, &prepared.desired);
+    // A ring new in this commit has no trusted definition yet: its own is used.
+    let spec = super::promote::trusted_spec(ctx, store, &desired.ring)
+        .or_else(|e| crate::pipeline::policy::ring_spec(bundle, &desired.ring).ok_or(e))?;
+    let gates = super::promote::gates_of(&desired.ring, &spec)?;
+    let held = super::promote::promote_only(&gates);
+    if !held.is_empty() {
+        return Err(Failure::user(format!(
+            "ring `{}` is gated ({}); deploy it with `ringops promote {}`",
+            desired.ring,
+            held.join(", "),
+            desired.ring
+        )));
+    }
     let new = NewDeployment {
         ring: desired.ring.clone(),
         commit: bundle.commit.clone().unwrap_or_default(),
@@ -270,6 +285,12 @@ fn deploy(ctx: &Context, store: &mut Store, prepared: &Prepared, reason: &str) -
         reason: reason.to_owned(),
         rollback_of: None,
     };
+    if super::promote::staged(&gates) {
+        let deployment = store
+            .create_deployment(&new)
+            .map_err(|e| Failure::Internal(e.into()))?;
+        return super::promote::run(ctx, store, &deployment, &gates, desired, 0);
+    }
     let targets = engine::targets_from_desired(ctx.state_dir(), desired).map_err(engine_failure)?;
     run_rollout(ctx, store, targets, new)
 }

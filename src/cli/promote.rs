@@ -178,6 +178,27 @@ pub fn promote(ctx: &Context, args: &PromoteArgs) -> Outcome {
     proceed(ctx, &mut store, &deployment, &gates, &desired)
 }
 
+/// What of a ring's gates only `promote` passes (approvals, a window, a freeze), named;
+/// empty when `apply` may deploy it.
+pub(super) fn promote_only(gates: &Gates) -> Vec<&'static str> {
+    let mut held = Vec::new();
+    if gates.approvals.is_some() {
+        held.push("approvals");
+    }
+    if gates.window.is_some() {
+        held.push("a window");
+    }
+    if gates.freeze {
+        held.push("a freeze");
+    }
+    held
+}
+
+/// Whether deploying the ring takes batches or health checks (else all at once).
+pub(super) fn staged(gates: &Gates) -> bool {
+    gates.strategy.kind != crate::model::manifest::StrategyKind::AllAtOnce || gates.probe.is_some()
+}
+
 /// The reason recorded for a promotion.
 fn promotion_reason(given: &str, source: &Deployment, source_ring: &str) -> String {
     let from = format!(
@@ -248,7 +269,7 @@ fn describe_wait(waiting: &str) -> &'static str {
 
 /// The ring's trusted definition: in its Active deployment's commit, else at the tracked
 /// branch head.
-fn trusted_spec(ctx: &Context, store: &Store, ring: &str) -> Result<RingSpec, Failure> {
+pub(super) fn trusted_spec(ctx: &Context, store: &Store, ring: &str) -> Result<RingSpec, Failure> {
     let rev = match store.active(ring).map_err(internal)? {
         Some(active) => active.commit,
         None => ctx.default_rev(),
@@ -261,7 +282,7 @@ fn trusted_spec(ctx: &Context, store: &Store, ring: &str) -> Result<RingSpec, Fa
         .ok_or_else(|| Failure::user(format!("ring `{ring}` is not defined at `{rev}`")))
 }
 
-fn gates_of(ring: &str, spec: &RingSpec) -> Result<Gates, Failure> {
+pub(super) fn gates_of(ring: &str, spec: &RingSpec) -> Result<Gates, Failure> {
     Gates::from_spec(spec)
         .map_err(|e| Failure::user(format!("ring `{ring}`'s gates cannot be used: {e}")))
 }
@@ -382,7 +403,7 @@ fn waited(store: &Store, deployment: &Deployment) -> std::time::Duration {
 }
 
 /// Rolls the deployment out from batch `done` on and reports how it ended.
-fn run(
+pub(super) fn run(
     ctx: &Context,
     store: &mut Store,
     deployment: &Deployment,

@@ -297,13 +297,16 @@ mod tests {
         }
         let names: BTreeSet<&str> = samples.iter().map(|s| s.name.as_str()).collect();
         let expected = [
+            "ringops_drift_scan_duration_seconds_bucket",
+            "ringops_drift_scan_duration_seconds_count",
+            "ringops_drift_scan_duration_seconds_sum",
             "ringops_source_fetch_errors_total",
             "ringops_webhook_requests_total",
         ];
         assert_eq!(
             names,
             expected.into(),
-            "families without series are left out"
+            "labelled families without series are left out"
         );
     }
 
