@@ -150,6 +150,14 @@ impl World {
         world
     }
 
+    /// Adds `text` to the configuration file.
+    fn configure(&self, text: &str) {
+        let path = self.config.path().join("ringops.toml");
+        let mut toml = std::fs::read_to_string(&path).expect("config");
+        toml.push_str(text);
+        std::fs::write(path, toml).expect("config");
+    }
+
     fn run(&self, args: &[&str]) -> Run {
         let mut cmd = self.fleet.command(args);
         cmd.arg("--config")
@@ -724,4 +732,75 @@ fn apply_refuses_a_gated_ring_and_rolls_a_staged_one_in_batches() {
         "{show}"
     );
     assert_eq!(world.health_log().len(), 4);
+}
+
+/// A webhook receiver on loopback that keeps every body posted to it.
+fn receiver() -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::Read;
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let bodies: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let kept = Arc::clone(&bodies);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_ok() {
+                kept.lock()
+                    .expect("lock")
+                    .push(String::from_utf8_lossy(&body).into_owned());
+            }
+            let mut out = stream;
+            let _ = out.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (port, bodies)
+}
+
+#[test]
+fn every_state_a_promotion_enters_is_posted_to_the_webhook_and_slack() {
+    let world = World::new("", "");
+    let (hook, posted) = receiver();
+    let (slack, said) = receiver();
+    world.configure(&format!(
+        "[[notify]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{hook}/deployments\"\n\
+         [[notify]]\ntype = \"slack\"\nurl = \"http://127.0.0.1:{slack}/services/T0/B0/x\"\n"
+    ));
+    let id = deployment_id(&world.run(&["promote", "staging", "--reason", "weekly"]));
+    let states: Vec<(String, String)> = posted
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|body| {
+            let doc: serde_json::Value = serde_json::from_str(body).expect("JSON");
+            assert_eq!(doc["ring"], "staging", "{doc}");
+            (
+                doc["deployment"].as_str().unwrap_or_default().to_owned(),
+                doc["state"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = ["Queued", "Building", "Deploying", "Validating", "Active"]
+        .iter()
+        .map(|s| (id.clone(), (*s).to_owned()))
+        .collect();
+    assert_eq!(states, want);
+    let texts = said.lock().expect("lock").clone();
+    assert_eq!(texts.len(), 5, "{texts:?}");
+    assert!(
+        texts
+            .iter()
+            .all(|t| t.contains("\"text\"") && t.contains(&id)),
+        "{texts:?}"
+    );
 }

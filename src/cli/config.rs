@@ -43,6 +43,9 @@ pub struct FileConfig {
     /// Approvers, each known by the sha256 of their token.
     #[serde(default)]
     pub approvers: Vec<super::identity::ApproverEntry>,
+    /// Where deployment state changes are posted.
+    #[serde(default)]
+    pub notify: Vec<crate::adapters::notify::TargetConfig>,
 }
 
 /// Why the configuration file could not be used.

@@ -94,6 +94,16 @@ pub fn run(cli: &Cli, ctx: &Context, args: &DaemonArgs) -> Outcome {
         settings_from(cli, ctx, args, &file).map_err(|e| message(&e))
     };
     runtime.block_on(async {
+        let mut shared = shared;
+        if !file.notify.is_empty() {
+            let settings = crate::adapters::notify::NotifySettings {
+                targets: file.notify.clone(),
+                ..Default::default()
+            };
+            let notifier = crate::adapters::notify::Notifier::start(settings)
+                .map_err(|e| Failure::User(e.into()))?;
+            shared.notifier = Some(notifier);
+        }
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| Failure::user(format!("cannot listen on {listen}: {e}")))?;

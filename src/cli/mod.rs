@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod drift;
 pub mod history;
 pub mod identity;
+pub mod notify;
 pub mod plan;
 pub mod promote;
 pub mod render;
@@ -193,27 +194,48 @@ pub fn changed_since_active(
 /// Outcome of a command.
 pub type Outcome = Result<ExitCode, Failure>;
 
-/// Runs the parsed command line.
+/// Runs the parsed command line; the state changes a writing command made are posted
+/// to the configured notification targets.
 pub fn run(cli: Cli) -> Outcome {
     let ctx = Context::new(&cli)?;
+    let writes = matches!(
+        cli.command,
+        Command::Apply(_)
+            | Command::Rollback(_)
+            | Command::Promote(_)
+            | Command::Approve(_)
+            | Command::Reject(_)
+            | Command::Fail(_)
+            | Command::Resume(_)
+    );
+    if !writes {
+        return dispatch(&cli, &ctx);
+    }
+    let notifications = notify::Notifications::start(&ctx.notify)?;
+    let outcome = dispatch(&cli, &ctx);
+    notifications.finish(&ctx);
+    outcome
+}
+
+fn dispatch(cli: &Cli, ctx: &Context) -> Outcome {
     match &cli.command {
-        Command::Validate(args) => validate::run(&ctx, args),
-        Command::Render(args) => render::run(&ctx, args),
-        Command::Plan(args) => plan::run(&ctx, args),
-        Command::Apply(args) => apply::run(&ctx, args),
-        Command::Status(args) => status::run(&ctx, args),
-        Command::History(args) => history::run(&ctx, args),
-        Command::Show(args) => history::show(&ctx, args),
-        Command::Drift(args) => drift::run(&ctx, args),
-        Command::Rollback(args) => rollback::run(&ctx, args),
-        Command::Clone(args) => clone::run(&ctx, args),
-        Command::Resume(args) => rollback::resume(&ctx, args),
-        Command::Daemon(args) => daemon::run(&cli, &ctx, args),
-        Command::Promote(args) => promote::promote(&ctx, args),
-        Command::Approve(args) => promote::approve(&ctx, args),
-        Command::Reject(args) => promote::reject(&ctx, args),
-        Command::Pause(args) => promote::pause(&ctx, args),
-        Command::Fail(args) => promote::fail(&ctx, args),
+        Command::Validate(args) => validate::run(ctx, args),
+        Command::Render(args) => render::run(ctx, args),
+        Command::Plan(args) => plan::run(ctx, args),
+        Command::Apply(args) => apply::run(ctx, args),
+        Command::Status(args) => status::run(ctx, args),
+        Command::History(args) => history::run(ctx, args),
+        Command::Show(args) => history::show(ctx, args),
+        Command::Drift(args) => drift::run(ctx, args),
+        Command::Rollback(args) => rollback::run(ctx, args),
+        Command::Clone(args) => clone::run(ctx, args),
+        Command::Resume(args) => rollback::resume(ctx, args),
+        Command::Daemon(args) => daemon::run(cli, ctx, args),
+        Command::Promote(args) => promote::promote(ctx, args),
+        Command::Approve(args) => promote::approve(ctx, args),
+        Command::Reject(args) => promote::reject(ctx, args),
+        Command::Pause(args) => promote::pause(ctx, args),
+        Command::Fail(args) => promote::fail(ctx, args),
     }
 }
 
@@ -227,6 +249,7 @@ pub struct Context {
     branch: Option<String>,
     secrets: HostSecrets,
     approvers: Vec<identity::ApproverEntry>,
+    notify: Vec<crate::adapters::notify::TargetConfig>,
 }
 
 impl Context {
@@ -250,6 +273,7 @@ impl Context {
             branch: cli.branch.clone().or(file.branch),
             secrets: HostSecrets::new(cli.secrets_dir.clone().or(file.secrets_dir)),
             approvers: file.approvers,
+            notify: file.notify,
         })
     }
 

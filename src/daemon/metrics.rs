@@ -106,6 +106,9 @@ pub struct Metrics {
     last_sync: Family<RingLabels, Gauge>,
     fetch_errors: Counter,
     webhook_requests: Family<ResultLabels, Counter>,
+    notifications: Family<ResultLabels, Counter>,
+    /// The notifier's totals at the last [`Metrics::notified`]: delivered, failed, dropped.
+    notified_before: Mutex<[u64; 3]>,
 }
 
 impl fmt::Debug for Metrics {
@@ -170,6 +173,12 @@ impl Metrics {
             "Calls of POST /hooks/git by result",
             webhook_requests.clone(),
         );
+        let notifications = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Deployment notifications by result (delivered, failed after retries, dropped from a full queue)",
+            notifications.clone(),
+        );
         for result in WebhookResult::ALL {
             let _ = webhook_requests.get_or_create(&ResultLabels {
                 result: result.as_str(),
@@ -185,6 +194,8 @@ impl Metrics {
             last_sync,
             fetch_errors,
             webhook_requests,
+            notifications,
+            notified_before: Mutex::default(),
         }
     }
 
@@ -247,6 +258,24 @@ impl Metrics {
     /// Counts one failed read or fetch of the source.
     pub fn fetch_error(&self) {
         self.fetch_errors.inc();
+    }
+
+    /// Brings the notification counters level with the notifier's totals.
+    pub fn notified(&self, delivered: u64, failed: u64, dropped: u64) {
+        let mut before = self
+            .notified_before
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = [delivered, failed, dropped];
+        for (i, result) in ["delivered", "failed", "dropped"].into_iter().enumerate() {
+            let delta = now[i].saturating_sub(before[i]);
+            if delta > 0 {
+                self.notifications
+                    .get_or_create(&ResultLabels { result })
+                    .inc_by(delta);
+            }
+        }
+        *before = now;
     }
 
     /// Counts one call of the webhook.

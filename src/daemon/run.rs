@@ -38,6 +38,8 @@ pub struct Shared {
     pub trigger: Arc<Notify>,
     /// Counters and timings.
     pub metrics: Arc<super::metrics::Metrics>,
+    /// Where deployment state changes are posted, if anywhere.
+    pub notifier: Option<crate::adapters::notify::Notifier>,
 }
 
 /// Why the daemon stopped with an error.
@@ -164,6 +166,14 @@ pub async fn run(
         }
     }
     notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+    if let Some(notifier) = &shared.notifier
+        && let Err(e) = notifier.flush(Duration::from_secs(5)).await
+    {
+        tracing::warn!(
+            "{} notification(s) not delivered before stopping",
+            e.pending
+        );
+    }
     if let Some(task) = watchdog {
         task.abort();
     }
@@ -373,6 +383,7 @@ fn log_pass(report: &PassReport, shared: &Shared, started: Instant) -> bool {
         if !plan.is_empty() {
             println!("{plan}");
         }
+        post(shared, deployment);
         let d = deployment;
         match &d.error {
             Some(e) => tracing::error!(deployment = %d.id, ring = %d.ring, state = %d.state, "{e}"),
@@ -397,6 +408,27 @@ fn log_pass(report: &PassReport, shared: &Shared, started: Instant) -> bool {
         );
     }
     false
+}
+
+/// Posts a deployment's state to the notification targets (never waits).
+fn post(shared: &Shared, d: &crate::model::deployment::Deployment) {
+    let Some(notifier) = &shared.notifier else {
+        return;
+    };
+    notifier.send(crate::adapters::notify::Event {
+        deployment: d.id,
+        ring: d.ring.clone(),
+        commit: d.commit.clone(),
+        state: d.state,
+        actor: d.actor.clone(),
+        reason: d.reason.clone(),
+        at: d.updated_at,
+        link: None,
+    });
+    let stats = notifier.stats();
+    shared
+        .metrics
+        .notified(stats.delivered, stats.failed, stats.dropped);
 }
 
 /// Tells systemd (when it supervises us) how things stand.
