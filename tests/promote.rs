@@ -617,14 +617,14 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(world: &World) -> Daemon {
+    fn start(world: &World, poll: &str) -> Daemon {
         let log = world.config.path().join("daemon.log");
         let mut cmd = world.fleet.command(&[
             "daemon",
             "--listen",
             "127.0.0.1:0",
             "--poll-interval",
-            "1h",
+            poll,
             "--drift-interval",
             "200ms",
         ]);
@@ -689,7 +689,7 @@ fn the_daemon_keeps_a_paused_canary_on_its_new_files_and_reverts_edits_to_them()
     let canary = world.workers("core-prod-1");
     let others = world.workers("core-prod-2");
 
-    let daemon = Daemon::start(&world);
+    let daemon = Daemon::start(&world, "1h");
     daemon.wait_for("full drift scan done", 3);
     assert_eq!(
         world.workers("core-prod-1"),
@@ -802,5 +802,28 @@ fn every_state_a_promotion_enters_is_posted_to_the_webhook_and_slack() {
             .iter()
             .all(|t| t.contains("\"text\"") && t.contains(&id)),
         "{texts:?}"
+    );
+}
+
+#[test]
+fn the_daemon_rejects_a_promotion_whose_approvals_timed_out() {
+    let world = World::new("", "");
+    world.fleet.repo.edit(
+        RINGS,
+        "approvers: [alice, bob, carol]}",
+        "approvers: [alice, bob, carol], timeout: 1s}",
+    );
+    world.fleet.repo.commit("approval timeout");
+    world.run(&["apply", "--ring", "dev", "--yes"]).expect(0);
+    world.run(&["promote", "staging"]).expect(0);
+    let id = deployment_id(&world.run(&["promote", "production"]));
+    assert_eq!(world.state_of(&id), "Queued");
+    let daemon = Daemon::start(&world, "200ms");
+    daemon.wait_for("approval timed out", 1);
+    assert_eq!(world.state_of(&id), "Failed");
+    assert!(
+        world
+            .show(&id)
+            .contains("approval timed out; rejected by the daemon")
     );
 }

@@ -13,20 +13,18 @@ use super::{Context, Failure, Outcome, block_on, emit, engine_failure};
 use crate::adapters::objects::ObjectStore;
 use crate::adapters::store::gates::{RolloutState, Verdict};
 use crate::adapters::store::{Store, StoreError};
-use crate::engine::rollout::{RolloutEnd, RolloutSpec, roll_out};
-use crate::engine::{self, Target};
+use crate::engine;
+use crate::engine::rollout::RolloutEnd;
 use crate::model::deployment::{Deployment, DeploymentId, DeploymentState, NewDeployment};
 use crate::model::manifest::RingSpec;
 use crate::model::plan::Revision;
 use crate::model::{Bundle, DesiredState};
 use crate::pipeline::policy::ring_spec;
-use crate::pipeline::rollout::{Approval, ApprovalStatus, Gates};
+use crate::pipeline::rollout::{Approval, Decision, Gates, Queued};
 use crate::report;
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-mod health;
 
 /// Arguments of `promote`.
 #[derive(Debug, Args)]
@@ -329,71 +327,47 @@ fn proceed(
     run(ctx, store, deployment, gates, desired, 0)
 }
 
-/// What holds a queued deployment, if anything: `(waiting, explanation)`.
+/// What holds a queued deployment, if anything: `(waiting, explanation)`. A rejected
+/// deployment, or one whose approvals timed out (then marked Failed), is an error.
 fn hold(
     store: &mut Store,
     deployment: &Deployment,
     gates: &Gates,
     emergency: bool,
 ) -> Result<Option<(&'static str, String)>, Failure> {
-    if emergency {
-        return Ok(None);
-    }
-    if gates.freeze {
-        return Ok(Some((
-            "freeze",
-            "ring is frozen (`freeze: true`)".to_owned(),
+    let verdicts = store.verdicts(deployment.id).map_err(internal)?;
+    if let Some(no) = verdicts.iter().find(|v| v.verdict == Verdict::Rejected) {
+        return Err(Failure::user(format!(
+            "{} was rejected by {}",
+            deployment.id, no.approver
         )));
     }
-    if let Some(approvals) = &gates.approvals {
-        let verdicts = store.verdicts(deployment.id).map_err(internal)?;
-        if let Some(no) = verdicts.iter().find(|v| v.verdict == Verdict::Rejected) {
-            return Err(Failure::user(format!(
-                "{} was rejected by {}",
-                deployment.id, no.approver
-            )));
-        }
-        let given: Vec<Approval> = verdicts
-            .into_iter()
-            .map(|v| Approval {
-                approver: v.approver,
-                fingerprint: v.fingerprint,
-            })
-            .collect();
-        let waited = waited(store, deployment);
-        match approvals.status(&given, &deployment.fingerprint, waited) {
-            ApprovalStatus::Approved => {}
-            ApprovalStatus::Waiting { have, need } => {
-                let who: Vec<&str> = approvals.approvers.iter().map(String::as_str).collect();
-                let why = format!(
-                    "awaiting approval ({have} of {need}; approvers: {}); `ringops approve {}`",
-                    who.join(", "),
-                    deployment.id
-                );
-                return Ok(Some(("approval", why)));
-            }
-            ApprovalStatus::TimedOut => {
-                let why = "approval timed out";
-                store
-                    .transition(deployment.id, DeploymentState::Failed, why)
-                    .map_err(internal)?;
-                return Err(Failure::user(format!("{}: {why}; rejected", deployment.id)));
-            }
+    let approvals: Vec<Approval> = verdicts
+        .into_iter()
+        .map(|v| Approval {
+            approver: v.approver,
+            fingerprint: v.fingerprint,
+        })
+        .collect();
+    let id = deployment.id.to_string();
+    let queued = Queued {
+        id: &id,
+        fingerprint: &deployment.fingerprint,
+        approvals: &approvals,
+        waited: waited(store, deployment),
+        emergency,
+    };
+    match gates.decide(&queued, chrono::Utc::now()) {
+        Decision::Go => Ok(None),
+        Decision::Wait { waiting, why } => Ok(Some((waiting, why))),
+        Decision::TimedOut => {
+            let why = "approval timed out";
+            store
+                .transition(deployment.id, DeploymentState::Failed, why)
+                .map_err(internal)?;
+            Err(Failure::user(format!("{}: {why}; rejected", deployment.id)))
         }
     }
-    if let Some(window) = &gates.window {
-        let now = chrono::Utc::now();
-        if !window.is_open(now) {
-            let opens = window
-                .next_open(now)
-                .map_or_else(|| "never".to_owned(), |t| t.to_rfc3339());
-            return Ok(Some((
-                "window",
-                format!("waiting for the ring's window (opens {opens})"),
-            )));
-        }
-    }
-    Ok(None)
 }
 
 fn waited(store: &Store, deployment: &Deployment) -> std::time::Duration {
@@ -418,38 +392,29 @@ pub(super) fn run(
             .map_err(internal)?;
         return Err(Failure::user(format!("{}: {why}", deployment.id)));
     }
-    let targets: Vec<Target> =
-        engine::targets_from_desired(ctx.state_dir(), desired).map_err(engine_failure)?;
-    let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
-    let rollout = store.rollout(deployment.id).map_err(internal)?;
-    let spec = RolloutSpec {
-        batches: gates.strategy.batches(&names),
-        done,
-        auto_revert: gates.auto_revert,
-        progress_deadline: gates.health.progress_deadline,
-        emergency: rollout.is_some_and(|r| r.emergency),
+    let emergency = store
+        .rollout(deployment.id)
+        .map_err(internal)?
+        .is_some_and(|r| r.emergency);
+    let batches = {
+        let names: Vec<String> = desired.workers.keys().cloned().collect();
+        gates.strategy.batches(&names).len()
     };
-    let previous = store.active(&deployment.ring).map_err(internal)?;
-    let objects = ObjectStore::new(ctx.state_dir());
-    let check = health::Checks::new(ctx, &deployment.ring, gates, desired);
-    let end = block_on(roll_out(
+    let end = block_on(crate::engine::rollout::run_gated(
         store,
-        &objects,
         ctx.state_dir(),
-        &targets,
+        desired,
         deployment,
-        previous.as_ref(),
-        &spec,
-        &check,
+        gates,
+        done,
+        emergency,
     ))?
     .map_err(engine_failure)?;
     match end {
         RolloutEnd::Active(d) => {
             emit(&format!(
                 "Deployment {} is Active on ring {} ({} batch(es)).\n",
-                d.id,
-                d.ring,
-                spec.batches.len()
+                d.id, d.ring, batches
             ))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -462,7 +427,7 @@ pub(super) fn run(
                 "Deployment {} of ring {}: {done} of {} batch(es) done; {}.\n",
                 d.id,
                 d.ring,
-                spec.batches.len(),
+                batches,
                 match reason.as_str() {
                     "continue" => format!(
                         "canary healthy, continue with `ringops promote {} --continue`",

@@ -2,6 +2,7 @@
 //! new commit, keep every ring's workers on their Active deployment, and serve the
 //! HTTP API (health, metrics, read-only state, the Git webhook).
 
+pub mod gates;
 pub mod http;
 pub mod metrics;
 pub mod reconcile;

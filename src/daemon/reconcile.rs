@@ -161,6 +161,7 @@ impl Reconciler {
         if !force
             && self.last_commit.as_deref() == Some(commit.as_str())
             && self.settled(&paths.state_dir, &commit)
+            && !queued_behind_gates(&paths.state_dir)
         {
             return Ok(report);
         }
@@ -206,6 +207,9 @@ impl Reconciler {
                 }
                 None => self.note_outcome(&ring, &commit, false),
             }
+        }
+        for moved in super::gates::pass(&mut store, paths, secrets).await? {
+            report.deployments.push((moved, String::new()));
         }
         self.last_commit = Some(commit);
         Ok(report)
@@ -419,6 +423,25 @@ fn at_commit(store: &Store, ring: &str, commit: &str) -> Result<bool, PassError>
     }
     let failed = store.latest_of_commit(ring, commit)?;
     Ok(failed.is_some_and(|d| d.state == crate::model::deployment::DeploymentState::Failed))
+}
+
+/// Whether a ring's newest deployment is Queued behind its gates (approvals, a window,
+/// a freeze): then a deploy pass looks at it even when the branch did not move.
+fn queued_behind_gates(state_dir: &Path) -> bool {
+    let Ok(reader) = crate::adapters::store::StoreReader::open(state_dir) else {
+        return false;
+    };
+    reader.rings().unwrap_or_default().iter().any(|ring| {
+        let newest = reader.history(Some(ring), 1).ok().and_then(|mut h| h.pop());
+        newest.is_some_and(|d| {
+            d.state == DeploymentState::Queued
+                && reader
+                    .rollout(d.id)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|r| !r.waiting.is_empty())
+        })
+    })
 }
 
 /// Takes the writer lock, or `None` when another writer holds it.

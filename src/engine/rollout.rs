@@ -5,6 +5,8 @@
 //! (RollingBack → RolledBack). The rollout can stop between batches and be resumed by
 //! another process: what is done is in the state.
 
+pub mod health;
+
 use super::{EngineError, Restore, Target, chain, clone_error, restore, summary, switch_all};
 use crate::adapters::objects::ObjectStore;
 use crate::adapters::store::gates::RolloutState;
@@ -158,6 +160,42 @@ pub async fn roll_out(
     )?;
     let activation = store.activate(id, "active")?;
     Ok(RolloutEnd::Active(activation.deployment))
+}
+
+/// Rolls the deployment `d` of `desired` out as `gates` say (batches, health check,
+/// revert), from batch `done` on.
+pub async fn run_gated(
+    store: &mut Store,
+    state_dir: &Path,
+    desired: &crate::model::DesiredState,
+    d: &Deployment,
+    gates: &crate::pipeline::rollout::Gates,
+    done: usize,
+    emergency: bool,
+) -> Result<RolloutEnd, EngineError> {
+    let targets = super::targets_from_desired(state_dir, desired)?;
+    let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+    let spec = RolloutSpec {
+        batches: gates.strategy.batches(&names),
+        done,
+        auto_revert: gates.auto_revert,
+        progress_deadline: gates.health.progress_deadline,
+        emergency,
+    };
+    let previous = store.active(&d.ring)?;
+    let objects = ObjectStore::new(state_dir);
+    let health = health::RingHealth::new(state_dir, gates, desired);
+    roll_out(
+        store,
+        &objects,
+        state_dir,
+        &targets,
+        d,
+        previous.as_ref(),
+        &spec,
+        &health,
+    )
+    .await
 }
 
 fn state(waiting: &str, emergency: bool, done: usize) -> RolloutState {

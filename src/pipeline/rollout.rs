@@ -273,6 +273,84 @@ impl ApprovalGate {
     }
 }
 
+/// What a queued deployment's gates say at a moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing holds it: roll it out.
+    Go,
+    /// Held: `waiting` (`freeze`, `approval`, `window`) and why, in words.
+    Wait {
+        /// What it waits for.
+        waiting: &'static str,
+        /// Why, for the record and the person.
+        why: String,
+    },
+    /// It waited for approvals longer than the gate's timeout.
+    TimedOut,
+}
+
+/// Where a queued deployment stands with its gates.
+#[derive(Clone, Copy, Debug)]
+pub struct Queued<'a> {
+    /// Its id, for the instructions in [`Decision::Wait`].
+    pub id: &'a str,
+    /// What it would write now.
+    pub fingerprint: &'a str,
+    /// Its approvals so far.
+    pub approvals: &'a [Approval],
+    /// How long it has been queued.
+    pub waited: Duration,
+    /// Promoted with `--emergency`: nothing holds it.
+    pub emergency: bool,
+}
+
+impl Gates {
+    /// What the gates say about `queued` at `now`: a freeze, missing approvals (or their
+    /// timeout), then a closed window hold it, in that order.
+    pub fn decide(&self, queued: &Queued<'_>, now: DateTime<Utc>) -> Decision {
+        if queued.emergency {
+            return Decision::Go;
+        }
+        if self.freeze {
+            let why = "ring is frozen (`freeze: true`)".to_owned();
+            return Decision::Wait {
+                waiting: "freeze",
+                why,
+            };
+        }
+        if let Some(gate) = &self.approvals {
+            match gate.status(queued.approvals, queued.fingerprint, queued.waited) {
+                ApprovalStatus::Approved => {}
+                ApprovalStatus::TimedOut => return Decision::TimedOut,
+                ApprovalStatus::Waiting { have, need } => {
+                    let who: Vec<&str> = gate.approvers.iter().map(String::as_str).collect();
+                    let why = format!(
+                        "awaiting approval ({have} of {need}; approvers: {}); `ringops approve {}`",
+                        who.join(", "),
+                        queued.id
+                    );
+                    return Decision::Wait {
+                        waiting: "approval",
+                        why,
+                    };
+                }
+            }
+        }
+        match &self.window {
+            Some(window) if !window.is_open(now) => {
+                let opens = window
+                    .next_open(now)
+                    .map_or_else(|| "never".to_owned(), |t| t.to_rfc3339());
+                Decision::Wait {
+                    waiting: "window",
+                    why: format!("waiting for the ring's window (opens {opens})"),
+                }
+            }
+            _ => Decision::Go,
+        }
+    }
+}
+
 impl Window {
     /// A window opening at `cron` (five fields) in `timezone` (default UTC) for `duration`.
     pub fn new(cron: &str, duration_text: &str, timezone: Option<&str>) -> Result<Self, GateError> {
@@ -417,6 +495,52 @@ mod tests {
         let next_tuesday = Utc.with_ymd_and_hms(2026, 12, 1, 1, 0, 0).unwrap();
         assert_eq!(w.next_open(at(24, 3, 0)), Some(next_tuesday));
         assert_eq!(w.next_open(at(24, 1, 30)), Some(at(24, 1, 30)));
+    }
+
+    #[test]
+    fn gates_hold_for_a_freeze_then_approvals_then_a_closed_window() {
+        let at = |h| Utc.with_ymd_and_hms(2026, 11, 24, h, 0, 0).unwrap();
+        let mut gates = Gates {
+            approvals: Some(gate(1, Some(60))),
+            strategy: strategy(StrategyKind::AllAtOnce, 0, 0, false),
+            health: HealthTiming::default(),
+            probe: None,
+            auto_revert: false,
+            window: Some(Window::new("0 2 * * 2", "2h", None).unwrap()),
+            freeze: true,
+        };
+        let none: [Approval; 0] = [];
+        let one = [approval("bob", "f1")];
+        let queued = |approvals, waited, emergency| Queued {
+            id: "d-000007",
+            fingerprint: "f1",
+            approvals,
+            waited: Duration::from_secs(waited),
+            emergency,
+        };
+        let waiting = |d: Decision| match d {
+            Decision::Wait { waiting, .. } => waiting,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            waiting(gates.decide(&queued(&one, 0, false), at(2))),
+            "freeze"
+        );
+        assert_eq!(gates.decide(&queued(&none, 0, true), at(9)), Decision::Go);
+        gates.freeze = false;
+        let wait = gates.decide(&queued(&none, 0, false), at(2));
+        assert!(
+            matches!(&wait, Decision::Wait { why, .. } if why.contains("`ringops approve d-000007`"))
+        );
+        assert_eq!(
+            gates.decide(&queued(&none, 60, false), at(2)),
+            Decision::TimedOut
+        );
+        assert_eq!(
+            waiting(gates.decide(&queued(&one, 0, false), at(9))),
+            "window"
+        );
+        assert_eq!(gates.decide(&queued(&one, 0, false), at(3)), Decision::Go);
     }
 
     #[test]

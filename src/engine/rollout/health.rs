@@ -1,23 +1,25 @@
-//! The ring's `health:` as the rollout's health gate: each batch's workers probed with
+//! A ring's `health:` as a rollout's health gate: each batch's workers probed with
 //! [`HealthChecker`] until healthy for `minHealthy`, or not by `healthyDeadline`.
 
-use super::super::Context;
-use crate::adapters::health::{HealthCheck, HealthChecker, Probe, Worker};
+use super::HealthGate;
+use crate::adapters::health::{HealthCheck, HealthChecker, Probe, Worker, all_healthy};
 use crate::adapters::transport::WorkerTransport;
-use crate::engine::rollout::HealthGate;
 use crate::model::DesiredState;
 use crate::pipeline::rollout::Gates;
 use std::collections::BTreeMap;
+use std::path::Path;
 
 /// A ring's health check, ready for its workers.
-pub struct Checks {
+pub struct RingHealth {
     checker: Result<Option<HealthChecker>, String>,
     workers: BTreeMap<String, Worker>,
 }
 
-impl Checks {
-    /// The check `gates` carry, for the workers of `desired`.
-    pub fn new(ctx: &Context, ring: &str, gates: &Gates, desired: &DesiredState) -> Self {
+impl RingHealth {
+    /// The check `gates` carry, for the workers of `desired` (local ones under
+    /// `state_dir`).
+    pub fn new(state_dir: &Path, gates: &Gates, desired: &DesiredState) -> Self {
+        let ring = &desired.ring;
         let checker = match &gates.probe {
             None => Ok(None),
             Some(health) => match Probe::from_manifest(health) {
@@ -37,7 +39,7 @@ impl Checks {
             .workers
             .iter()
             .map(|(name, state)| {
-                let dir = match crate::engine::transport(ctx.state_dir(), name, state) {
+                let dir = match crate::engine::transport(state_dir, name, state) {
                     Ok(WorkerTransport::Local(dir)) => Some(dir.root().to_owned()),
                     _ => None,
                 };
@@ -52,11 +54,11 @@ impl Checks {
                 (name.clone(), worker)
             })
             .collect();
-        Checks { checker, workers }
+        RingHealth { checker, workers }
     }
 }
 
-impl HealthGate for Checks {
+impl HealthGate for RingHealth {
     async fn check(&self, workers: &[String]) -> Result<(), String> {
         let checker = match &self.checker {
             Ok(None) => return Ok(()),
@@ -68,15 +70,6 @@ impl HealthGate for Checks {
             .filter_map(|w| self.workers.get(w).cloned())
             .collect();
         let verdicts = checker.check_all(&batch).await.map_err(|e| e.to_string())?;
-        let sick: Vec<String> = verdicts
-            .iter()
-            .filter(|(_, v)| !v.is_healthy())
-            .map(|(name, v)| format!("{name}: {v}"))
-            .collect();
-        if sick.is_empty() {
-            Ok(())
-        } else {
-            Err(sick.join("; "))
-        }
+        all_healthy(&verdicts)
     }
 }
