@@ -408,57 +408,13 @@ pub async fn apply(
     objects.put_known(files.map(|f| (f.sha256.as_str(), &*f.content)))?;
     store.transition(id, DeploymentState::Deploying, "switching workers")?;
     let ring = new.ring.clone();
-    let switched_all = switch_all(&targets, &ring, &id.to_string(), false).await;
-    let results = &switched_all.results;
-    let mut touched = Vec::new();
-    let mut changed = Vec::new();
-    let mut failure = switched_all
-        .panicked
-        .then(|| "a worker task stopped unexpectedly (a bug in ringops)".to_owned());
-    let mut records = Vec::with_capacity(targets.len());
-    for target in &targets {
-        let name = &target.name;
-        let (outcome, message, holds) = match results.get(name) {
-            Some(Ok(applied)) => {
-                let outcome = if applied.written.is_empty() && applied.removed.is_empty() {
-                    WorkerOutcome::Unchanged
-                } else {
-                    changed.push(name.clone());
-                    WorkerOutcome::Applied
-                };
-                touched.push(name.clone());
-                (outcome, summary(applied), true)
-            }
-            Some(Err(e)) => {
-                let message = chain(&EngineError::worker(name, clone_error(e.error())));
-                // It may have failed mid-switch (after its journal, or in reload):
-                // put it back too; restoring is idempotent.
-                touched.push(name.clone());
-                failure.get_or_insert(message.clone());
-                (WorkerOutcome::Failed, message, false)
-            }
-            None => {
-                let message = "not attempted: another worker failed first".to_owned();
-                (WorkerOutcome::Skipped, message, false)
-            }
-        };
-        records.push((target, outcome, message, holds.then(|| target.written())));
-    }
-    let entries: Vec<WorkerEntry<'_>> = records
-        .iter()
-        .map(|(target, outcome, message, written)| WorkerEntry {
-            worker: &target.name,
-            outcome: *outcome,
-            message,
-            placement: &target.placement,
-            artifacts: written.as_deref(),
-        })
-        .collect();
-    store.record_workers(id, &entries)?;
-    if let Some(message) = failure {
-        let outcomes: BTreeMap<&str, &str> = records
+    let batch = switch_and_record(store, id, &ring, &targets).await?;
+    let (touched, changed) = (batch.touched, batch.changed);
+    if let Some(message) = batch.failure {
+        let outcomes: BTreeMap<&str, &str> = batch
+            .messages
             .iter()
-            .map(|(t, _, m, _)| (t.name.as_str(), m.as_str()))
+            .map(|(w, m)| (w.as_str(), m.as_str()))
             .collect();
         let back = Restore {
             failing: id,
@@ -485,6 +441,75 @@ pub async fn apply(
         changed,
         failure: None,
     })
+}
+
+/// What [`switch_and_record`] did to a batch of workers.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    /// Workers attempted (a failed one may be half-switched: restore it too).
+    pub touched: Vec<String>,
+    /// Workers whose files changed.
+    pub changed: Vec<String>,
+    /// The first failure, naming its worker.
+    pub failure: Option<String>,
+    /// What was recorded for each worker.
+    pub messages: BTreeMap<String, String>,
+}
+
+/// Switches `targets` (stopping at the first failure) and records how each fared, with
+/// the artifact set of those that hold the deployment's files, in one transaction.
+pub async fn switch_and_record(
+    store: &mut Store,
+    id: DeploymentId,
+    ring: &str,
+    targets: &[Target],
+) -> Result<BatchOutcome, EngineError> {
+    let switched = switch_all(targets, ring, &id.to_string(), false).await;
+    let mut out = BatchOutcome {
+        failure: switched
+            .panicked
+            .then(|| "a worker task stopped unexpectedly (a bug in ringops)".to_owned()),
+        ..BatchOutcome::default()
+    };
+    let mut records = Vec::with_capacity(targets.len());
+    for target in targets {
+        let name = &target.name;
+        let (outcome, message, holds) = match switched.results.get(name) {
+            Some(Ok(applied)) => {
+                out.touched.push(name.clone());
+                if applied.written.is_empty() && applied.removed.is_empty() {
+                    (WorkerOutcome::Unchanged, summary(applied), true)
+                } else {
+                    out.changed.push(name.clone());
+                    (WorkerOutcome::Applied, summary(applied), true)
+                }
+            }
+            Some(Err(e)) => {
+                let message = chain(&EngineError::worker(name, clone_error(e.error())));
+                out.touched.push(name.clone());
+                out.failure.get_or_insert(message.clone());
+                (WorkerOutcome::Failed, message, false)
+            }
+            None => {
+                let message = "not attempted: another worker failed first".to_owned();
+                (WorkerOutcome::Skipped, message, false)
+            }
+        };
+        out.messages.insert(name.clone(), message.clone());
+        records.push((target, outcome, message, holds.then(|| target.written())));
+    }
+    let entries: Vec<WorkerEntry<'_>> = records
+        .iter()
+        .map(|(target, outcome, message, written)| WorkerEntry {
+            worker: &target.name,
+            outcome: *outcome,
+            message,
+            placement: &target.placement,
+            artifacts: written.as_deref(),
+        })
+        .collect();
+    store.record_workers(id, &entries)?;
+    Ok(out)
 }
 
 /// Removes ringops' files where the previous deployment put a worker that now lives

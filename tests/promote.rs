@@ -440,8 +440,9 @@ fn a_rejection_fails_the_deployment_and_an_expired_wait_is_rejected() {
     );
 }
 
-#[test]
-fn approvals_time_out() {
+/// A world whose production ring rejects after 1 s without approvals, and a
+/// deployment of it queued.
+fn queued_with_approval_timeout() -> (World, String) {
     let world = World::new("", "");
     // The approval timeout is part of the trusted definition: at the branch head.
     world.fleet.repo.edit(
@@ -453,6 +454,12 @@ fn approvals_time_out() {
     world.run(&["apply", "--ring", "dev", "--yes"]).expect(0);
     world.run(&["promote", "staging"]).expect(0);
     let id = deployment_id(&world.run(&["promote", "production"]));
+    (world, id)
+}
+
+#[test]
+fn approvals_time_out() {
+    let (world, id) = queued_with_approval_timeout();
     std::thread::sleep(std::time::Duration::from_millis(1200));
     let late = world.as_approver("approve", &id, "alice", &[]);
     late.expect(1);
@@ -807,16 +814,7 @@ fn every_state_a_promotion_enters_is_posted_to_the_webhook_and_slack() {
 
 #[test]
 fn the_daemon_rejects_a_promotion_whose_approvals_timed_out() {
-    let world = World::new("", "");
-    world.fleet.repo.edit(
-        RINGS,
-        "approvers: [alice, bob, carol]}",
-        "approvers: [alice, bob, carol], timeout: 1s}",
-    );
-    world.fleet.repo.commit("approval timeout");
-    world.run(&["apply", "--ring", "dev", "--yes"]).expect(0);
-    world.run(&["promote", "staging"]).expect(0);
-    let id = deployment_id(&world.run(&["promote", "production"]));
+    let (world, id) = queued_with_approval_timeout();
     assert_eq!(world.state_of(&id), "Queued");
     let daemon = Daemon::start(&world, "200ms");
     daemon.wait_for("approval timed out", 1);

@@ -20,7 +20,7 @@ use crate::model::manifest::RingSpec;
 use crate::model::plan::Revision;
 use crate::model::{Bundle, DesiredState};
 use crate::pipeline::policy::ring_spec;
-use crate::pipeline::rollout::{Approval, Decision, Gates, Queued};
+use crate::pipeline::rollout::{Decision, Gates, Queued};
 use crate::report;
 use clap::Args;
 use std::path::PathBuf;
@@ -342,13 +342,7 @@ fn hold(
             deployment.id, no.approver
         )));
     }
-    let approvals: Vec<Approval> = verdicts
-        .into_iter()
-        .map(|v| Approval {
-            approver: v.approver,
-            fingerprint: v.fingerprint,
-        })
-        .collect();
+    let approvals = crate::adapters::store::gates::approvals(&verdicts);
     let id = deployment.id.to_string();
     let queued = Queued {
         id: &id,

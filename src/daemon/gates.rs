@@ -12,7 +12,7 @@ use crate::engine::compile::compile_ring;
 use crate::engine::rollout::{RolloutEnd, run_gated};
 use crate::model::deployment::{Deployment, DeploymentState};
 use crate::pipeline::policy::ring_spec;
-use crate::pipeline::rollout::{Approval, Decision, Gates, Queued};
+use crate::pipeline::rollout::{Decision, Gates, Queued};
 use std::time::Duration;
 
 /// Looks at every ring's queued deployment; returns those it moved (rolled out,
@@ -58,13 +58,7 @@ async fn move_on(
     if verdicts.iter().any(|v| v.verdict == Verdict::Rejected) {
         return Ok(None);
     }
-    let approvals: Vec<Approval> = verdicts
-        .into_iter()
-        .map(|v| Approval {
-            approver: v.approver,
-            fingerprint: v.fingerprint,
-        })
-        .collect();
+    let approvals = crate::adapters::store::gates::approvals(&verdicts);
     let id = d.id.to_string();
     let waited = u64::try_from(store.now().0.saturating_sub(d.created_at.0)).unwrap_or(0);
     let queued = Queued {

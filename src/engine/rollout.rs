@@ -7,11 +7,11 @@
 
 pub mod health;
 
-use super::{EngineError, Restore, Target, chain, clone_error, restore, summary, switch_all};
+use super::{EngineError, Restore, Target, restore, switch_and_record};
 use crate::adapters::objects::ObjectStore;
+use crate::adapters::store::Store;
 use crate::adapters::store::gates::RolloutState;
-use crate::adapters::store::{Store, WorkerEntry};
-use crate::model::deployment::{Deployment, DeploymentState, WorkerOutcome};
+use crate::model::deployment::{Deployment, DeploymentState};
 use crate::pipeline::rollout::Batch;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -118,8 +118,9 @@ pub async fn roll_out(
             batch.workers.join(", ")
         );
         store.note(id, &format!("{label}: switching"))?;
-        let failure =
-            switch_batch(store, id, &deployment.ring, &batch_targets, &mut touched).await?;
+        let switched = switch_and_record(store, id, &deployment.ring, &batch_targets).await?;
+        touched.extend(switched.touched);
+        let failure = switched.failure;
         let failure = match failure {
             Some(f) => Some(f),
             None => health
@@ -221,60 +222,6 @@ fn wait(
         reason: reason.to_owned(),
         done,
     })
-}
-
-/// Switches one batch and records each worker; the first failure's message, if any.
-/// Every worker attempted counts as touched (a failed one may be half-switched).
-async fn switch_batch(
-    store: &mut Store,
-    id: crate::model::deployment::DeploymentId,
-    ring: &str,
-    targets: &[Target],
-    touched: &mut Vec<String>,
-) -> Result<Option<String>, EngineError> {
-    let switched = switch_all(targets, ring, &id.to_string(), false).await;
-    let mut failure = switched
-        .panicked
-        .then(|| "a worker task stopped unexpectedly (a bug in ringops)".to_owned());
-    let mut records = Vec::with_capacity(targets.len());
-    for target in targets {
-        let (outcome, message, holds) = match switched.results.get(&target.name) {
-            Some(Ok(applied)) => {
-                touched.push(target.name.clone());
-                let changed = !(applied.written.is_empty() && applied.removed.is_empty());
-                let outcome = if changed {
-                    WorkerOutcome::Applied
-                } else {
-                    WorkerOutcome::Unchanged
-                };
-                (outcome, summary(applied), true)
-            }
-            Some(Err(e)) => {
-                touched.push(target.name.clone());
-                let message = chain(&EngineError::worker(&target.name, clone_error(e.error())));
-                failure.get_or_insert(message.clone());
-                (WorkerOutcome::Failed, message, false)
-            }
-            None => (
-                WorkerOutcome::Skipped,
-                "not attempted: another worker failed first".to_owned(),
-                false,
-            ),
-        };
-        records.push((target, outcome, message, holds.then(|| target.written())));
-    }
-    let entries: Vec<WorkerEntry<'_>> = records
-        .iter()
-        .map(|(target, outcome, message, written)| WorkerEntry {
-            worker: &target.name,
-            outcome: *outcome,
-            message,
-            placement: &target.placement,
-            artifacts: written.as_deref(),
-        })
-        .collect();
-    store.record_workers(id, &entries)?;
-    Ok(failure)
 }
 
 /// Ends a rollout whose batch failed: with `autoRevert`, RollingBack, every touched

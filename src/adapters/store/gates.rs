@@ -64,6 +64,18 @@ pub struct RingPause {
     pub since: Timestamp,
 }
 
+/// The approvals among `verdicts`, as the gates count them.
+pub fn approvals(verdicts: &[ApprovalRecord]) -> Vec<crate::pipeline::rollout::Approval> {
+    verdicts
+        .iter()
+        .filter(|v| v.verdict == Verdict::Approved)
+        .map(|v| crate::pipeline::rollout::Approval {
+            approver: v.approver.clone(),
+            fingerprint: v.fingerprint.clone(),
+        })
+        .collect()
+}
+
 impl Store {
     /// Records `approver`'s verdict on the deployment as of `fingerprint`, with an event.
     pub fn record_verdict(
