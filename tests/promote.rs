@@ -124,6 +124,12 @@ impl World {
     fn new(production_extra: &str, staging_extra: &str) -> World {
         let fleet = Fleet::new();
         let endpoint = Endpoint::start();
+        // Five staging workers: rolling two at a time is 2, 2, 1.
+        fleet.repo.edit(
+            "examples/fleet/groups.yaml",
+            "    - {name: core-stg-2, ring: staging, address: 10.0.2.22, labels: {region: us}}\n",
+            "    - {name: core-stg-2, ring: staging, address: 10.0.2.22, labels: {region: us}}\n    - {name: core-stg-3, ring: staging, address: 10.0.2.23, labels: {region: us}}\n",
+        );
         fleet.repo.write(
             RINGS,
             &rings(&fleet, endpoint.port, production_extra, staging_extra),
@@ -252,16 +258,16 @@ fn staging_rolls_out_two_workers_at_a_time_each_batch_checked() {
     let id = deployment_id(&run);
     assert!(
         run.stdout
-            .contains("is Active on ring staging (2 batch(es))"),
+            .contains("is Active on ring staging (3 batch(es))"),
         "{}",
         run.stdout
     );
     let show = world.show(&id);
     let batch1 = show
-        .find("batch 1/2 (core-stg-1, core-stg-2): healthy")
+        .find("batch 1/3 (core-stg-1, core-stg-2): healthy")
         .expect(&show);
     let switch2 = show
-        .find("batch 2/2 (edge-stg-1, edge-stg-2): switching")
+        .find("batch 2/3 (core-stg-3, edge-stg-1): switching")
         .expect(&show);
     assert!(
         batch1 < switch2,
@@ -272,9 +278,21 @@ fn staging_rolls_out_two_workers_at_a_time_each_batch_checked() {
     log.sort();
     assert_eq!(
         log,
-        ["core-stg-1", "core-stg-2", "edge-stg-1", "edge-stg-2"]
+        [
+            "core-stg-1",
+            "core-stg-2",
+            "core-stg-3",
+            "edge-stg-1",
+            "edge-stg-2"
+        ]
     );
-    for name in ["core-stg-1", "core-stg-2", "edge-stg-1", "edge-stg-2"] {
+    for name in [
+        "core-stg-1",
+        "core-stg-2",
+        "core-stg-3",
+        "edge-stg-1",
+        "edge-stg-2",
+    ] {
         assert!(world.holds(name), "{name} holds nothing");
     }
     // The same bundle again: nothing to promote.
@@ -340,7 +358,7 @@ fn an_unhealthy_batch_without_auto_revert_fails_and_leaves_the_ring_for_a_person
     );
     // The first batch stays switched; the second never started.
     assert!(world.holds("core-stg-1") && world.holds("core-stg-2"));
-    assert!(!world.holds("edge-stg-1") && !world.holds("edge-stg-2"));
+    assert!(!world.holds("core-stg-3") && !world.holds("edge-stg-1") && !world.holds("edge-stg-2"));
 }
 
 #[test]
@@ -541,7 +559,7 @@ fn a_paused_ring_holds_its_rollout_until_resumed() {
     let run = world.run(&["promote", "staging"]);
     run.expect(0);
     assert!(
-        run.stdout.contains("0 of 2 batch(es) done; ring paused"),
+        run.stdout.contains("0 of 3 batch(es) done; ring paused"),
         "{}",
         run.stdout
     );
@@ -734,11 +752,8 @@ fn apply_refuses_a_gated_ring_and_rolls_a_staged_one_in_batches() {
     run.expect(0);
     let id = deployment_id(&run);
     let show = world.show(&id);
-    assert!(
-        show.contains("batch 2/2 (edge-stg-1, edge-stg-2): healthy"),
-        "{show}"
-    );
-    assert_eq!(world.health_log().len(), 4);
+    assert!(show.contains("batch 3/3 (edge-stg-2): healthy"), "{show}");
+    assert_eq!(world.health_log().len(), 5);
 }
 
 /// A webhook receiver on loopback that keeps every body posted to it.
@@ -823,5 +838,29 @@ fn the_daemon_rejects_a_promotion_whose_approvals_timed_out() {
         world
             .show(&id)
             .contains("approval timed out; rejected by the daemon")
+    );
+}
+
+#[test]
+fn a_ring_whose_source_is_unhealthy_is_not_promoted() {
+    let world = World::new("", "");
+    world.run(&["promote", "staging"]).expect(0);
+    std::fs::write(sick_marker(&world, "core-stg-3"), "").expect("marker");
+    let run = world.run(&["promote", "production"]);
+    run.expect(1);
+    assert!(
+        run.stderr
+            .contains("cannot promote `production`: ring `staging` is not healthy: core-stg-3"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        world
+            .run(&["history", "--ring", "production"])
+            .expect(0)
+            .stdout
+            .lines()
+            .count()
+            <= 1
     );
 }

@@ -121,6 +121,9 @@ pub fn promote(ctx: &Context, args: &PromoteArgs) -> Outcome {
         rev: Some(source.commit.clone()),
         worktree: false,
     })?;
+    if emergency.is_none() {
+        refuse_unhealthy(ctx, &store, &bundle, &source_ring, &args.ring)?;
+    }
     let Some(desired) = compile(ctx, &bundle, &args.ring)? else {
         return Ok(ExitCode::from(1));
     };
@@ -195,6 +198,34 @@ pub(super) fn promote_only(gates: &Gates) -> Vec<&'static str> {
 /// Whether deploying the ring takes batches or health checks (else all at once).
 pub(super) fn staged(gates: &Gates) -> bool {
     gates.strategy.kind != crate::model::manifest::StrategyKind::AllAtOnce || gates.probe.is_some()
+}
+
+/// Refuses to promote from `source_ring` while its health check (from its trusted
+/// definition) fails on any of its workers.
+fn refuse_unhealthy(
+    ctx: &Context,
+    store: &Store,
+    bundle: &Bundle,
+    source_ring: &str,
+    ring: &str,
+) -> Result<(), Failure> {
+    let gates = gates_of(source_ring, &trusted_spec(ctx, store, source_ring)?)?;
+    if gates.probe.is_none() {
+        return Ok(());
+    }
+    let Some(desired) = compile(ctx, bundle, source_ring)? else {
+        return Err(Failure::user(format!(
+            "ring `{source_ring}` does not compile"
+        )));
+    };
+    let health = crate::engine::rollout::health::RingHealth::new(ctx.state_dir(), &gates, &desired);
+    let workers: Vec<String> = desired.workers.keys().cloned().collect();
+    let checked = block_on(crate::engine::rollout::HealthGate::check(&health, &workers))?;
+    checked.map_err(|why| {
+        Failure::user(format!(
+            "cannot promote `{ring}`: ring `{source_ring}` is not healthy: {why}"
+        ))
+    })
 }
 
 /// The reason recorded for a promotion.
