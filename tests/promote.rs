@@ -864,3 +864,45 @@ fn a_ring_whose_source_is_unhealthy_is_not_promoted() {
             <= 1
     );
 }
+
+#[test]
+fn the_daemon_posts_every_state_of_its_deployments() {
+    let world = World::new("", "");
+    let (hook, posted) = receiver();
+    world.configure(&format!(
+        "[[notify]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{hook}/deployments\"\n"
+    ));
+    let daemon = Daemon::start(&world, "200ms");
+    world.fleet.repo.edit(
+        "examples/fleet/modules/archive.yaml",
+        "format: parquet",
+        "format: avro",
+    );
+    world.fleet.repo.commit("avro");
+    daemon.wait_for("deployed deployment=", 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let states = loop {
+        let states: Vec<String> = posted
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|b| {
+                serde_json::from_str::<serde_json::Value>(b).expect("JSON")["state"].to_string()
+            })
+            .collect();
+        if states.len() >= 5 || std::time::Instant::now() > deadline {
+            break states;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(
+        states,
+        [
+            "\"Queued\"",
+            "\"Building\"",
+            "\"Deploying\"",
+            "\"Validating\"",
+            "\"Active\""
+        ]
+    );
+}

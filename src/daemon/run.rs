@@ -40,6 +40,8 @@ pub struct Shared {
     pub metrics: Arc<super::metrics::Metrics>,
     /// Where deployment state changes are posted, if anywhere.
     pub notifier: Option<crate::adapters::notify::Notifier>,
+    /// How many state changes of each deployment were posted already.
+    pub posted: Arc<std::sync::Mutex<std::collections::BTreeMap<u64, usize>>>,
 }
 
 /// Why the daemon stopped with an error.
@@ -315,7 +317,7 @@ async fn pass_deploy(
         .deploy(&settings.paths, &settings.secrets, force)
         .await
     {
-        Ok(report) if log_pass(&report, shared, started) => Pass::Busy,
+        Ok(report) if log_pass(&report, shared, settings, started) => Pass::Busy,
         Ok(_) => Pass::Done,
         Err(e) => {
             shared.metrics.fetch_error();
@@ -352,7 +354,7 @@ async fn pass_repair(
     let state_dir = &settings.paths.state_dir;
     match reconciler.repair(state_dir, &settings.secrets, only).await {
         Ok(report) => {
-            let busy = log_pass(&report, shared, started);
+            let busy = log_pass(&report, shared, settings, started);
             if only.is_none() && !busy {
                 let took = started.elapsed();
                 shared.metrics.drift_scan(took);
@@ -369,7 +371,7 @@ async fn pass_repair(
 }
 
 /// Logs every event of a pass and feeds the metrics; true when the lock was held.
-fn log_pass(report: &PassReport, shared: &Shared, started: Instant) -> bool {
+fn log_pass(report: &PassReport, shared: &Shared, settings: &Settings, started: Instant) -> bool {
     if report.busy {
         return true;
     }
@@ -383,7 +385,7 @@ fn log_pass(report: &PassReport, shared: &Shared, started: Instant) -> bool {
         if !plan.is_empty() {
             println!("{plan}");
         }
-        post(shared, deployment);
+        post(shared, &settings.paths.state_dir, deployment);
         let d = deployment;
         match &d.error {
             Some(e) => tracing::error!(deployment = %d.id, ring = %d.ring, state = %d.state, "{e}"),
@@ -410,21 +412,32 @@ fn log_pass(report: &PassReport, shared: &Shared, started: Instant) -> bool {
     false
 }
 
-/// Posts a deployment's state to the notification targets (never waits).
-fn post(shared: &Shared, d: &crate::model::deployment::Deployment) {
+/// Posts every state the deployment entered since the last post to the notification
+/// targets (never waits).
+fn post(shared: &Shared, state_dir: &std::path::Path, d: &crate::model::deployment::Deployment) {
     let Some(notifier) = &shared.notifier else {
         return;
     };
-    notifier.send(crate::adapters::notify::Event {
-        deployment: d.id,
-        ring: d.ring.clone(),
-        commit: d.commit.clone(),
-        state: d.state,
-        actor: d.actor.clone(),
-        reason: d.reason.clone(),
-        at: d.updated_at,
-        link: None,
-    });
+    let states: Vec<_> = crate::adapters::store::StoreReader::open(state_dir)
+        .and_then(|r| r.events(d.id))
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| Some((e.state?, e.at)))
+        .collect();
+    let mut posted = shared.posted.lock().unwrap_or_else(|p| p.into_inner());
+    let before = posted.insert(d.id.0, states.len()).unwrap_or(0);
+    for (state, at) in states.into_iter().skip(before) {
+        notifier.send(crate::adapters::notify::Event {
+            deployment: d.id,
+            ring: d.ring.clone(),
+            commit: d.commit.clone(),
+            state,
+            actor: d.actor.clone(),
+            reason: d.reason.clone(),
+            at,
+            link: None,
+        });
+    }
     let stats = notifier.stats();
     shared
         .metrics
