@@ -1544,3 +1544,35 @@ fn a_deployment_that_failed_on_a_worker_is_tried_again_with_backoff_until_it_suc
         "retries went on after the success"
     );
 }
+
+#[test]
+fn the_daemon_rolls_a_staged_dev_ring_batch_by_batch_and_leaves_a_frozen_one_alone() {
+    let fleet = Fleet::new();
+    let rings = "examples/fleet/rings.yaml";
+    fleet.repo.edit(
+        rings,
+        "strategy: {type: allAtOnce}",
+        "strategy: {type: rolling, maxParallel: 1}\n  health: {command: [sh, -c, 'test -d \"$RINGOPS_WORKER_DIR\"']}",
+    );
+    fleet.repo.commit("dev rolls one worker at a time");
+    let daemon = Daemon::ready(&fleet);
+    let show = fleet.run(&["show", "d-000001"]).expect(0).stdout.clone();
+    for batch in [
+        "batch 1/3 (core-dev-1): healthy",
+        "batch 3/3 (edge-dev-1): healthy",
+    ] {
+        assert!(show.contains(batch), "{batch} in\n{show}");
+    }
+    drop(daemon);
+
+    let frozen = Fleet::new();
+    frozen.repo.edit(
+        rings,
+        "  autoDeploy: true",
+        "  autoDeploy: true\n  freeze: true",
+    );
+    frozen.repo.commit("freeze dev");
+    let daemon = Daemon::ready(&frozen);
+    daemon.wait_log("ring is frozen");
+    assert!(!frozen.worker("core-dev-1").join(WRITER_INI).exists());
+}

@@ -267,7 +267,7 @@ fn deploy(ctx: &Context, store: &mut Store, prepared: &Prepared, reason: &str) -
     let spec = super::promote::trusted_spec(ctx, store, &desired.ring)
         .or_else(|e| crate::pipeline::policy::ring_spec(bundle, &desired.ring).ok_or(e))?;
     let gates = super::promote::gates_of(&desired.ring, &spec)?;
-    let held = super::promote::promote_only(&gates);
+    let held = gates.promotion_only();
     if !held.is_empty() {
         return Err(Failure::user(format!(
             "ring `{}` is gated ({}); deploy it with `ringops promote {}`",
@@ -285,7 +285,7 @@ fn deploy(ctx: &Context, store: &mut Store, prepared: &Prepared, reason: &str) -
         reason: reason.to_owned(),
         rollback_of: None,
     };
-    if super::promote::staged(&gates) {
+    if gates.staged() {
         let deployment = store
             .create_deployment(&new)
             .map_err(|e| Failure::Internal(e.into()))?;

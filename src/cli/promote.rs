@@ -179,27 +179,6 @@ pub fn promote(ctx: &Context, args: &PromoteArgs) -> Outcome {
     proceed(ctx, &mut store, &deployment, &gates, &desired)
 }
 
-/// What of a ring's gates only `promote` passes (approvals, a window, a freeze), named;
-/// empty when `apply` may deploy it.
-pub(super) fn promote_only(gates: &Gates) -> Vec<&'static str> {
-    let mut held = Vec::new();
-    if gates.approvals.is_some() {
-        held.push("approvals");
-    }
-    if gates.window.is_some() {
-        held.push("a window");
-    }
-    if gates.freeze {
-        held.push("a freeze");
-    }
-    held
-}
-
-/// Whether deploying the ring takes batches or health checks (else all at once).
-pub(super) fn staged(gates: &Gates) -> bool {
-    gates.strategy.kind != crate::model::manifest::StrategyKind::AllAtOnce || gates.probe.is_some()
-}
-
 /// Refuses to promote from `source_ring` while its health check (from its trusted
 /// definition) fails on any of its workers.
 fn refuse_unhealthy(

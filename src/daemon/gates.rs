@@ -92,7 +92,7 @@ async fn move_on(
 }
 
 /// The ring's gates from its Active deployment's commit, else the tracked branch head.
-fn trusted_gates(
+pub(super) fn trusted_gates(
     store: &Store,
     paths: &Paths,
     source: &Source,

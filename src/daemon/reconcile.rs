@@ -9,6 +9,7 @@ use crate::adapters::lock::{LockError, WriterLock};
 use crate::adapters::objects::ObjectStore;
 use crate::adapters::secrets::HostSecrets;
 use crate::adapters::store::Store;
+use crate::engine::rollout::RolloutEnd;
 use crate::engine::{self, sync::compare, sync::drift_kind};
 use crate::model::deployment::{Deployment, DeploymentState, Drift, NewDeployment};
 use crate::model::manifest::DriftMode;
@@ -199,7 +200,13 @@ impl Reconciler {
             if !force && at_commit(&store, &ring, &commit)? && !self.retry_due(&ring, &commit) {
                 continue;
             }
-            let deployed = deploy_ring(&mut store, paths, secrets, &bundle, &ring).await?;
+            let gates = super::gates::trusted_gates(&store, paths, &source, &ring)?;
+            if gates.as_ref().is_some_and(|g| g.freeze) {
+                tracing::info!(ring, "ring is frozen (`freeze: true`): not deploying");
+                continue;
+            }
+            let deployed =
+                deploy_ring(&mut store, paths, secrets, &bundle, &ring, gates.as_ref()).await?;
             match deployed {
                 Some(d) => {
                     self.note_outcome(&ring, &commit, d.retryable);
@@ -470,6 +477,7 @@ async fn deploy_ring(
     secrets: &HostSecrets,
     bundle: &crate::model::Bundle,
     ring: &str,
+    gates: Option<&crate::pipeline::rollout::Gates>,
 ) -> Result<Option<Deployed>, PassError> {
     let commit = bundle.commit.clone().unwrap_or_default();
     let new = NewDeployment {
@@ -533,9 +541,26 @@ async fn deploy_ring(
             retryable: true,
         }));
     }
+    let new = NewDeployment { fingerprint, ..new };
+    if let Some(gates) = gates.filter(|g| g.staged()) {
+        let d = store.create_deployment(&new)?;
+        let end =
+            engine::rollout::run_gated(store, &paths.state_dir, &desired, &d, gates, 0, false)
+                .await?;
+        let deployment = match end {
+            RolloutEnd::Active(d) | RolloutEnd::Waiting { deployment: d, .. } => d,
+            RolloutEnd::Failed { deployment: d, .. } => d,
+        };
+        let retryable =
+            deployment.state.is_final() && deployment.state != DeploymentState::Superseded;
+        return Ok(Some(Deployed {
+            deployment,
+            plan: text,
+            retryable,
+        }));
+    }
     let targets = engine::targets_from_desired(&paths.state_dir, &desired)?;
     let objects = ObjectStore::new(&paths.state_dir);
-    let new = NewDeployment { fingerprint, ..new };
     let outcome = engine::apply(store, &objects, &paths.state_dir, targets, new).await?;
     let retryable = outcome.deployment.state == DeploymentState::Failed;
     Ok(Some(Deployed {

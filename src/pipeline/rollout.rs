@@ -113,6 +113,27 @@ fn duration_or(text: Option<&String>, default: Duration) -> Result<Duration, Gat
 }
 
 impl Gates {
+    /// Whether deploying the ring takes batches or health checks (else all at once).
+    pub fn staged(&self) -> bool {
+        self.strategy.kind != StrategyKind::AllAtOnce || self.probe.is_some()
+    }
+
+    /// The gates only a promotion passes (approvals, a window, a freeze), named; empty
+    /// when the ring may be deployed directly.
+    pub fn promotion_only(&self) -> Vec<&'static str> {
+        let mut held = Vec::new();
+        if self.approvals.is_some() {
+            held.push("approvals");
+        }
+        if self.window.is_some() {
+            held.push("a window");
+        }
+        if self.freeze {
+            held.push("a freeze");
+        }
+        held
+    }
+
     /// The gates `spec` declares, with defaults for what it leaves out.
     pub fn from_spec(spec: &RingSpec) -> Result<Self, GateError> {
         let approvals = match &spec.approvals {
