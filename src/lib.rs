@@ -9,6 +9,7 @@
 //! `model`, `pipeline` and `report` use no IO, clock or randomness.
 
 pub mod adapters;
+pub mod agent;
 pub mod cli;
 pub mod daemon;
 pub mod engine;

@@ -1,6 +1,7 @@
 //! The command line: clap arguments, then thin commands over the library.
 //! The only layer (with `main`) that uses anyhow.
 
+pub mod agent;
 pub mod apply;
 pub mod clone;
 pub mod config;
@@ -99,6 +100,9 @@ pub enum Command {
     Pause(promote::HoldArgs),
     /// Stop a ring's queued or paused rollout (reverting it where `autoRevert` is set).
     Fail(promote::HoldArgs),
+    /// Run the worker agent: serve one worker directory to the daemon over HTTPS
+    /// (`--config agent.toml`).
+    Agent(agent::AgentArgs),
 }
 
 /// Which manifests to read: a revision or the work tree.
@@ -197,6 +201,9 @@ pub type Outcome = Result<ExitCode, Failure>;
 /// Runs the parsed command line; the state changes a writing command made are posted
 /// to the configured notification targets.
 pub fn run(cli: Cli) -> Outcome {
+    if let Command::Agent(args) = &cli.command {
+        return agent::run(cli.config.as_deref(), args);
+    }
     let ctx = Context::new(&cli)?;
     let writes = matches!(
         cli.command,
@@ -236,6 +243,7 @@ fn dispatch(cli: &Cli, ctx: &Context) -> Outcome {
         Command::Reject(args) => promote::reject(ctx, args),
         Command::Pause(args) => promote::pause(ctx, args),
         Command::Fail(args) => promote::fail(ctx, args),
+        Command::Agent(args) => agent::run(cli.config.as_deref(), args),
     }
 }
 

@@ -2,13 +2,15 @@
 //! whole, run its group's hooks around the switch. [`Transport`] is the interface; a
 //! worker's `target` picks the implementation ([`WorkerTransport::for_target`]).
 //!
-//! Only local directories exist so far (no target, or `dir:/abs/path`); the remote agent
-//! adds an HTTP transport behind the same interface. Every operation is async so that
+//! Local directories (no target, or `dir:/abs/path`) and remote agents
+//! (`https://host:port`, see [`http`]) sit behind the same interface. Every operation is async so that
 //! many workers are reached at once; the local one runs its blocking IO on tokio's
 //! blocking pool.
 
+pub mod http;
 mod local;
 
+pub use http::HttpAgent;
 pub use local::LocalDir;
 
 use crate::adapters::worker_dir::{Applied, Batch, Inventory, WorkerDirError};
@@ -20,7 +22,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     /// The worker's target names a transport this build does not have.
-    #[error("target `{target}` is not supported yet (only local directories: `dir:/abs/path`)")]
+    #[error(
+        "target `{target}` is not supported (local directories: `dir:/abs/path`; agents: `https://host:port`)"
+    )]
     Unsupported {
         /// The target as written.
         target: String,
@@ -43,6 +47,9 @@ pub enum TransportError {
         #[source]
         source: std::io::Error,
     },
+    /// A remote agent refused or failed.
+    #[error(transparent)]
+    Agent(#[from] http::AgentError),
     /// The blocking task died (a bug in ringops).
     #[error("the worker task stopped unexpectedly: {0}")]
     Task(String),
@@ -57,6 +64,7 @@ impl TransportError {
             | TransportError::Hook(_)
             | TransportError::Refused(_) => true,
             TransportError::Dir(e) => e.is_user_error(),
+            TransportError::Agent(e) => e.is_user_error(),
             TransportError::Io { .. } | TransportError::Task(_) => false,
         }
     }
@@ -130,6 +138,8 @@ pub trait Transport: Send + Sync {
 pub enum WorkerTransport {
     /// A directory on this host.
     Local(LocalDir),
+    /// A `ringops agent` reached over HTTP(S).
+    Http(HttpAgent),
 }
 
 impl WorkerTransport {
@@ -148,8 +158,11 @@ impl WorkerTransport {
         }
     }
 
-    /// The transport of a recorded location (`dir:/abs/path`).
+    /// The transport of a recorded location (`dir:/abs/path`, `https://host:port`).
     pub fn from_location(location: &str) -> Result<Self, TransportError> {
+        if HttpAgent::is_target(location) {
+            return Ok(Self::Http(HttpAgent::new(location)));
+        }
         match location.strip_prefix("dir:") {
             Some(path) if Path::new(path).is_absolute() => {
                 Ok(Self::Local(LocalDir::new(PathBuf::from(path))))
@@ -165,30 +178,35 @@ impl Transport for WorkerTransport {
     fn location(&self) -> String {
         match self {
             Self::Local(t) => t.location(),
+            Self::Http(t) => t.location(),
         }
     }
 
     async fn inventory(&self) -> Result<Inventory, TransportError> {
         match self {
             Self::Local(t) => t.inventory().await,
+            Self::Http(t) => t.inventory().await,
         }
     }
 
     async fn read(&self, path: &str) -> Result<Option<Vec<u8>>, TransportError> {
         match self {
             Self::Local(t) => t.read(path).await,
+            Self::Http(t) => t.read(path).await,
         }
     }
 
     async fn switch(&self, batch: Batch, hooks: Hooks) -> Result<Applied, SwitchError> {
         match self {
             Self::Local(t) => t.switch(batch, hooks).await,
+            Self::Http(t) => t.switch(batch, hooks).await,
         }
     }
 
     async fn clone_file(&self, from: &str, to: &str) -> Result<(), TransportError> {
         match self {
             Self::Local(t) => t.clone_file(from, to).await,
+            Self::Http(t) => t.clone_file(from, to).await,
         }
     }
 }

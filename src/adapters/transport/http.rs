@@ -1,0 +1,477 @@
+//! The HTTP transport: a worker whose `target` is `https://host:port` (or `http://` on
+//! loopback, for tests) is a `ringops agent` reached with reqwest over the protocol of
+//! [`wire`].
+//!
+//! The agent token is read when the transport is made, from the file named by
+//! `RINGOPS_AGENT_TOKEN_FILE`, else the systemd credential `agent-token`
+//! (`$CREDENTIALS_DIRECTORY/agent-token`); one token for every agent of the fleet. It
+//! is sent only in the `Authorization` header (marked sensitive) and never appears in
+//! an error or a log line. `RINGOPS_AGENT_CA_FILE` names a PEM certificate that is then
+//! the only root trusted for agents (a private CA); without it the platform's roots are.
+//!
+//! Connections time out after [`CONNECT_TIMEOUT`]; reads after [`READ_TIMEOUT`]; a
+//! switch after [`SWITCH_TIMEOUT`] plus its hooks' timeouts. Reads are tried again on
+//! a connection failure (three tries, doubling from 200 ms); a switch is sent once (the
+//! expected generation makes a repeat by the caller safe). Every error names the agent
+//! and the cause: unreachable, 401, 409 (as a generation mismatch), 422, 5xx.
+
+pub mod wire;
+
+use super::{Hooks, SwitchError, Transport, TransportError};
+use crate::adapters::worker_dir::{
+    Applied, Batch, Inventory, ManagedEntry, OnDisk, WorkerDirError,
+};
+use base64::Engine as _;
+use reqwest::{Method, RequestBuilder, StatusCode};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use wire::{
+    AppliedDoc, CloneRequest, ErrorDoc, ErrorKind, GenerationRequest, InventoryDoc, WireFile,
+    WireHooks, WireOnDisk,
+};
+
+/// The variable naming the file that holds the agent token.
+pub const TOKEN_FILE_ENV: &str = "RINGOPS_AGENT_TOKEN_FILE";
+/// The systemd credential holding the agent token when the variable is not set.
+pub const TOKEN_CREDENTIAL: &str = "agent-token";
+/// The variable naming a PEM certificate, the only root trusted for agents when set.
+pub const CA_FILE_ENV: &str = "RINGOPS_AGENT_CA_FILE";
+
+/// How long connecting to an agent may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a read (inventory, file, health) may take.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a switch may take, besides its hooks' own timeouts.
+pub const SWITCH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Why an agent could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// No token is configured, or its file cannot be read.
+    #[error("agent {target}: no agent token: {problem}")]
+    NoToken {
+        /// The agent's URL.
+        target: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The agent did not answer.
+    #[error("agent {target} is unreachable: {cause}")]
+    Unreachable {
+        /// The agent's URL.
+        target: String,
+        /// The connection's failure.
+        cause: String,
+    },
+    /// The agent refused the token.
+    #[error(
+        "agent {target} refused the agent token (401): check {TOKEN_FILE_ENV} or the credential `{TOKEN_CREDENTIAL}`"
+    )]
+    Unauthorized {
+        /// The agent's URL.
+        target: String,
+    },
+    /// The agent refused what was sent; nothing was written.
+    #[error("agent {target} refused the request ({status}): {message}")]
+    Refused {
+        /// The agent's URL.
+        target: String,
+        /// The HTTP status.
+        status: u16,
+        /// The agent's message.
+        message: String,
+    },
+    /// The agent failed, or answered something this build does not understand.
+    #[error("agent {target} failed ({status}): {message}")]
+    Failed {
+        /// The agent's URL.
+        target: String,
+        /// The HTTP status.
+        status: u16,
+        /// The agent's message.
+        message: String,
+    },
+}
+
+impl AgentError {
+    /// True when the user can fix it (token, payload).
+    pub fn is_user_error(&self) -> bool {
+        matches!(
+            self,
+            AgentError::NoToken { .. }
+                | AgentError::Unauthorized { .. }
+                | AgentError::Refused { .. }
+        )
+    }
+}
+
+/// The agent token; `Debug` never shows it.
+#[derive(Clone)]
+struct Token(Arc<str>);
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// A worker reached through its agent.
+#[derive(Clone, Debug)]
+pub struct HttpAgent {
+    base: String,
+    token: Result<Token, String>,
+}
+
+impl HttpAgent {
+    /// The agent at `target` (`https://host:port`, no path), with the token of this host.
+    pub fn new(target: &str) -> Self {
+        Self::with_token(target, read_token())
+    }
+
+    /// The agent at `target` with an explicit token (tests, benchmarks).
+    pub fn with_token_text(target: &str, token: &str) -> Self {
+        Self::with_token(target, Ok(Token(token.into())))
+    }
+
+    fn with_token(target: &str, token: Result<Token, String>) -> Self {
+        Self {
+            base: target.trim_end_matches('/').to_owned(),
+            token,
+        }
+    }
+
+    /// Whether `target` names an agent: `https://…`, or `http://…`.
+    pub fn is_target(target: &str) -> bool {
+        target.starts_with("https://") || target.starts_with("http://")
+    }
+
+    /// A request to `path` with the token, or why there is none.
+    fn request(&self, method: Method, path: &str) -> Result<RequestBuilder, AgentError> {
+        let token = self.token.as_ref().map_err(|problem| AgentError::NoToken {
+            target: self.base.clone(),
+            problem: problem.clone(),
+        })?;
+        let client = client().map_err(|problem| AgentError::Failed {
+            target: self.base.clone(),
+            status: 0,
+            message: problem,
+        })?;
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.0))
+            .map_err(|_| AgentError::NoToken {
+                target: self.base.clone(),
+                problem: "the token holds characters a header cannot carry".to_owned(),
+            })?;
+        value.set_sensitive(true);
+        Ok(client
+            .request(method, format!("{}{path}", self.base))
+            .header(reqwest::header::AUTHORIZATION, value))
+    }
+
+    /// Sends a read, trying again on a connection failure.
+    async fn get(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<reqwest::Response, AgentError> {
+        let mut wait = Duration::from_millis(200);
+        for attempt in 1.. {
+            let request = self
+                .request(Method::GET, path)?
+                .query(query)
+                .timeout(READ_TIMEOUT);
+            match request.send().await {
+                Ok(response) => return Ok(response),
+                Err(e) if e.is_connect() && attempt < 3 => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(e) => return Err(self.unreachable(&e)),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    fn unreachable(&self, e: &reqwest::Error) -> AgentError {
+        AgentError::Unreachable {
+            target: self.base.clone(),
+            cause: chain(e),
+        }
+    }
+
+    /// The error an answer with a failing status stands for.
+    async fn failure(&self, response: reqwest::Response) -> (Option<ErrorDoc>, AgentError) {
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let doc: Option<ErrorDoc> = serde_json::from_str(&text).ok();
+        let message = doc
+            .as_ref()
+            .map_or_else(|| text.chars().take(200).collect(), |d| d.error.clone());
+        let target = self.base.clone();
+        let error = match status {
+            StatusCode::UNAUTHORIZED => AgentError::Unauthorized { target },
+            s if s.is_client_error() => AgentError::Refused {
+                target,
+                status: s.as_u16(),
+                message,
+            },
+            s => AgentError::Failed {
+                target,
+                status: s.as_u16(),
+                message,
+            },
+        };
+        (doc, error)
+    }
+
+    /// A JSON answer, or the error its status stands for.
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        response: reqwest::Response,
+    ) -> Result<T, AgentError> {
+        if !response.status().is_success() {
+            return Err(self.failure(response).await.1);
+        }
+        let status = response.status().as_u16();
+        response.json().await.map_err(|e| AgentError::Failed {
+            target: self.base.clone(),
+            status,
+            message: format!("unexpected answer: {}", chain(&e)),
+        })
+    }
+
+    /// The switch's answer as the local transport gives it.
+    async fn switched(
+        &self,
+        response: reqwest::Response,
+        expected: Option<u64>,
+    ) -> Result<Applied, SwitchError> {
+        if response.status().is_success() {
+            let doc: AppliedDoc = self.json(response).await.map_err(not_switched)?;
+            return Ok(Applied {
+                generation: doc.generation,
+                written: doc.written,
+                removed: doc.removed,
+                unchanged: doc.unchanged,
+            });
+        }
+        let (doc, error) = self.failure(response).await;
+        let root = PathBuf::from(&self.base);
+        match doc.map(|d| (d.kind, d.generation, d.error)) {
+            Some((ErrorKind::StaleGeneration, found, _)) => Err(SwitchError::NotSwitched(
+                TransportError::Dir(WorkerDirError::GenerationMismatch {
+                    root,
+                    expected: expected.unwrap_or_default(),
+                    found: found.unwrap_or_default(),
+                }),
+            )),
+            Some((ErrorKind::Busy, _, _)) => Err(SwitchError::NotSwitched(TransportError::Dir(
+                WorkerDirError::Busy {
+                    lock: root.join(".ringops/lock"),
+                    root,
+                },
+            ))),
+            Some((ErrorKind::CheckFailed, _, message)) => {
+                Err(SwitchError::NotSwitched(TransportError::Hook(message)))
+            }
+            Some((ErrorKind::ReloadFailed, _, message)) => {
+                Err(SwitchError::ReloadFailed(TransportError::Hook(message)))
+            }
+            _ => Err(not_switched(error)),
+        }
+    }
+}
+
+fn not_switched(e: AgentError) -> SwitchError {
+    SwitchError::NotSwitched(TransportError::Agent(e))
+}
+
+/// An error and its causes, `: `-separated (reqwest hides the interesting part in them).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The token from [`TOKEN_FILE_ENV`] or the credential [`TOKEN_CREDENTIAL`].
+fn read_token() -> Result<Token, String> {
+    let path = match std::env::var_os(TOKEN_FILE_ENV) {
+        Some(path) => PathBuf::from(path),
+        None => match std::env::var_os("CREDENTIALS_DIRECTORY") {
+            Some(dir) => PathBuf::from(dir).join(TOKEN_CREDENTIAL),
+            None => {
+                return Err(format!(
+                    "set {TOKEN_FILE_ENV} to a file holding it, or give the service the credential `{TOKEN_CREDENTIAL}`"
+                ));
+            }
+        },
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let token = text.strip_suffix('\n').unwrap_or(&text);
+    let token = token.strip_suffix('\r').unwrap_or(token);
+    if token.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(Token(token.into()))
+}
+
+/// The client every agent transport shares (one connection pool).
+fn client() -> Result<reqwest::Client, String> {
+    static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
+    CLIENT.get_or_init(build_client).clone()
+}
+
+fn build_client() -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .pool_idle_timeout(Duration::from_secs(30));
+    if let Some(path) = std::env::var_os(CA_FILE_ENV) {
+        let path = PathBuf::from(path);
+        let pem = std::fs::read(&path)
+            .map_err(|e| format!("cannot read {CA_FILE_ENV} {}: {e}", path.display()))?;
+        let ca = reqwest::Certificate::from_pem(&pem)
+            .map_err(|e| format!("{CA_FILE_ENV} {}: {}", path.display(), chain(&e)))?;
+        builder = builder.tls_certs_only([ca]);
+    }
+    builder
+        .build()
+        .map_err(|e| format!("cannot set up HTTPS: {}", chain(&e)))
+}
+
+/// What an agent's inventory says, as a local directory's would.
+fn inventory_of(doc: InventoryDoc) -> Inventory {
+    let managed = doc
+        .managed
+        .into_iter()
+        .map(|(path, entry)| {
+            let on_disk = match entry.on_disk {
+                WireOnDisk::File { sha256, mode } => OnDisk::File { sha256, mode },
+                WireOnDisk::Missing => OnDisk::Missing,
+                WireOnDisk::NotAFile { what } => OnDisk::NotAFile {
+                    what: known_what(&what),
+                },
+            };
+            let entry = ManagedEntry {
+                record: entry.record,
+                on_disk,
+            };
+            (path, entry)
+        })
+        .collect();
+    Inventory {
+        generation: doc.generation,
+        pending: doc.pending,
+        managed,
+        unmanaged: doc.unmanaged,
+    }
+}
+
+/// The static text of what stands at a path, as [`OnDisk::NotAFile`] keeps it.
+fn known_what(what: &str) -> &'static str {
+    match what {
+        "a folder" => "a folder",
+        "a symbolic link" => "a symbolic link",
+        "a special file" => "a special file",
+        "behind a symbolic link" => "behind a symbolic link",
+        _ => "not a regular file",
+    }
+}
+
+/// The wire form of a batch and its hooks.
+fn generation_request(batch: Batch, hooks: Hooks) -> GenerationRequest {
+    let engine = base64::engine::general_purpose::STANDARD;
+    let files = batch
+        .files
+        .into_iter()
+        .map(|(path, file)| {
+            let wire = WireFile {
+                content: engine.encode(&file.content),
+                sha256: file.sha256,
+                mode: file.mode,
+            };
+            (path, wire)
+        })
+        .collect();
+    GenerationRequest {
+        deployment: batch.deployment,
+        expected_generation: batch.expected_generation,
+        files,
+        hooks: Some(WireHooks {
+            check: hooks.check,
+            reload: hooks.reload,
+            worker: hooks.worker,
+            ring: hooks.ring,
+            redact: hooks.redact,
+        }),
+        drift: None,
+    }
+}
+
+impl Transport for HttpAgent {
+    fn location(&self) -> String {
+        self.base.clone()
+    }
+
+    async fn inventory(&self) -> Result<Inventory, TransportError> {
+        let response = self.get("/v1/inventory", &[]).await?;
+        let doc: InventoryDoc = self.json(response).await?;
+        Ok(inventory_of(doc))
+    }
+
+    async fn read(&self, path: &str) -> Result<Option<Vec<u8>>, TransportError> {
+        let response = self.get("/v1/file", &[("path", path)]).await?;
+        match response.status() {
+            StatusCode::OK => {
+                let bytes = response.bytes().await.map_err(|e| self.unreachable(&e))?;
+                Ok(Some(bytes.to_vec()))
+            }
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(self.failure(response).await.1.into()),
+        }
+    }
+
+    async fn switch(&self, batch: Batch, hooks: Hooks) -> Result<Applied, SwitchError> {
+        let expected = batch.expected_generation;
+        let hooks_time: Duration = [&hooks.check, &hooks.reload]
+            .into_iter()
+            .flatten()
+            .map(|h| h.timeout)
+            .sum();
+        let body = generation_request(batch, hooks);
+        let request = self
+            .request(Method::PUT, "/v1/generation")
+            .map_err(not_switched)?
+            .timeout(SWITCH_TIMEOUT + hooks_time)
+            .json(&body);
+        let response = request
+            .send()
+            .await
+            .map_err(|e| not_switched(self.unreachable(&e)))?;
+        self.switched(response, expected).await
+    }
+
+    async fn clone_file(&self, from: &str, to: &str) -> Result<(), TransportError> {
+        let body = CloneRequest {
+            from: from.to_owned(),
+            to: to.to_owned(),
+        };
+        let response = self
+            .request(Method::POST, "/v1/clone")?
+            .timeout(READ_TIMEOUT)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        if response.status().is_success() {
+            return Ok(());
+        }
+        Err(self.failure(response).await.1.into())
+    }
+}

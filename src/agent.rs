@@ -1,0 +1,84 @@
+//! `ringops agent`: the worker agent. It holds one worker directory (the same layout and
+//! `.ringops/managed.json` as a local worker) and serves the wire protocol of
+//! [`crate::adapters::transport::http::wire`] over HTTPS, so the daemon and the CLI
+//! reach a remote worker through the same [`crate::adapters::transport::Transport`]
+//! interface as a local one.
+//!
+//! - [`config`]: `agent.toml`, checked in one place (every key known, TLS or loopback).
+//! - [`api`]: `fn router(agent)`, the routes, the token check, the body limit, and the
+//!   agent's own validation of every path and checksum before anything is written.
+//! - [`tls`]: a rustls listener for `axum::serve`.
+//!
+//! The switch itself is the local transport's ([`LocalDir`]): the agent never writes a
+//! worker file any other way. Owns no manifests, no state database and no secrets but
+//! its token.
+
+pub mod api;
+pub mod config;
+pub mod tls;
+
+use crate::adapters::transport::LocalDir;
+use crate::adapters::transport::http::wire::{DRIFT_KEPT, DriftMode, DriftSeen};
+use crate::daemon::webhook::Secret;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+/// One worker directory served over HTTP, and what the agent remembers about it.
+#[derive(Debug)]
+pub struct Agent {
+    dir: LocalDir,
+    token: Secret,
+    body_limit: usize,
+    /// Held for the whole of a switch: one writer at a time from this process.
+    switching: tokio::sync::Mutex<()>,
+    status: Mutex<Status>,
+}
+
+/// What the agent learned from the generations it applied and the drift it saw.
+#[derive(Debug, Default)]
+struct Status {
+    deployment: Option<String>,
+    drift_mode: DriftMode,
+    drift: VecDeque<DriftSeen>,
+}
+
+impl Agent {
+    /// An agent over the worker directory `dir`, answering only `token`, taking bodies
+    /// of at most `body_limit` bytes.
+    pub fn new(dir: PathBuf, token: Secret, body_limit: usize) -> Self {
+        Self {
+            dir: LocalDir::new(dir),
+            token,
+            body_limit,
+            switching: tokio::sync::Mutex::new(()),
+            status: Mutex::default(),
+        }
+    }
+
+    /// The worker directory.
+    pub fn dir(&self) -> &LocalDir {
+        &self.dir
+    }
+
+    fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+        // A panic while holding it leaves plain data behind; keep serving it.
+        self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes a generation the agent applied.
+    fn applied(&self, deployment: &str, mode: DriftMode) {
+        let mut status = self.status();
+        status.deployment = Some(deployment.to_owned());
+        status.drift_mode = mode;
+    }
+
+    /// Records one hot edit, keeping the newest [`DRIFT_KEPT`].
+    pub fn record_drift(&self, seen: DriftSeen) {
+        let mut status = self.status();
+        if status.drift.len() == DRIFT_KEPT {
+            status.drift.pop_front();
+        }
+        status.drift.push_back(seen);
+    }
+}

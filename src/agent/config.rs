@@ -1,0 +1,232 @@
+//! `agent.toml`: raw keys → checked [`Settings`], every problem reported with its line.
+
+use crate::daemon::http::is_loopback;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The systemd credential holding the token when `token_file` is not set.
+pub const TOKEN_CREDENTIAL: &str = "agent-token";
+
+/// Default largest `PUT /v1/generation` body: 256 MiB.
+pub const DEFAULT_BODY_LIMIT_MB: usize = 256;
+
+/// `agent.toml` as written. Unknown keys are errors.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address to listen on, e.g. `0.0.0.0:7443`.
+    pub listen: String,
+    /// The worker directory.
+    pub dir: PathBuf,
+    /// File holding the bearer token (default: the systemd credential `agent-token`).
+    pub token_file: Option<PathBuf>,
+    /// PEM certificate chain for TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP; accepted only for a loopback `listen` (tests).
+    #[serde(default)]
+    pub allow_plain_http: bool,
+    /// Largest generation body in MiB (default 256).
+    pub body_limit_mb: Option<usize>,
+}
+
+/// How the agent serves: TLS, or plain HTTP on loopback.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Serving {
+    /// rustls with this certificate chain and key.
+    Tls {
+        /// PEM certificate chain.
+        cert: PathBuf,
+        /// PEM private key.
+        key: PathBuf,
+    },
+    /// Plain HTTP (loopback only).
+    Plain,
+}
+
+/// Checked settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The worker directory (absolute).
+    pub dir: PathBuf,
+    /// The token file, if the configuration names one.
+    pub token_file: Option<PathBuf>,
+    /// TLS or plain.
+    pub serving: Serving,
+    /// Largest body in bytes.
+    pub body_limit: usize,
+}
+
+/// Why `agent.toml` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A key is unknown, missing or wrong.
+    #[error("{path}:{line}:{col}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        col: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The keys are valid alone but not together.
+    #[error("{path}: {message}")]
+    Unusable {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Reads and checks `path`; relative paths in it are taken from its folder.
+pub fn load(path: &Path) -> Result<Settings, AgentConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| AgentConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let file = parse(path, &text)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    check(path, file, base)
+}
+
+/// Parses the text of `path`, locating errors by line and column.
+pub fn parse(path: &Path, text: &str) -> Result<FileConfig, AgentConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+        AgentConfigError::Invalid {
+            path: path.to_owned(),
+            line,
+            col,
+            message: e.message().trim().to_owned(),
+        }
+    })
+}
+
+/// The settings `file` asks for, or why they cannot be used together.
+pub fn check(path: &Path, file: FileConfig, base: &Path) -> Result<Settings, AgentConfigError> {
+    let unusable = |message: String| AgentConfigError::Unusable {
+        path: path.to_owned(),
+        message,
+    };
+    let listen: SocketAddr = file.listen.parse().map_err(|e| {
+        unusable(format!(
+            "listen = \"{}\": {e} (e.g. 0.0.0.0:7443)",
+            file.listen
+        ))
+    })?;
+    let rebase = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
+    let serving = match (file.tls_cert, file.tls_key) {
+        (Some(cert), Some(key)) => Serving::Tls {
+            cert: rebase(cert),
+            key: rebase(key),
+        },
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(unusable(
+                "tls_cert and tls_key go together: set both".to_owned(),
+            ));
+        }
+        (None, None) if file.allow_plain_http && is_loopback(&listen) => Serving::Plain,
+        (None, None) if file.allow_plain_http => {
+            return Err(unusable(format!(
+                "allow_plain_http is accepted only on a loopback address, not {listen}: set tls_cert and tls_key"
+            )));
+        }
+        (None, None) => {
+            return Err(unusable(
+                "no TLS: set tls_cert and tls_key (or allow_plain_http = true on a loopback listen, for tests)".to_owned(),
+            ));
+        }
+    };
+    let body_limit = file.body_limit_mb.unwrap_or(DEFAULT_BODY_LIMIT_MB);
+    if body_limit == 0 {
+        return Err(unusable("body_limit_mb must be at least 1".to_owned()));
+    }
+    Ok(Settings {
+        listen,
+        dir: rebase(file.dir),
+        token_file: file.token_file.map(rebase),
+        serving,
+        body_limit: body_limit.saturating_mul(1 << 20),
+    })
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(text: &str) -> Result<Settings, AgentConfigError> {
+        let path = Path::new("/etc/ringops/agent.toml");
+        check(path, parse(path, text)?, Path::new("/etc/ringops"))
+    }
+
+    #[test]
+    fn unknown_keys_are_located() {
+        let err = settings("listen = \"127.0.0.1:7443\"\ndir = \"w\"\ntoken_fil = \"t\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("/etc/ringops/agent.toml:3:1: unknown field `token_fil`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback() {
+        let plain = "dir = \"w\"\nallow_plain_http = true\n";
+        let ok = settings(&format!("listen = \"127.0.0.1:0\"\n{plain}")).unwrap();
+        assert_eq!(ok.serving, Serving::Plain);
+        assert_eq!(ok.dir, Path::new("/etc/ringops/w"));
+        let err = settings(&format!("listen = \"0.0.0.0:7443\"\n{plain}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("only on a loopback address"), "{err}");
+        let err = settings("listen = \"127.0.0.1:0\"\ndir = \"w\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no TLS"), "{err}");
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let err = settings("listen = \"0.0.0.0:7443\"\ndir = \"w\"\ntls_cert = \"c.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("go together"), "{err}");
+        let ok = settings(
+            "listen = \"0.0.0.0:7443\"\ndir = \"/w\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            ok.serving,
+            Serving::Tls {
+                cert: "/etc/ringops/c.pem".into(),
+                key: "/etc/ringops/k.pem".into()
+            }
+        );
+    }
+}

@@ -1,0 +1,122 @@
+//! `ringops agent --config agent.toml`: the settings, the token, logging, then the
+//! agent's HTTP service until SIGTERM or SIGINT.
+
+use super::daemon::LogFormat;
+use super::{Failure, Outcome};
+use crate::agent::config::{self, Serving, Settings, TOKEN_CREDENTIAL};
+use crate::agent::{Agent, api, tls};
+use crate::daemon::webhook::{Secret, read_secret};
+use clap::Args;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Arguments of `agent` (the configuration file is the global `--config`).
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub fn run(config: Option<&Path>, args: &AgentArgs) -> Outcome {
+    let path = config.ok_or_else(|| {
+        Failure::user("ringops agent needs --config <agent.toml> (listen, dir, token_file, tls_cert, tls_key)")
+    })?;
+    let settings = config::load(path).map_err(|e| Failure::User(e.into()))?;
+    init_logging(args.log_format);
+    let token = token(&settings)?;
+    let tls = match &settings.serving {
+        Serving::Tls { cert, key } => {
+            Some(tls::server_config(cert, key).map_err(|e| Failure::User(e.into()))?)
+        }
+        Serving::Plain => None,
+    };
+    let agent = Arc::new(Agent::new(settings.dir.clone(), token, settings.body_limit));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Internal(e.into()))?;
+    runtime.block_on(serve(&settings, agent, tls))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Binds, then serves plain or TLS until a stop signal.
+async fn serve(
+    settings: &Settings,
+    agent: Arc<Agent>,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+) -> Result<(), Failure> {
+    let listen = settings.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Failure::user(format!("cannot listen on {listen}: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Failure::Internal(e.into()))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, %scheme, dir = %settings.dir.display(), "agent listening");
+    let served = match tls {
+        Some(config) => {
+            let listener =
+                tls::TlsListener::new(listener, config).map_err(|e| Failure::Internal(e.into()))?;
+            api::serve(listener, agent, stop_signal()).await
+        }
+        None => api::serve(listener, agent, stop_signal()).await,
+    };
+    served.map_err(|e| Failure::Internal(anyhow::Error::new(e).context("the agent stopped")))?;
+    tracing::info!("agent stopped");
+    Ok(())
+}
+
+/// The agent token: `token_file`, else the systemd credential `agent-token`.
+fn token(settings: &Settings) -> Result<Secret, Failure> {
+    let path = settings
+        .token_file
+        .clone()
+        .or_else(|| super::config::credential(TOKEN_CREDENTIAL))
+        .ok_or_else(|| {
+            Failure::user(format!(
+                "no agent token: set token_file in the configuration, or give the service the credential `{TOKEN_CREDENTIAL}`"
+            ))
+        })?;
+    read_secret(&path).map_err(|e| Failure::User(e.into()))
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("stopping: finishing the requests in flight");
+}
+
+/// Human lines on a terminal, plain lines for journald (it adds times), JSON on request.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("RINGOPS_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,notify=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Auto if journald => builder.without_time().with_ansi(false).try_init(),
+        LogFormat::Auto if std::io::stderr().is_terminal() => builder.try_init(),
+        LogFormat::Auto | LogFormat::Text => builder.with_ansi(false).try_init(),
+    };
+}
