@@ -1,0 +1,380 @@
+//! `ringops agent` end to end: several real agents (the real binary) on loopback ports,
+//! reached by the real CLI through workers whose `target` is `http://127.0.0.1:PORT`.
+//! Remote workers end up holding exactly what local workers of the same fleet hold; a
+//! wrong token, a tampered payload and a stale generation are refused with nothing
+//! written; a killed agent fails the apply naming it, and converges once restarted.
+//! Every wait is bounded and names what it waited for; agents are killed when a test
+//! ends, however it ends.
+
+mod common;
+
+use common::{Fleet, output, ringops_in, sha256_hex, worker_files};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "agent-test-token-5f1c";
+const DEV_WORKERS: [&str; 3] = ["core-dev-1", "core-dev-2", "edge-dev-1"];
+const GROUPS: &str = "examples/fleet/groups.yaml";
+/// How long an agent may take to start: generous, for a debug build on a busy machine.
+const BOUND: Duration = Duration::from_secs(20);
+
+/// A running `ringops agent`, killed (SIGKILL) when dropped.
+struct Agent {
+    child: Child,
+    addr: SocketAddr,
+    home: tempfile::TempDir,
+}
+
+impl Agent {
+    /// An agent on a free loopback port serving a new worker directory.
+    fn start() -> Agent {
+        let home = tempfile::Builder::new()
+            .prefix("ringops-test-agent-")
+            .tempdir()
+            .expect("temp dir");
+        std::fs::write(home.path().join("token"), format!("{TOKEN}\n")).expect("token");
+        Agent::spawn(home, "127.0.0.1:0")
+    }
+
+    /// Starts the agent of `home` listening on `listen`; waits for its address.
+    fn spawn(home: tempfile::TempDir, listen: &str) -> Agent {
+        let child = Agent::child(home.path(), listen);
+        let mut agent = Agent {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            home,
+        };
+        agent.addr = agent.wait_listening();
+        agent
+    }
+
+    /// A `ringops agent` process for `home`, logging to `home/stderr`.
+    fn child(home: &Path, listen: &str) -> Child {
+        let config = format!(
+            "listen = \"{listen}\"\ndir = \"worker\"\ntoken_file = \"token\"\nallow_plain_http = true\n"
+        );
+        std::fs::write(home.join("agent.toml"), config).expect("config");
+        let log = std::fs::File::create(home.join("stderr")).expect("log");
+        ringops_in(home)
+            .args(["agent", "--config", "agent.toml"])
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start ringops agent")
+    }
+
+    /// Waits for the `agent listening` log line; the address in it.
+    fn wait_listening(&mut self) -> SocketAddr {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            if let Some(addr) = self.listening() {
+                return addr;
+            }
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!(
+                    "the agent exited ({status}) before listening\n{}",
+                    self.stderr()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {BOUND:?} waiting for the agent to listen\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Kills the agent (SIGKILL, as a crash).
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the killed agent again on the same port.
+    fn restart(&mut self) {
+        self.child = Agent::child(self.home.path(), &self.addr.to_string());
+        assert_eq!(self.wait_listening(), self.addr, "the same port");
+    }
+
+    fn listening(&self) -> Option<SocketAddr> {
+        let log = self.stderr();
+        let rest = log.split("agent listening addr=").nth(1)?;
+        rest.split_whitespace().next()?.parse().ok()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.home.path().join("stderr")).unwrap_or_default()
+    }
+
+    fn target(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.home.path().join("worker")
+    }
+
+    /// One HTTP/1.0 request with `token`; the status and the body.
+    fn request(&self, method: &str, path: &str, token: &str, body: &[u8]) -> (u16, String) {
+        let mut stream = TcpStream::connect(self.addr).expect("connect to the agent");
+        stream.set_read_timeout(Some(BOUND)).expect("timeout");
+        let head = format!(
+            "{method} {path} HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).expect("send the head");
+        let _ = stream.write_all(body);
+        let mut raw = Vec::new();
+        let _ = stream.read_to_end(&mut raw);
+        let raw = String::from_utf8_lossy(&raw);
+        let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("a status");
+        (status, body.to_owned())
+    }
+
+    fn inventory(&self) -> Value {
+        let (status, body) = self.request("GET", "/v1/inventory", TOKEN, b"");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("JSON")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The example fleet, its dev workers reached through `agents` (by worker name).
+struct Remote {
+    fleet: Fleet,
+    agents: BTreeMap<&'static str, Agent>,
+    token_file: tempfile::NamedTempFile,
+}
+
+impl Remote {
+    fn new() -> Remote {
+        let fleet = Fleet::new();
+        let agents: BTreeMap<&str, Agent> =
+            DEV_WORKERS.iter().map(|w| (*w, Agent::start())).collect();
+        for (worker, agent) in &agents {
+            let from = format!("{{name: {worker}, ring: dev,");
+            let to = format!(
+                "{{name: {worker}, ring: dev, target: \"{}\",",
+                agent.target()
+            );
+            fleet.repo.edit(GROUPS, &from, &to);
+        }
+        fleet.repo.commit("dev workers behind agents");
+        let mut token_file = tempfile::NamedTempFile::new().expect("token file");
+        writeln!(token_file, "{TOKEN}").expect("write token");
+        Remote {
+            fleet,
+            agents,
+            token_file,
+        }
+    }
+
+    /// `ringops <args>` with the agent token of `token_file`.
+    fn run_with(&self, token_file: &Path, args: &[&str]) -> common::Run {
+        let mut cmd = self.fleet.command(args);
+        cmd.env("RINGOPS_AGENT_TOKEN_FILE", token_file);
+        output(&mut cmd)
+    }
+
+    fn run(&self, args: &[&str]) -> common::Run {
+        self.run_with(self.token_file.path(), args)
+    }
+
+    fn apply(&self) -> common::Run {
+        self.run(&["apply", "--ring", "dev", "--yes"])
+    }
+
+    /// What each agent's worker directory holds, but its records.
+    fn remote_files(&self) -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {
+        self.agents
+            .iter()
+            .map(|(w, a)| ((*w).to_owned(), worker_files(&a.dir())))
+            .collect()
+    }
+
+    /// What local dev workers of the same commit hold after a local apply.
+    fn local_files(&self) -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {
+        let local = Fleet::new();
+        local.repo.replace_with(self.fleet.repo.path());
+        let groups = self.fleet.repo.read(GROUPS);
+        let mut plain = String::new();
+        for line in groups.lines() {
+            let line = match line.split_once(" target: \"http://") {
+                Some((before, after)) => {
+                    let rest = after.split_once("\",").map_or("", |(_, r)| r);
+                    format!("{before}{rest}")
+                }
+                None => line.to_owned(),
+            };
+            plain.push_str(&line);
+            plain.push('\n');
+        }
+        local.repo.write(GROUPS, &plain);
+        local.repo.commit("the same fleet, local workers");
+        local.run(&["apply", "--ring", "dev", "--yes"]).expect(0);
+        DEV_WORKERS
+            .iter()
+            .map(|w| ((*w).to_owned(), worker_files(&local.worker(w))))
+            .collect()
+    }
+}
+
+/// A generation document of one file.
+fn generation(expected: Option<u64>, path: &str, content: &[u8], sha256: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let content = base64::engine::general_purpose::STANDARD.encode(content);
+    let body = json!({
+        "deployment": "tampered",
+        "expected_generation": expected,
+        "files": {path: {"content": content, "sha256": sha256, "mode": 0o644}},
+    });
+    serde_json::to_vec(&body).expect("JSON")
+}
+
+#[test]
+fn apply_through_agents_writes_what_local_workers_hold_and_inventories_agree() {
+    let remote = Remote::new();
+    let run = remote.apply();
+    run.expect(0);
+    let remote_files = remote.remote_files();
+    assert!(
+        remote_files.values().all(|f| !f.is_empty()),
+        "every agent got files"
+    );
+    assert_eq!(remote_files, remote.local_files());
+    for (worker, agent) in &remote.agents {
+        let inventory = agent.inventory();
+        assert_eq!(inventory["generation"], 1, "{worker}");
+        assert!(inventory["deployment"].is_string(), "{worker}: {inventory}");
+        let managed = inventory["managed"].as_object().expect("managed");
+        assert_eq!(managed.len(), remote_files[*worker].len(), "{worker}");
+    }
+    let status = remote.run(&["status"]);
+    status.expect(0);
+    // A second apply finds nothing to change on any agent.
+    remote.apply().expect(0);
+    for agent in remote.agents.values() {
+        assert_eq!(agent.inventory()["generation"], 1);
+    }
+}
+
+#[test]
+fn a_wrong_token_is_refused_naming_the_agent_and_showing_no_token() {
+    let remote = Remote::new();
+    let mut wrong = tempfile::NamedTempFile::new().expect("token file");
+    write!(wrong, "not-the-agent-token").expect("write");
+    let run = remote.run_with(wrong.path(), &["apply", "--ring", "dev", "--yes"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(all.contains("401"), "{all}");
+    assert!(
+        remote.agents.values().any(|a| all.contains(&a.target())),
+        "{all}"
+    );
+    assert!(
+        !all.contains("not-the-agent-token") && !all.contains(TOKEN),
+        "{all}"
+    );
+    for agent in remote.agents.values() {
+        assert!(worker_files(&agent.dir()).is_empty(), "nothing written");
+        assert!(
+            !agent.stderr().contains("not-the-agent-token"),
+            "no token in the log"
+        );
+        let (status, _) = agent.request("GET", "/v1/healthz", "not-the-agent-token", b"");
+        assert_eq!(status, 401);
+    }
+}
+
+#[test]
+fn tampered_payloads_and_stale_generations_are_refused_with_nothing_written() {
+    let remote = Remote::new();
+    remote.apply().expect(0);
+    let agent = &remote.agents["core-dev-1"];
+    let before = worker_files(&agent.dir());
+    let cases = [
+        (
+            generation(Some(1), "x/y/z", b"evil", &sha256_hex(b"good")),
+            422,
+            "sha256",
+        ),
+        (
+            generation(Some(1), "../../etc/z", b"evil", &sha256_hex(b"evil")),
+            422,
+            "`..`",
+        ),
+        (
+            generation(Some(1), "/etc/z", b"evil", &sha256_hex(b"evil")),
+            422,
+            "relative",
+        ),
+        (
+            generation(Some(0), "x/y/z", b"evil", &sha256_hex(b"evil")),
+            409,
+            "generation",
+        ),
+        (b"{not json".to_vec(), 400, "not a generation document"),
+    ];
+    for (body, status, says) in cases {
+        let (got, answer) = agent.request("PUT", "/v1/generation", TOKEN, &body);
+        assert_eq!(got, status, "{says}: {answer}");
+        assert!(answer.contains(says), "{says}: {answer}");
+        assert_eq!(
+            worker_files(&agent.dir()),
+            before,
+            "nothing written ({says})"
+        );
+    }
+    assert!(!agent.home.path().join("etc").exists());
+    assert_eq!(agent.inventory()["generation"], 1);
+}
+
+#[test]
+fn a_killed_agent_fails_the_apply_naming_it_and_converges_once_restarted() {
+    let mut remote = Remote::new();
+    remote.apply().expect(0);
+    remote.fleet.repo.edit(
+        "examples/fleet/rings.yaml",
+        "values: {log_level: debug, max_retries: 1}",
+        "values: {log_level: trace, max_retries: 1}",
+    );
+    remote.fleet.repo.commit("dev logs more");
+    let killed = remote.agents.get_mut("edge-dev-1").expect("agent");
+    killed.kill();
+    let target = killed.target();
+    let run = remote.apply();
+    assert_ne!(run.code, 0, "{run:?}");
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        all.contains(&target) && all.contains("unreachable"),
+        "{all}"
+    );
+    remote
+        .agents
+        .get_mut("edge-dev-1")
+        .expect("agent")
+        .restart();
+    remote.apply().expect(0);
+    assert_eq!(remote.remote_files(), remote.local_files());
+}
