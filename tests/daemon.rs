@@ -1443,7 +1443,7 @@ fn commands_read_a_remote_through_its_mirror_and_name_it_when_it_cannot_be_fetch
     let run = plan("https://bot:pw@example.invalid/f.git");
     run.expect(1);
     assert!(
-        run.stderr.contains("must not carry a password") && !run.stderr.contains("bot:pw"),
+        run.stderr.contains("must not carry credentials") && !run.stderr.contains("bot:pw"),
         "{}",
         run.stderr
     );
@@ -1573,6 +1573,25 @@ fn the_daemon_rolls_a_staged_dev_ring_batch_by_batch_and_leaves_a_frozen_one_alo
     );
     frozen.repo.commit("freeze dev");
     let daemon = Daemon::ready(&frozen);
-    daemon.wait_log("ring is frozen");
+    daemon.wait_log("not deploying: it is gated (a freeze)");
     assert!(!frozen.worker("core-dev-1").join(WRITER_INI).exists());
+}
+
+#[test]
+fn a_dev_canary_waiting_to_be_continued_is_not_deployed_again_on_every_poll() {
+    let fleet = Fleet::new();
+    fleet.repo.edit(
+        "examples/fleet/rings.yaml",
+        "strategy: {type: allAtOnce}",
+        "strategy: {type: canary, canary: 1, maxParallel: 2}",
+    );
+    fleet.repo.commit("dev is a canary");
+    let daemon = Daemon::ready(&fleet);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(history(&fleet).len(), 1, "the same commit deployed again");
+    set_retention(&fleet.repo, 91);
+    daemon.wait_log("not deploying: d-000001 is under way");
+    let deployments = history(&fleet);
+    assert_eq!(deployments.len(), 1, "{deployments:#?}");
+    assert_eq!(deployments[0]["state"], "Deploying");
 }

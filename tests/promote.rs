@@ -912,3 +912,18 @@ fn the_daemon_posts_every_state_of_its_deployments() {
         ]
     );
 }
+
+#[test]
+fn failing_a_paused_canary_reverts_it() {
+    let world = World::new("", "");
+    world.run(&["promote", "staging"]).expect(0);
+    let id = deployment_id(&world.run(&["promote", "production"]));
+    world.as_approver("approve", &id, "alice", &[]).expect(0);
+    world.as_approver("approve", &id, "bob", &[]).expect(0);
+    assert!(world.holds("core-prod-1"), "the canary holds nothing");
+    let run = world.run(&["fail", "production", "--reason", "canary looks wrong"]);
+    run.expect(0);
+    assert!(run.stdout.contains("is RolledBack"), "{}", run.stdout);
+    assert!(!world.holds("core-prod-1"), "the canary kept the new files");
+    assert!(world.show(&id).contains("canary looks wrong"));
+}

@@ -391,10 +391,8 @@ pub(super) fn run(
 ) -> Outcome {
     if desired.fingerprint() != deployment.fingerprint {
         let why = "what would be written changed since it was queued (workers, secrets or ringops); promote again";
-        store
-            .transition(deployment.id, DeploymentState::Failed, why)
-            .map_err(internal)?;
-        return Err(Failure::user(format!("{}: {why}", deployment.id)));
+        let end = abandon(ctx, store, deployment, gates.auto_revert, why.to_owned())?;
+        return Err(Failure::user(format!("{} is {}: {why}", end.id, end.state)));
     }
     let emergency = store
         .rollout(deployment.id)
@@ -584,6 +582,48 @@ fn verdict(ctx: &Context, args: &VerdictArgs, verdict: Verdict) -> Outcome {
     proceed(ctx, &mut store, &d, &gates, &desired)
 }
 
+/// Ends an unfinished deployment for `reason`: a Queued one fails; one under way fails
+/// too, or with `auto_revert` puts back every worker it recorded (from the object
+/// store, so it needs no compile) on the previous Active deployment.
+fn abandon(
+    ctx: &Context,
+    store: &mut Store,
+    d: &Deployment,
+    auto_revert: bool,
+    reason: String,
+) -> Result<Deployment, Failure> {
+    let touched: Vec<String> = store
+        .workers(d.id)
+        .map_err(internal)?
+        .into_iter()
+        .filter(|w| w.outcome != crate::model::deployment::WorkerOutcome::Skipped)
+        .map(|w| w.worker)
+        .collect();
+    if d.state == DeploymentState::Queued || touched.is_empty() {
+        return store
+            .transition(d.id, DeploymentState::Failed, &reason)
+            .map_err(internal);
+    }
+    let objects = ObjectStore::new(ctx.state_dir());
+    let redact = ctx.secrets.all_values();
+    let targets =
+        engine::targets_from_record(store, &objects, ctx.state_dir(), d.id, None, &redact)
+            .map_err(engine_failure)?;
+    let previous = store.active(&d.ring).map_err(internal)?;
+    block_on(engine::rollout::stop(
+        store,
+        &objects,
+        ctx.state_dir(),
+        &targets,
+        d,
+        previous.as_ref(),
+        &touched,
+        auto_revert,
+        reason,
+    ))?
+    .map_err(engine_failure)
+}
+
 /// `ringops pause RING`: no new batch of the ring starts until `resume`.
 pub fn pause(ctx: &Context, args: &HoldArgs) -> Outcome {
     let (_lock, mut store) = open_writer(ctx, "ringops pause", args.wait)?;
@@ -630,39 +670,8 @@ pub fn fail(ctx: &Context, args: &HoldArgs) -> Outcome {
         )));
     };
     let reason = format!("failed by {}: {}", actor(), args.reason);
-    let rollout = store.rollout(d.id).map_err(internal)?;
-    let done = rollout.as_ref().map_or(0, |r| r.batches_done as usize);
-    if d.state == DeploymentState::Queued || done == 0 {
-        store
-            .transition(d.id, DeploymentState::Failed, &reason)
-            .map_err(internal)?;
-        emit(&format!("Deployment {} is Failed.\n", d.id))?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let (gates, desired) = gates_and_desired(ctx, &store, &d)?;
-    let targets =
-        engine::targets_from_desired(ctx.state_dir(), &desired).map_err(engine_failure)?;
-    let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
-    let batches = gates.strategy.batches(&names);
-    let touched: Vec<String> = batches
-        .iter()
-        .take(done)
-        .flat_map(|b| b.workers.clone())
-        .collect();
-    let previous = store.active(&d.ring).map_err(internal)?;
-    let objects = ObjectStore::new(ctx.state_dir());
-    let end = block_on(engine::rollout::stop(
-        &mut store,
-        &objects,
-        ctx.state_dir(),
-        &targets,
-        &d,
-        previous.as_ref(),
-        &touched,
-        gates.auto_revert,
-        reason,
-    ))?
-    .map_err(engine_failure)?;
+    let gates = gates_of(&d.ring, &trusted_spec(ctx, &store, &d.ring)?)?;
+    let end = abandon(ctx, &mut store, &d, gates.auto_revert, reason)?;
     emit(&format!("Deployment {} is {}.\n", end.id, end.state))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -201,8 +201,8 @@ impl Reconciler {
                 continue;
             }
             let gates = super::gates::trusted_gates(&store, paths, &source, &ring)?;
-            if gates.as_ref().is_some_and(|g| g.freeze) {
-                tracing::info!(ring, "ring is frozen (`freeze: true`): not deploying");
+            if let Some(why) = held(&store, &ring, gates.as_ref())? {
+                tracing::info!(ring, "not deploying: {why}");
                 continue;
             }
             let deployed =
@@ -246,7 +246,7 @@ impl Reconciler {
                     .latest_of_commit(ring, commit)
                     .ok()
                     .flatten()
-                    .is_some_and(|d| d.state == crate::model::deployment::DeploymentState::Failed);
+                    .is_some_and(|d| handled(d.state));
                 pinned || done || (failed && !self.retry_due(ring, commit))
             })
     }
@@ -270,6 +270,7 @@ impl Reconciler {
         };
         let mut store = Store::open(state_dir)?;
         let objects = ObjectStore::new(state_dir);
+        let owners = worker_owners(&store)?;
         for ring in store.rings()? {
             let active = store.active(&ring)?;
             // Workers a rollout in progress (a paused canary) already switched hold its
@@ -294,7 +295,8 @@ impl Reconciler {
             let mut on_active = BTreeSet::new();
             let mut on_rollout = BTreeSet::new();
             for worker in recorded.union(&switched) {
-                if only.is_some_and(|o| !o.contains(worker)) {
+                let elsewhere = owners.get(worker).is_some_and(|owner| owner != &ring);
+                if elsewhere || only.is_some_and(|o| !o.contains(worker)) {
                     continue;
                 }
                 match switched.contains(worker) {
@@ -320,6 +322,25 @@ impl Reconciler {
         }
         Ok(report)
     }
+}
+
+/// Which ring each worker belongs to now: of the Active deployments that placed it,
+/// the newest (a worker moved from one ring to another is repaired by its new ring
+/// only, never by both in turn).
+fn worker_owners(store: &Store) -> Result<BTreeMap<String, String>, PassError> {
+    let mut newest: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    for ring in store.rings()? {
+        let Some(active) = store.active(&ring)? else {
+            continue;
+        };
+        for worker in store.artifacts(active.id)?.into_keys() {
+            let entry = newest.entry(worker).or_insert((0, String::new()));
+            if active.id.0 > entry.0 {
+                *entry = (active.id.0, ring.clone());
+            }
+        }
+    }
+    Ok(newest.into_iter().map(|(w, (_, ring))| (w, ring)).collect())
 }
 
 /// What a drift repair of one ring needs besides the store.
@@ -428,8 +449,50 @@ fn at_commit(store: &Store, ring: &str, commit: &str) -> Result<bool, PassError>
     if store.active(ring)?.is_some_and(|a| a.commit == commit) {
         return Ok(true);
     }
-    let failed = store.latest_of_commit(ring, commit)?;
-    Ok(failed.is_some_and(|d| d.state == crate::model::deployment::DeploymentState::Failed))
+    let latest = store.latest_of_commit(ring, commit)?;
+    Ok(latest.is_some_and(|d| handled(d.state)))
+}
+
+/// A deployment of a commit in this state settles that commit for an unforced pass: it
+/// failed or was reverted (retried only with backoff), or it is still under way.
+fn handled(state: DeploymentState) -> bool {
+    matches!(state, DeploymentState::Failed | DeploymentState::RolledBack)
+        || state == DeploymentState::Queued
+        || state.is_in_progress()
+}
+
+/// Why the daemon must not deploy `ring` now, if it must not: its trusted definition
+/// does not auto-deploy or holds it behind a promotion's gates, a person paused it, or
+/// a rollout of it is under way (a paused canary, a queued promotion).
+fn held(
+    store: &Store,
+    ring: &str,
+    gates: Option<&crate::pipeline::rollout::Gates>,
+) -> Result<Option<String>, PassError> {
+    if let Some(gates) = gates {
+        if !gates.auto_deploy {
+            return Ok(Some(
+                "its trusted definition does not auto-deploy".to_owned(),
+            ));
+        }
+        let gated = gates.promotion_only();
+        if !gated.is_empty() {
+            return Ok(Some(format!(
+                "it is gated ({}); promote it",
+                gated.join(", ")
+            )));
+        }
+    }
+    if let Some(pause) = store.ring_pause(ring)? {
+        return Ok(Some(format!("it is paused ({})", pause.reason)));
+    }
+    let newest = store.history(Some(ring), 1)?.pop();
+    if let Some(d) =
+        newest.filter(|d| d.state == DeploymentState::Queued || d.state.is_in_progress())
+    {
+        return Ok(Some(format!("{} is under way ({})", d.id, d.state)));
+    }
+    Ok(None)
 }
 
 /// Whether a ring's newest deployment is Queued behind its gates (approvals, a window,

@@ -25,6 +25,8 @@ pub struct Gates {
     pub window: Option<Window>,
     /// Nothing may start.
     pub freeze: bool,
+    /// The daemon deploys every new commit of the tracked branch to the ring.
+    pub auto_deploy: bool,
 }
 
 /// `approvals:` of a ring.
@@ -193,6 +195,7 @@ impl Gates {
             auto_revert: spec.auto_revert,
             window,
             freeze: spec.freeze,
+            auto_deploy: spec.auto_deploy,
         })
     }
 }
@@ -529,6 +532,7 @@ mod tests {
             auto_revert: false,
             window: Some(Window::new("0 2 * * 2", "2h", None).unwrap()),
             freeze: true,
+            auto_deploy: false,
         };
         let none: [Approval; 0] = [];
         let one = [approval("bob", "f1")];

@@ -23,12 +23,8 @@ impl RepoLocation {
         let Some(s) = text.to_str().filter(|s| looks_remote(s)) else {
             return Ok(RepoLocation::Local(text.to_owned()));
         };
-        if let Some((_, rest)) = s.split_once("://")
-            && let Some((userinfo, _)) = rest.split_once('@')
-            && !userinfo.contains('/')
-            && userinfo.contains(':')
-        {
-            return Err(MirrorError::PasswordInUrl);
+        if s.contains("://") {
+            refuse_credentials_in(s)?;
         }
         Ok(RepoLocation::Remote(Remote {
             url: s.to_owned(),
@@ -43,6 +39,19 @@ impl RepoLocation {
             RepoLocation::Remote(remote) => remote.mirror_dir(state_dir),
         }
     }
+}
+
+/// Refuses a URL carrying a password, or, over http(s), any user (a token is often
+/// given as the user name): whatever is in a URL ends up in messages.
+fn refuse_credentials_in(text: &str) -> Result<(), MirrorError> {
+    let Ok(url) = reqwest::Url::parse(text) else {
+        return Err(MirrorError::BadUrl);
+    };
+    let web = matches!(url.scheme(), "http" | "https");
+    if url.password().is_some() || (web && !url.username().is_empty()) {
+        return Err(MirrorError::PasswordInUrl);
+    }
+    Ok(())
 }
 
 fn looks_remote(s: &str) -> bool {
@@ -80,9 +89,17 @@ pub struct Remote {
 /// Why a mirror could not be brought up to date.
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
-    /// The configured URL carries a password.
-    #[error("the repository URL must not carry a password; put the token in token_file")]
+    /// The configured URL carries a password (or, over http(s), a user).
+    #[error(
+        "the repository URL must not carry credentials (a password, or a user over https); put the token in token_file"
+    )]
     PasswordInUrl,
+    /// The configured URL does not parse (it is not shown: it may hold a secret).
+    #[error("the repository URL is not a valid URL")]
+    BadUrl,
+    /// A token would be sent in clear.
+    #[error("token_file is only sent over https (or plain http to this host's loopback)")]
+    TokenInClear,
     /// A credential file could not be read.
     #[error("cannot read the Git credential {path}")]
     Credential {
@@ -109,6 +126,18 @@ pub enum MirrorError {
         /// git2's explanation.
         message: String,
     },
+}
+
+/// Whether a token may be sent to `url`: over https, or over http to the loopback.
+fn token_may_travel(url: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    match url.scheme() {
+        "https" => true,
+        "http" => matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")),
+        _ => true,
+    }
 }
 
 /// How long one fetch may take before it is abandoned.
@@ -173,6 +202,9 @@ impl Remote {
         let Some(path) = &self.credentials.token_file else {
             return Ok(None);
         };
+        if !token_may_travel(&self.url) {
+            return Err(MirrorError::TokenInClear);
+        }
         let text = std::fs::read_to_string(path).map_err(|source| MirrorError::Credential {
             path: path.clone(),
             source,
@@ -257,7 +289,24 @@ mod tests {
             .to_string();
         assert!(!err.contains("hunter2"), "{err}");
         assert!(err.contains("token_file"), "{err}");
-        assert!(RepoLocation::parse(Path::new("https://bot@example.com/f.git")).is_ok());
+        for leaky in [
+            "https://ghp_T0KEN@example.com/f.git",
+            "https://bot:a/b@example.com/f.git",
+            "ssh://git:pw@example.com/f.git",
+        ] {
+            let err = RepoLocation::parse(Path::new(leaky))
+                .unwrap_err()
+                .to_string();
+            assert!(!err.contains("T0KEN") && !err.contains("a/b"), "{err}");
+        }
+        assert!(RepoLocation::parse(Path::new("ssh://git@example.com/f.git")).is_ok());
+    }
+
+    #[test]
+    fn a_token_is_not_sent_in_clear() {
+        assert!(token_may_travel("https://git.example.com/f.git"));
+        assert!(token_may_travel("http://127.0.0.1:8080/f.git"));
+        assert!(!token_may_travel("http://git.example.com/f.git"));
     }
 
     #[test]
