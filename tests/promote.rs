@@ -927,3 +927,43 @@ fn failing_a_paused_canary_reverts_it() {
     assert!(!world.holds("core-prod-1"), "the canary kept the new files");
     assert!(world.show(&id).contains("canary looks wrong"));
 }
+
+#[test]
+fn a_renamed_ring_cannot_take_a_gated_rings_workers_with_apply() {
+    let world = World::new("", "");
+    world.run(&["promote", "staging"]).expect(0);
+    let id = deployment_id(&world.run(&["promote", "production"]));
+    world.as_approver("approve", &id, "alice", &[]).expect(0);
+    world.as_approver("approve", &id, "bob", &[]).expect(0);
+    world
+        .run(&["promote", "production", "--continue"])
+        .expect(0);
+    // On a side branch: production renamed prod2, its gate dropped.
+    world.fleet.repo.git(&["checkout", "--quiet", "-b", "pr"]);
+    let groups = world.fleet.repo.read("examples/fleet/groups.yaml");
+    world.fleet.repo.write(
+        "examples/fleet/groups.yaml",
+        &groups.replace("ring: production", "ring: prod2"),
+    );
+    let rings = world.fleet.repo.read(RINGS);
+    let rings = rings
+        .replace("metadata: {name: production}", "metadata: {name: prod2}")
+        .replace(
+            "  approvals: {required: 2, approvers: [alice, bob, carol]}\n",
+            "",
+        );
+    world.fleet.repo.write(RINGS, &rings);
+    world.fleet.repo.commit("rename production");
+    world.fleet.repo.git(&["checkout", "--quiet", "main"]);
+    let before = world.workers("core-prod");
+    let run = world.run(&["apply", "--ring", "prod2", "--rev", "pr", "--yes"]);
+    run.expect(1);
+    assert!(
+        run.stderr
+            .contains("ring `prod2` is new and would take worker")
+            && run.stderr.contains("which ring `production` runs"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(world.workers("core-prod"), before);
+}

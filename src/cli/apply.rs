@@ -263,9 +263,25 @@ pub fn confirm(question: &str) -> Result<bool, Failure> {
 /// batch with health checks when its strategy or `health:` asks for it; else at once.
 fn deploy(ctx: &Context, store: &mut Store, prepared: &Prepared, reason: &str) -> Outcome {
     let (bundle, desired) = (&prepared.bundle, &prepared.desired);
-    // A ring new in this commit has no trusted definition yet: its own is used.
-    let spec = super::promote::trusted_spec(ctx, store, &desired.ring)
-        .or_else(|e| crate::pipeline::policy::ring_spec(bundle, &desired.ring).ok_or(e))?;
+    let spec = match super::promote::trusted_spec(ctx, store, &desired.ring) {
+        Ok(spec) => spec,
+        // A ring new in this commit has no trusted definition yet: its own is used, as
+        // long as it takes no worker another ring deploys to.
+        Err(e) => {
+            let never_deployed = store
+                .active(&desired.ring)
+                .map_err(|e| Failure::Internal(e.into()))?
+                .is_none();
+            let own = crate::pipeline::policy::ring_spec(bundle, &desired.ring);
+            match own.filter(|_| never_deployed) {
+                Some(spec) => {
+                    refuse_taken_workers(store, desired)?;
+                    spec
+                }
+                None => return Err(e),
+            }
+        }
+    };
     let gates = super::promote::gates_of(&desired.ring, &spec)?;
     let held = gates.promotion_only();
     if !held.is_empty() {
@@ -293,6 +309,25 @@ fn deploy(ctx: &Context, store: &mut Store, prepared: &Prepared, reason: &str) -
     }
     let targets = engine::targets_from_desired(ctx.state_dir(), desired).map_err(engine_failure)?;
     run_rollout(ctx, store, targets, new)
+}
+
+/// Refuses a ring without a trusted definition that would write to a worker another
+/// ring's Active deployment holds (a renamed ring must not escape the old one's gates).
+fn refuse_taken_workers(store: &Store, desired: &DesiredState) -> Result<(), Failure> {
+    let internal = |e: crate::adapters::store::StoreError| Failure::Internal(e.into());
+    for ring in store.rings().map_err(internal)? {
+        let Some(active) = store.active(&ring).map_err(internal)? else {
+            continue;
+        };
+        let held = store.artifacts(active.id).map_err(internal)?;
+        if let Some(worker) = desired.workers.keys().find(|w| held.contains_key(*w)) {
+            return Err(Failure::user(format!(
+                "ring `{}` is new and would take worker {worker}, which ring `{ring}` runs ({}); promote it through `{ring}`'s gates or move the worker first",
+                desired.ring, active.id
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Whether the Active deployment put every worker where the desired state does, with
