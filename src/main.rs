@@ -5,6 +5,8 @@ use ringops::cli::{Cli, Command, Failure, run};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // SAFETY: first thing in main, before any thread is spawned.
+    unsafe { ringops::adapters::git::mirror::bound_network_waits() };
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

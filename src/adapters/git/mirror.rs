@@ -140,6 +140,24 @@ fn token_may_travel(url: &str) -> bool {
     }
 }
 
+/// How long connecting to a remote, and then waiting for any answer, may take.
+const NETWORK_TIMEOUT_MS: i32 = 30_000;
+
+/// Bounds libgit2's network waits (connect and each read), which otherwise have none: a
+/// remote that accepts and then stalls must not hang a fetch forever.
+///
+/// # Safety
+/// Sets a libgit2 global without synchronization: call it before any thread starts
+/// (first thing in `main`).
+pub unsafe fn bound_network_waits() {
+    // SAFETY: the caller guarantees no other thread exists yet, so nothing reads or
+    // writes these globals concurrently.
+    unsafe {
+        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(NETWORK_TIMEOUT_MS);
+        let _ = git2::opts::set_server_timeout_in_milliseconds(NETWORK_TIMEOUT_MS);
+    }
+}
+
 /// How long one fetch may take before it is abandoned.
 const FETCH_DEADLINE: Duration = Duration::from_secs(300);
 
