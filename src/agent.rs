@@ -8,6 +8,7 @@
 //! - [`api`]: `fn router(agent)`, the routes, the token check, the body limit, and the
 //!   agent's own validation of every path and checksum before anything is written.
 //! - [`tls`]: a rustls listener for `axum::serve`.
+//! - [`heal`]: the watch on the worker directory that records and reverts hot edits.
 //!
 //! The switch itself is the local transport's ([`LocalDir`]): the agent never writes a
 //! worker file any other way. Owns no manifests, no state database and no secrets but
@@ -15,14 +16,16 @@
 
 pub mod api;
 pub mod config;
+pub mod heal;
 pub mod tls;
 
 use crate::adapters::transport::LocalDir;
 use crate::adapters::transport::http::wire::{DRIFT_KEPT, DriftMode, DriftSeen};
+use crate::adapters::worker_dir::{Batch, OnDisk};
 use crate::daemon::webhook::Secret;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// One worker directory served over HTTP, and what the agent remembers about it.
 #[derive(Debug)]
@@ -41,6 +44,11 @@ struct Status {
     deployment: Option<String>,
     drift_mode: DriftMode,
     drift: VecDeque<DriftSeen>,
+    /// The last generation applied, its `expected_generation` set to the generation it
+    /// produced: what self-heal puts back.
+    last: Option<Arc<Batch>>,
+    /// Drift already recorded, by path, so a reported edit is recorded once.
+    reported: BTreeMap<String, OnDisk>,
 }
 
 impl Agent {
@@ -66,11 +74,33 @@ impl Agent {
         self.status.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Notes a generation the agent applied.
-    fn applied(&self, deployment: &str, mode: DriftMode) {
+    /// Notes a generation the agent applied: `batch` switched the directory to
+    /// `generation`.
+    fn applied(&self, mut batch: Batch, generation: u64, mode: DriftMode) {
         let mut status = self.status();
-        status.deployment = Some(deployment.to_owned());
+        status.deployment = Some(batch.deployment.clone());
         status.drift_mode = mode;
+        status.reported.clear();
+        batch.expected_generation = Some(generation);
+        status.last = Some(Arc::new(batch));
+    }
+
+    /// Notes that self-heal put the last generation back, now at `generation`.
+    fn reverted(&self, generation: u64) {
+        let mut status = self.status();
+        if let Some(last) = status.last.as_mut() {
+            Arc::make_mut(last).expected_generation = Some(generation);
+        }
+    }
+
+    /// True the first time `path` is seen drifted to `on_disk` since the last switch.
+    fn first_sight(&self, path: &str, on_disk: &OnDisk) -> bool {
+        let mut status = self.status();
+        if status.reported.get(path) == Some(on_disk) {
+            return false;
+        }
+        status.reported.insert(path.to_owned(), on_disk.clone());
+        true
     }
 
     /// Records one hot edit, keeping the newest [`DRIFT_KEPT`].

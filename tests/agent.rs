@@ -378,3 +378,45 @@ fn a_killed_agent_fails_the_apply_naming_it_and_converges_once_restarted() {
     remote.apply().expect(0);
     assert_eq!(remote.remote_files(), remote.local_files());
 }
+
+/// Polls `done` every 10 ms for [`BOUND`]; panics naming `what` on timeout.
+#[track_caller]
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + BOUND;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {BOUND:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn an_agent_reverts_a_hot_edit_by_itself_and_its_inventory_reports_it() {
+    let remote = Remote::new();
+    remote.apply().expect(0);
+    let agent = &remote.agents["core-dev-1"];
+    let files = worker_files(&agent.dir());
+    let (path, content) = files.iter().next().expect("a managed file");
+    let full = agent.dir().join(path);
+    std::fs::write(&full, "hot edit\n").expect("edit");
+    std::fs::write(agent.dir().join("notes.txt"), "mine\n").expect("unmanaged");
+    wait_until(&format!("{path} to be put back"), || {
+        std::fs::read(&full).ok().as_ref() == Some(content)
+    });
+    let inventory = agent.inventory();
+    let drift = inventory["drift"].as_array().expect("drift");
+    assert!(
+        drift.iter().any(|d| d["path"] == path.as_str()
+            && d["what"] == "edited"
+            && d["action"] == "reverted"),
+        "{inventory}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(agent.dir().join("notes.txt")).expect("notes"),
+        "mine\n"
+    );
+    // The daemon's next apply plans against the generation the revert produced.
+    remote.apply().expect(0);
+}

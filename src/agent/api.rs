@@ -274,9 +274,9 @@ async fn generation(
     };
     let deployment = batch.deployment.clone();
     let _switching = agent.switching.lock().await;
-    match agent.dir().switch(batch, hooks).await {
+    match agent.dir().switch(batch.clone(), hooks).await {
         Ok(applied) => {
-            agent.applied(&deployment, mode);
+            agent.applied(batch, applied.generation, mode);
             tracing::info!(
                 %deployment,
                 generation = applied.generation,
@@ -294,7 +294,9 @@ async fn generation(
             document(StatusCode::OK, &doc)
         }
         Err(SwitchError::ReloadFailed(e)) => {
-            agent.applied(&deployment, mode);
+            if let Ok(inventory) = agent.dir().inventory().await {
+                agent.applied(batch, inventory.generation, mode);
+            }
             tracing::warn!(%deployment, error = %e, "switched, but the reload hook failed");
             error(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -4,7 +4,7 @@
 use super::daemon::LogFormat;
 use super::{Failure, Outcome};
 use crate::agent::config::{self, Serving, Settings, TOKEN_CREDENTIAL};
-use crate::agent::{Agent, api, tls};
+use crate::agent::{Agent, api, heal, tls};
 use crate::daemon::webhook::{Secret, read_secret};
 use clap::Args;
 use std::path::Path;
@@ -56,6 +56,17 @@ async fn serve(
         .local_addr()
         .map_err(|e| Failure::Internal(e.into()))?;
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let (wake, woken) = tokio::sync::mpsc::channel(1);
+    let watch = heal::watch(&settings.dir, wake.clone())
+        .inspect_err(|e| {
+            tracing::warn!(
+                error = %e,
+                "cannot watch the worker directory; hot edits are found every {:?} only (inotify limits: raise fs.inotify.max_user_watches)",
+                heal::SWEEP
+            );
+        })
+        .ok();
+    let healing = tokio::spawn(heal::run(Arc::clone(&agent), woken));
     tracing::info!(%addr, %scheme, dir = %settings.dir.display(), "agent listening");
     let served = match tls {
         Some(config) => {
@@ -65,6 +76,8 @@ async fn serve(
         }
         None => api::serve(listener, agent, stop_signal()).await,
     };
+    healing.abort();
+    drop((watch, wake));
     served.map_err(|e| Failure::Internal(anyhow::Error::new(e).context("the agent stopped")))?;
     tracing::info!("agent stopped");
     Ok(())

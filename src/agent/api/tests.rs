@@ -20,6 +20,7 @@ async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
 
 /// An agent serving a temporary worker directory, stopped when dropped.
 struct Running {
+    agent: Arc<Agent>,
     dir: tempfile::TempDir,
     base: String,
     _stop: oneshot::Sender<()>,
@@ -35,10 +36,11 @@ impl Running {
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(serve(listener, agent, async move {
+        tokio::spawn(serve(listener, Arc::clone(&agent), async move {
             let _ = stopped.await;
         }));
         Running {
+            agent,
             dir,
             base,
             _stop: stop,
@@ -296,4 +298,93 @@ fn paths_the_agent_refuses() {
     for (path, refuse) in refused {
         assert_eq!(worker_path_problem(path).is_some(), refuse, "{path}");
     }
+}
+
+#[tokio::test]
+async fn self_heal_reverts_a_hot_edit_and_records_it_once() {
+    let agent = Running::start(1 << 20).await;
+    let transport = agent.transport(TOKEN);
+    let files = [("wf/job/a", "1"), ("wf/job/b", "2")];
+    within(
+        "switch",
+        transport.switch(batch("d1", Some(0), &files), Hooks::default()),
+    )
+    .await
+    .expect("switched");
+    std::fs::write(agent.root().join("wf/job/a"), "hot edit").expect("edit");
+    std::fs::remove_file(agent.root().join("wf/job/b")).expect("delete");
+    std::fs::write(agent.root().join("wf/job/mine"), "unmanaged").expect("unmanaged");
+    within("a heal pass", crate::agent::heal::pass(&agent.agent)).await;
+    assert_eq!(
+        std::fs::read_to_string(agent.root().join("wf/job/a")).expect("a"),
+        "1"
+    );
+    assert_eq!(
+        std::fs::read_to_string(agent.root().join("wf/job/b")).expect("b"),
+        "2"
+    );
+    assert_eq!(
+        std::fs::read_to_string(agent.root().join("wf/job/mine")).expect("mine"),
+        "unmanaged"
+    );
+    within("a second pass", crate::agent::heal::pass(&agent.agent)).await;
+    let drift = inventory_doc(
+        &agent.agent,
+        WorkerDir::new(agent.root()).inventory().expect("inv"),
+    )
+    .drift;
+    let seen: Vec<(&str, &str, &str)> = drift
+        .iter()
+        .map(|d| (d.path.as_str(), d.what.as_str(), d.action.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("wf/job/a", "edited", "reverted"),
+            ("wf/job/b", "missing", "reverted")
+        ]
+    );
+    // The daemon plans against the generation the revert produced.
+    let inventory = within("inventory", transport.inventory())
+        .await
+        .expect("read");
+    let next = batch("d2", Some(inventory.generation), &[("wf/job/a", "3")]);
+    within("switch", transport.switch(next, Hooks::default()))
+        .await
+        .expect("switched after a revert");
+}
+
+#[tokio::test]
+async fn a_report_generation_only_records_drift_once() {
+    let agent = Running::start(1 << 20).await;
+    let body = serde_json::json!({
+        "deployment": "d1", "expected_generation": 0, "drift": "report",
+        "files": {"wf/job/a": wire_file(b"1", &sha256_hex(b"1"))}
+    });
+    let response = within(
+        "PUT",
+        reqwest::Client::new()
+            .put(format!("{}/v1/generation", agent.base))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send(),
+    )
+    .await
+    .expect("send");
+    assert_eq!(response.status().as_u16(), 200);
+    std::fs::write(agent.root().join("wf/job/a"), "hot edit").expect("edit");
+    for _ in 0..2 {
+        within("a heal pass", crate::agent::heal::pass(&agent.agent)).await;
+    }
+    assert_eq!(
+        std::fs::read_to_string(agent.root().join("wf/job/a")).expect("a"),
+        "hot edit"
+    );
+    let doc = inventory_doc(
+        &agent.agent,
+        WorkerDir::new(agent.root()).inventory().expect("inv"),
+    );
+    assert_eq!(doc.drift_mode, DriftMode::Report);
+    assert_eq!(doc.drift.len(), 1, "{:?}", doc.drift);
+    assert_eq!(doc.drift[0].action, "reported");
 }
