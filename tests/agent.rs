@@ -31,13 +31,23 @@ struct Agent {
 }
 
 impl Agent {
-    /// An agent on a free loopback port serving a new worker directory.
-    fn start() -> Agent {
+    /// An agent on a free loopback port serving a new worker directory over plain HTTP,
+    /// or over TLS with `tls` (certificate and key files).
+    fn start(tls: Option<(&Path, &Path)>) -> Agent {
         let home = tempfile::Builder::new()
             .prefix("ringops-test-agent-")
             .tempdir()
             .expect("temp dir");
         std::fs::write(home.path().join("token"), format!("{TOKEN}\n")).expect("token");
+        let serving = match tls {
+            Some((cert, key)) => format!(
+                "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+                cert.display(),
+                key.display()
+            ),
+            None => "allow_plain_http = true\n".to_owned(),
+        };
+        std::fs::write(home.path().join("serving.toml"), serving).expect("serving");
         Agent::spawn(home, "127.0.0.1:0")
     }
 
@@ -55,9 +65,9 @@ impl Agent {
 
     /// A `ringops agent` process for `home`, logging to `home/stderr`.
     fn child(home: &Path, listen: &str) -> Child {
-        let config = format!(
-            "listen = \"{listen}\"\ndir = \"worker\"\ntoken_file = \"token\"\nallow_plain_http = true\n"
-        );
+        let serving = std::fs::read_to_string(home.join("serving.toml")).expect("serving");
+        let config =
+            format!("listen = \"{listen}\"\ndir = \"worker\"\ntoken_file = \"token\"\n{serving}");
         std::fs::write(home.join("agent.toml"), config).expect("config");
         let log = std::fs::File::create(home.join("stderr")).expect("log");
         ringops_in(home)
@@ -115,7 +125,10 @@ impl Agent {
     }
 
     fn target(&self) -> String {
-        format!("http://{}", self.addr)
+        let tls = std::fs::read_to_string(self.home.path().join("serving.toml"))
+            .is_ok_and(|s| s.contains("tls_cert"));
+        let scheme = if tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     fn dir(&self) -> PathBuf {
@@ -165,13 +178,24 @@ struct Remote {
     fleet: Fleet,
     agents: BTreeMap<&'static str, Agent>,
     token_file: tempfile::NamedTempFile,
+    ca: Option<PathBuf>,
 }
 
 impl Remote {
+    /// Agents over plain HTTP.
     fn new() -> Remote {
+        Remote::with(None)
+    }
+
+    /// Agents over TLS with `pki`'s certificate, trusted through its CA.
+    fn with(pki: Option<&Pki>) -> Remote {
         let fleet = Fleet::new();
-        let agents: BTreeMap<&str, Agent> =
-            DEV_WORKERS.iter().map(|w| (*w, Agent::start())).collect();
+        let tls = pki.map(|p| (p.cert(), p.key()));
+        let tls = tls.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+        let agents: BTreeMap<&str, Agent> = DEV_WORKERS
+            .iter()
+            .map(|w| (*w, Agent::start(tls)))
+            .collect();
         for (worker, agent) in &agents {
             let from = format!("{{name: {worker}, ring: dev,");
             let to = format!(
@@ -187,6 +211,7 @@ impl Remote {
             fleet,
             agents,
             token_file,
+            ca: pki.map(Pki::ca),
         }
     }
 
@@ -194,6 +219,9 @@ impl Remote {
     fn run_with(&self, token_file: &Path, args: &[&str]) -> common::Run {
         let mut cmd = self.fleet.command(args);
         cmd.env("RINGOPS_AGENT_TOKEN_FILE", token_file);
+        if let Some(ca) = &self.ca {
+            cmd.env("RINGOPS_AGENT_CA_FILE", ca);
+        }
         output(&mut cmd)
     }
 
@@ -220,7 +248,8 @@ impl Remote {
         let groups = self.fleet.repo.read(GROUPS);
         let mut plain = String::new();
         for line in groups.lines() {
-            let line = match line.split_once(" target: \"http://") {
+            let target = line.split_once(" target: \"http://");
+            let line = match target.or_else(|| line.split_once(" target: \"https://")) {
                 Some((before, after)) => {
                     let rest = after.split_once("\",").map_or("", |(_, r)| r);
                     format!("{before}{rest}")
@@ -419,4 +448,123 @@ fn an_agent_reverts_a_hot_edit_by_itself_and_its_inventory_reports_it() {
     );
     // The daemon's next apply plans against the generation the revert produced.
     remote.apply().expect(0);
+}
+
+/// A private CA and an agent certificate for 127.0.0.1, made with the `openssl` CLI.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    /// `None`, with a note, when `openssl` is not installed.
+    fn new() -> Option<Pki> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let d = dir.path();
+        std::fs::write(
+            d.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("ext");
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let steps: [&[&str]; 3] = [
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=ringops test CA",
+                ],
+            ]
+            .concat(),
+            &[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "agent.key",
+                    "-out",
+                    "agent.csr",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ],
+            ]
+            .concat(),
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "agent.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "agent.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "ext.cnf",
+            ],
+        ];
+        for args in steps {
+            match std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+            {
+                Ok(out) if out.status.success() => {}
+                Ok(out) => panic!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr)),
+                Err(e) => {
+                    eprintln!("note: cannot run openssl ({e}); the agent's TLS is not tested");
+                    return None;
+                }
+            }
+        }
+        Some(Pki { dir })
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn cert(&self) -> PathBuf {
+        self.dir.path().join("agent.pem")
+    }
+
+    fn key(&self) -> PathBuf {
+        self.dir.path().join("agent.key")
+    }
+}
+
+#[test]
+fn agents_over_tls_are_reached_through_the_private_ca() {
+    let Some(pki) = Pki::new() else { return };
+    let remote = Remote::with(Some(&pki));
+    assert!(
+        remote
+            .agents
+            .values()
+            .all(|a| a.target().starts_with("https://"))
+    );
+    remote.apply().expect(0);
+    assert_eq!(remote.remote_files(), remote.local_files());
+    // Without the CA the agents' certificate is not trusted, and the error says so.
+    let mut untrusted = remote.fleet.command(&["apply", "--ring", "dev", "--yes"]);
+    untrusted.env("RINGOPS_AGENT_TOKEN_FILE", remote.token_file.path());
+    let run = output(&mut untrusted);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("https://127.0.0.1:"), "{}", run.stderr);
 }
