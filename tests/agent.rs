@@ -568,3 +568,51 @@ fn agents_over_tls_are_reached_through_the_private_ca() {
     assert_ne!(run.code, 0, "{run:?}");
     assert!(run.stderr.contains("https://127.0.0.1:"), "{}", run.stderr);
 }
+
+/// `systemd/ringops-agent.service` starting the binary under test, in a temporary
+/// folder; `None` (with a note) without `systemd-analyze`.
+fn agent_unit() -> Option<(tempfile::TempDir, PathBuf)> {
+    let found = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output();
+    if !found.is_ok_and(|o| o.status.success()) {
+        eprintln!("note: systemd-analyze is not installed; the agent's unit is not checked");
+        return None;
+    }
+    let unit = std::fs::read_to_string(common::project().join("systemd/ringops-agent.service"))
+        .expect("the agent's unit");
+    let unit = unit.replace("/usr/local/bin/ringops", env!("CARGO_BIN_EXE_ringops"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("ringops-agent.service");
+    std::fs::write(&path, unit).expect("write the unit");
+    Some((dir, path))
+}
+
+#[test]
+fn the_agent_unit_verifies_reads_its_token_credential_and_stays_hardened() {
+    let Some((_dir, unit)) = agent_unit() else {
+        return;
+    };
+    let text = std::fs::read_to_string(&unit).expect("unit");
+    assert!(
+        text.contains("\nLoadCredential=agent-token:"),
+        "the token credential"
+    );
+    let mut verify = std::process::Command::new("systemd-analyze");
+    let run = output(verify.arg("verify").arg(&unit));
+    assert!(
+        run.code == 0 && run.stderr.is_empty(),
+        "systemd-analyze verify: {}{}",
+        run.stdout,
+        run.stderr
+    );
+    let mut security = std::process::Command::new("systemd-analyze");
+    security.args(["security", "--offline=yes", "--no-pager", "--threshold=11"]);
+    let run = output(security.arg(&unit));
+    if run.stderr.contains("--offline") || run.stderr.contains("--threshold") {
+        eprintln!("note: this systemd-analyze has no offline security check (systemd < 250)");
+        return;
+    }
+    let overall = run.stdout.lines().last().unwrap_or_default();
+    assert_eq!(run.code, 0, "exposure above 1.1: {overall}");
+}
