@@ -1,7 +1,7 @@
 //! `ringops agent --config agent.toml`: the settings, the token, logging, then the
 //! agent's HTTP service until SIGTERM or SIGINT.
 
-use super::daemon::LogFormat;
+use super::daemon::{LogFormat, init_logging};
 use super::{Failure, Outcome};
 use crate::agent::config::{self, Serving, Settings, TOKEN_CREDENTIAL};
 use crate::agent::{Agent, api, heal, tls};
@@ -113,23 +113,4 @@ async fn stop_signal() {
         }
     }
     tracing::info!("stopping: finishing the requests in flight");
-}
-
-/// Human lines on a terminal, plain lines for journald (it adds times), JSON on request.
-fn init_logging(format: LogFormat) {
-    use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("RINGOPS_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,notify=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Auto if journald => builder.without_time().with_ansi(false).try_init(),
-        LogFormat::Auto if std::io::stderr().is_terminal() => builder.try_init(),
-        LogFormat::Auto | LogFormat::Text => builder.with_ansi(false).try_init(),
-    };
 }

@@ -187,7 +187,7 @@ fn secret(file: Option<PathBuf>, credential: &str) -> Result<Option<Secret>, Fai
 }
 
 /// Human lines on a terminal, plain lines for journald (it adds times), JSON on request.
-fn init_logging(format: LogFormat) {
+pub(super) fn init_logging(format: LogFormat) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("RINGOPS_LOG")
