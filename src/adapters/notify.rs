@@ -51,6 +51,24 @@ pub struct Event {
 }
 
 impl Event {
+    /// The deployment `d` entering `state` at `at`.
+    pub fn of(
+        d: &crate::model::deployment::Deployment,
+        state: DeploymentState,
+        at: Timestamp,
+    ) -> Self {
+        Event {
+            deployment: d.id,
+            ring: d.ring.clone(),
+            commit: d.commit.clone(),
+            state,
+            actor: d.actor.clone(),
+            reason: d.reason.clone(),
+            at,
+            link: None,
+        }
+    }
+
     /// The command that shows the deployment: `ringops show d-000012`.
     pub fn show_command(&self) -> String {
         format!("ringops show {}", self.deployment)

@@ -63,16 +63,7 @@ impl Notifications {
         for d in reader.history(None, RECENT).unwrap_or_default() {
             for e in reader.events(d.id).unwrap_or_default() {
                 if let Some(state) = e.state.filter(|_| e.at.0 >= self.since.0) {
-                    events.push(Event {
-                        deployment: d.id,
-                        ring: d.ring.clone(),
-                        commit: d.commit.clone(),
-                        state,
-                        actor: d.actor.clone(),
-                        reason: d.reason.clone(),
-                        at: e.at,
-                        link: None,
-                    });
+                    events.push(Event::of(&d, state, e.at));
                 }
             }
         }

@@ -427,16 +427,7 @@ fn post(shared: &Shared, state_dir: &std::path::Path, d: &crate::model::deployme
     let mut posted = shared.posted.lock().unwrap_or_else(|p| p.into_inner());
     let before = posted.insert(d.id.0, states.len()).unwrap_or(0);
     for (state, at) in states.into_iter().skip(before) {
-        notifier.send(crate::adapters::notify::Event {
-            deployment: d.id,
-            ring: d.ring.clone(),
-            commit: d.commit.clone(),
-            state,
-            actor: d.actor.clone(),
-            reason: d.reason.clone(),
-            at,
-            link: None,
-        });
+        notifier.send(crate::adapters::notify::Event::of(d, state, at));
     }
     let stats = notifier.stats();
     shared
