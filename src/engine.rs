@@ -39,8 +39,21 @@ fn mode_of(artifact: &crate::model::Artifact) -> u32 {
     }
 }
 
-/// How many workers are read or switched at once.
+/// How many workers are read or switched at once unless configured.
 pub const MAX_CONCURRENT_WORKERS: usize = 16;
+
+/// The bound in force (`max_concurrent_workers` in `ringops.toml`).
+static CONCURRENT_WORKERS: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(MAX_CONCURRENT_WORKERS);
+
+/// Sets how many workers are read or switched at once (at least 1).
+pub fn set_max_concurrent_workers(n: usize) {
+    CONCURRENT_WORKERS.store(n.max(1), Ordering::SeqCst);
+}
+
+fn concurrent_workers() -> usize {
+    CONCURRENT_WORKERS.load(Ordering::SeqCst)
+}
 
 /// Why a pass failed.
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +120,7 @@ pub fn recorded_transport(
 pub async fn inventories(
     workers: Vec<(String, WorkerTransport)>,
 ) -> BTreeMap<String, Result<Inventory, TransportError>> {
-    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_WORKERS));
+    let limit = Arc::new(tokio::sync::Semaphore::new(concurrent_workers()));
     let mut tasks = tokio::task::JoinSet::new();
     for (name, transport) in workers {
         let limit = Arc::clone(&limit);
@@ -566,7 +579,7 @@ pub struct Switched {
     pub panicked: bool,
 }
 
-/// Switches every target, at most [`MAX_CONCURRENT_WORKERS`] at a time. Unless
+/// Switches every target, at most [`set_max_concurrent_workers`] at a time. Unless
 /// `keep_going`, no other worker starts after the first failure; workers never started
 /// have no result.
 pub async fn switch_all(
@@ -575,7 +588,7 @@ pub async fn switch_all(
     deployment: &str,
     keep_going: bool,
 ) -> Switched {
-    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_WORKERS));
+    let limit = Arc::new(tokio::sync::Semaphore::new(concurrent_workers()));
     let failed = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
     for target in targets {

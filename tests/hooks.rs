@@ -192,3 +192,22 @@ fn hook_output_never_shows_a_secret_even_in_the_restore_record() {
         & 0o777;
     assert_eq!(mode, 0o600, "files holding secrets are the owner's alone");
 }
+
+#[test]
+fn max_concurrent_workers_bounds_how_many_workers_switch_at_once() {
+    let fleet = Fleet::new();
+    let log = fleet.state.path().join("order.log");
+    let log = log.display();
+    // Each core worker's check writes `start`, waits, writes `end`: with one worker at
+    // a time the lines alternate.
+    let check = format!("echo start >> {log}; sleep 0.2; echo end >> {log}");
+    with_hooks(&fleet, &check, "true", "5s");
+    let config = fleet.state.path().join("ringops.toml");
+    std::fs::write(&config, "max_concurrent_workers = 1\n").expect("config");
+    let config = config.to_str().expect("UTF-8");
+    fleet
+        .run(&["apply", "--ring", "dev", "--yes", "--config", config])
+        .expect(0);
+    let order = read(Path::new(&log.to_string()));
+    assert_eq!(order, "start\nend\nstart\nend\n", "checks overlapped");
+}

@@ -46,6 +46,8 @@ pub struct FileConfig {
     /// Where deployment state changes are posted.
     #[serde(default)]
     pub notify: Vec<crate::adapters::notify::TargetConfig>,
+    /// How many workers are read or switched at once (default 16).
+    pub max_concurrent_workers: Option<usize>,
 }
 
 /// Why the configuration file could not be used.

@@ -266,6 +266,9 @@ impl Context {
         let file = config::FileConfig::find(cli.config.as_deref(), &cwd)
             .map_err(|e| Failure::User(e.into()))?;
         let repo = file.repo_location(cli.repo.as_deref(), &cwd)?;
+        if let Some(n) = file.max_concurrent_workers {
+            crate::engine::set_max_concurrent_workers(n);
+        }
         // Absolute, because worker locations are recorded from it.
         let state_dir = cwd.join(
             cli.state_dir
