@@ -1565,16 +1565,30 @@ fn the_daemon_rolls_a_staged_dev_ring_batch_by_batch_and_leaves_a_frozen_one_alo
     }
     drop(daemon);
 
+    // A commit that freezes dev is not deployed; the one that lifts the freeze is.
     let frozen = Fleet::new();
+    let daemon = Daemon::ready(&frozen);
+    let ini = frozen.worker("core-dev-1").join(WRITER_INI);
     frozen.repo.edit(
         rings,
         "  autoDeploy: true",
         "  autoDeploy: true\n  freeze: true",
     );
-    frozen.repo.commit("freeze dev");
-    let daemon = Daemon::ready(&frozen);
+    set_retention(&frozen.repo, 91);
     daemon.wait_log("not deploying: it is gated (a freeze)");
-    assert!(!frozen.worker("core-dev-1").join(WRITER_INI).exists());
+    assert!(
+        read(&ini).contains(&retention(90)),
+        "a frozen commit was deployed"
+    );
+    frozen.repo.edit(
+        rings,
+        "  autoDeploy: true\n  freeze: true",
+        "  autoDeploy: true",
+    );
+    frozen.repo.commit("unfreeze dev");
+    daemon.wait_until("the unfrozen commit on core-dev-1", || {
+        read(&ini).contains(&retention(91))
+    });
 }
 
 #[test]

@@ -282,7 +282,10 @@ fn deploy(ctx: &Context, store: &mut Store, prepared: &Prepared, reason: &str) -
             }
         }
     };
-    let gates = super::promote::gates_of(&desired.ring, &spec)?;
+    let mut gates = super::promote::gates_of(&desired.ring, &spec)?;
+    // The commit being deployed may raise a freeze at once (never lift one by itself).
+    gates.freeze |=
+        crate::pipeline::policy::ring_spec(bundle, &desired.ring).is_some_and(|s| s.freeze);
     let held = gates.promotion_only();
     if !held.is_empty() {
         return Err(Failure::user(format!(

@@ -90,7 +90,7 @@ pub fn promote(ctx: &Context, args: &PromoteArgs) -> Outcome {
         return continue_waiting(ctx, &mut store, &args.ring, "continue");
     }
     let trusted = trusted_spec(ctx, &store, &args.ring)?;
-    let gates = gates_of(&args.ring, &trusted)?;
+    let mut gates = gates_of(&args.ring, &trusted)?;
     let source_ring = trusted.promotes_from.as_ref().map(|s| s.value.clone()).ok_or_else(|| {
         Failure::user(format!(
             "ring `{}` does not promote from another ring (no `promotesFrom`); deploy it with `ringops apply --ring {}`",
@@ -121,6 +121,8 @@ pub fn promote(ctx: &Context, args: &PromoteArgs) -> Outcome {
         rev: Some(source.commit.clone()),
         worktree: false,
     })?;
+    // The bundle being promoted may raise a freeze at once (never lift one by itself).
+    gates.freeze |= ring_spec(&bundle, &args.ring).is_some_and(|s| s.freeze);
     if emergency.is_none() {
         refuse_unhealthy(ctx, &store, &bundle, &source_ring, &args.ring)?;
     }
