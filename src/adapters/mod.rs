@@ -1,6 +1,7 @@
 //! IO at the edges, one external concern per file: Git sources, host secrets,
 //! rendered output on disk, and health checks and notifications over HTTP.
 
+pub mod config_file;
 pub mod git;
 pub mod health;
 pub mod hooks;
@@ -12,3 +13,18 @@ pub mod secrets;
 pub mod store;
 pub mod transport;
 pub mod worker_dir;
+
+/// An error and its causes on one line, each message once (a cause already quoted by
+/// an outer message is not repeated).
+pub fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cause = c.source();
+    }
+    parts.join(": ")
+}

@@ -123,7 +123,7 @@ async fn require_token(State(agent): State<AppState>, request: Request, next: Ne
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(bearer);
+        .and_then(crate::daemon::http::bearer);
     if !presented.is_some_and(|p| agent.token.matches(p.as_bytes())) {
         tracing::warn!(path = %request.uri().path(), "request refused: missing or wrong token");
         let mut response = error(
@@ -138,12 +138,6 @@ async fn require_token(State(agent): State<AppState>, request: Request, next: Ne
         return response;
     }
     next.run(request).await
-}
-
-/// The token of an `Authorization: Bearer <token>` value.
-fn bearer(value: &str) -> Option<&str> {
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// Bounds every request by [`REQUEST_TIMEOUT`].

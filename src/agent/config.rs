@@ -64,27 +64,9 @@ pub struct Settings {
 /// Why `agent.toml` cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A key is unknown, missing or wrong.
-    #[error("{path}:{line}:{col}: {message}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line.
-        line: usize,
-        /// 1-based column.
-        col: usize,
-        /// What is wrong.
-        message: String,
-    },
+    /// The file cannot be read or parsed.
+    #[error(transparent)]
+    File(#[from] crate::adapters::config_file::ConfigError),
     /// The keys are valid alone but not together.
     #[error("{path}: {message}")]
     Unusable {
@@ -97,26 +79,14 @@ pub enum AgentConfigError {
 
 /// Reads and checks `path`; relative paths in it are taken from its folder.
 pub fn load(path: &Path) -> Result<Settings, AgentConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| AgentConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let file = parse(path, &text)?;
+    let file = crate::adapters::config_file::read(path)?;
     let base = path.parent().unwrap_or(Path::new("."));
     check(path, file, base)
 }
 
 /// Parses the text of `path`, locating errors by line and column.
 pub fn parse(path: &Path, text: &str) -> Result<FileConfig, AgentConfigError> {
-    toml::from_str(text).map_err(|e| {
-        let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-        AgentConfigError::Invalid {
-            path: path.to_owned(),
-            line,
-            col,
-            message: e.message().trim().to_owned(),
-        }
-    })
+    Ok(crate::adapters::config_file::parse(path, text)?)
 }
 
 /// The settings `file` asks for, or why they cannot be used together.
@@ -165,14 +135,6 @@ pub fn check(path: &Path, file: FileConfig, base: &Path) -> Result<Settings, Age
         serving,
         body_limit: body_limit.saturating_mul(1 << 20),
     })
-}
-
-/// 1-based line and column of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
 }
 
 #[cfg(test)]

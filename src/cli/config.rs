@@ -50,31 +50,7 @@ pub struct FileConfig {
     pub max_concurrent_workers: Option<usize>,
 }
 
-/// Why the configuration file could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not valid configuration.
-    #[error("{path}:{line}:{col}: {message}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line.
-        line: usize,
-        /// 1-based column.
-        col: usize,
-        /// What is wrong.
-        message: String,
-    },
-}
+pub use crate::adapters::config_file::ConfigError;
 
 impl FileConfig {
     /// Reads `explicit`, or `ringops.toml` in `cwd` when it exists, or nothing.
@@ -90,11 +66,7 @@ impl FileConfig {
                 default
             }
         };
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let mut config = Self::parse(&path, &text)?;
+        let mut config: Self = crate::adapters::config_file::read(&path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.rebase(base);
         Ok(config)
@@ -102,15 +74,7 @@ impl FileConfig {
 
     /// Parses the text of a configuration file named `path` (for messages).
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| {
-            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-            ConfigError::Invalid {
-                path: path.to_owned(),
-                line,
-                col,
-                message: e.message().trim().to_owned(),
-            }
-        })
+        crate::adapters::config_file::parse(path, text)
     }
 
     fn rebase(&mut self, base: &Path) {
@@ -161,14 +125,6 @@ impl FileConfig {
 pub fn credential(name: &str) -> Option<PathBuf> {
     let path = PathBuf::from(std::env::var_os("CREDENTIALS_DIRECTORY")?).join(name);
     path.is_file().then_some(path)
-}
-
-/// 1-based line and column of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
 }
 
 #[cfg(test)]

@@ -217,7 +217,7 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
 }
 
 /// The token of an `Authorization: Bearer <token>` value.
-fn bearer(value: &str) -> Option<&str> {
+pub fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }

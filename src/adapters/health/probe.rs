@@ -132,7 +132,7 @@ fn request_failure(e: reqwest::Error, timeout: Duration) -> ProbeFailure {
         return ProbeFailure::Refused;
     }
     let connect = e.is_connect();
-    let message = causes(&e.without_url());
+    let message = crate::adapters::causes(&e.without_url());
     if connect {
         ProbeFailure::Unreachable { message }
     } else {
@@ -152,20 +152,6 @@ fn refused(e: &(dyn std::error::Error + 'static)) -> bool {
         cause = c.source();
     }
     false
-}
-
-/// An error and its causes on one line, repeated messages once.
-fn causes(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cause = Some(e);
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cause = c.source();
-    }
-    parts.join(": ")
 }
 
 /// Runs the command once through the hook runner; exit 0 within `timeout` passes.
@@ -193,7 +179,7 @@ pub async fn command(
         }),
         Err(HookError::TimedOut { after, .. }) => Err(ProbeFailure::TimedOut { after }),
         Err(e @ (HookError::Spawn { .. } | HookError::Wait { .. })) => Err(ProbeFailure::Spawn {
-            message: causes(&e),
+            message: crate::adapters::causes(&e),
         }),
     }
 }

@@ -205,7 +205,7 @@ async fn post(
         if e.is_timeout() {
             PostFailure::TimedOut(timeout)
         } else {
-            PostFailure::Send(causes(&e.without_url()))
+            PostFailure::Send(crate::adapters::causes(&e.without_url()))
         }
     })?;
     match response.status() {
@@ -289,18 +289,4 @@ fn one_line(text: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &joined[..end])
-}
-
-/// An error and its causes on one line, repeated messages once.
-fn causes(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cause = Some(e);
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cause = c.source();
-    }
-    parts.join(": ")
 }
