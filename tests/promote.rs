@@ -183,6 +183,23 @@ impl World {
         self.run(&args)
     }
 
+    /// Promotes staging, then production, approved by alice and bob: production's
+    /// canary is switched and the rollout waits to be continued. Its deployment id.
+    fn canary_production(&self) -> String {
+        self.run(&["promote", "staging"]).expect(0);
+        let id = deployment_id(&self.run(&["promote", "production"]));
+        self.as_approver("approve", &id, "alice", &[]).expect(0);
+        self.as_approver("approve", &id, "bob", &[]).expect(0);
+        id
+    }
+
+    /// [`World::canary_production`] continued to the end: production Active.
+    fn release_production(&self) -> String {
+        let id = self.canary_production();
+        self.run(&["promote", "production", "--continue"]).expect(0);
+        id
+    }
+
     fn show(&self, id: &str) -> String {
         self.run(&["show", id]).expect(0).stdout.clone()
     }
@@ -606,13 +623,7 @@ fn a_canary_that_turns_unhealthy_is_reverted() {
 #[test]
 fn a_commit_cannot_lower_its_own_rings_approval_gate() {
     let world = World::new("", "");
-    world.run(&["promote", "staging"]).expect(0);
-    let id = deployment_id(&world.run(&["promote", "production"]));
-    world.as_approver("approve", &id, "alice", &[]).expect(0);
-    world.as_approver("approve", &id, "bob", &[]).expect(0);
-    world
-        .run(&["promote", "production", "--continue"])
-        .expect(0);
+    world.release_production();
     // A commit that drops production's gate and changes what production runs.
     world.fleet.repo.edit(
         RINGS,
@@ -696,13 +707,7 @@ impl Drop for Daemon {
 #[test]
 fn the_daemon_keeps_a_paused_canary_on_its_new_files_and_reverts_edits_to_them() {
     let world = World::new("", "");
-    world.run(&["promote", "staging"]).expect(0);
-    let first = deployment_id(&world.run(&["promote", "production"]));
-    world.as_approver("approve", &first, "alice", &[]).expect(0);
-    world.as_approver("approve", &first, "bob", &[]).expect(0);
-    world
-        .run(&["promote", "production", "--continue"])
-        .expect(0);
+    world.release_production();
     // A second release stops after its canary: core-prod-1 runs it, the rest the first.
     world.fleet.repo.edit(
         "examples/fleet/modules/archive.yaml",
@@ -711,12 +716,7 @@ fn the_daemon_keeps_a_paused_canary_on_its_new_files_and_reverts_edits_to_them()
     );
     world.fleet.repo.commit("avro");
     world.run(&["apply", "--ring", "dev", "--yes"]).expect(0);
-    world.run(&["promote", "staging"]).expect(0);
-    let second = deployment_id(&world.run(&["promote", "production"]));
-    world
-        .as_approver("approve", &second, "alice", &[])
-        .expect(0);
-    world.as_approver("approve", &second, "bob", &[]).expect(0);
+    world.canary_production();
     let canary = world.workers("core-prod-1");
     let others = world.workers("core-prod-2");
 
@@ -916,10 +916,7 @@ fn the_daemon_posts_every_state_of_its_deployments() {
 #[test]
 fn failing_a_paused_canary_reverts_it() {
     let world = World::new("", "");
-    world.run(&["promote", "staging"]).expect(0);
-    let id = deployment_id(&world.run(&["promote", "production"]));
-    world.as_approver("approve", &id, "alice", &[]).expect(0);
-    world.as_approver("approve", &id, "bob", &[]).expect(0);
+    let id = world.canary_production();
     assert!(world.holds("core-prod-1"), "the canary holds nothing");
     let run = world.run(&["fail", "production", "--reason", "canary looks wrong"]);
     run.expect(0);
@@ -931,13 +928,7 @@ fn failing_a_paused_canary_reverts_it() {
 #[test]
 fn a_renamed_ring_cannot_take_a_gated_rings_workers_with_apply() {
     let world = World::new("", "");
-    world.run(&["promote", "staging"]).expect(0);
-    let id = deployment_id(&world.run(&["promote", "production"]));
-    world.as_approver("approve", &id, "alice", &[]).expect(0);
-    world.as_approver("approve", &id, "bob", &[]).expect(0);
-    world
-        .run(&["promote", "production", "--continue"])
-        .expect(0);
+    world.release_production();
     // On a side branch: production renamed prod2, its gate dropped.
     world.fleet.repo.git(&["checkout", "--quiet", "-b", "pr"]);
     let groups = world.fleet.repo.read("examples/fleet/groups.yaml");

@@ -14,7 +14,7 @@ use crate::engine::{self, sync::compare, sync::drift_kind};
 use crate::model::deployment::{Deployment, DeploymentState, Drift, NewDeployment};
 use crate::model::manifest::DriftMode;
 use crate::pipeline::plan::PlanInput;
-use crate::pipeline::policy::{RingPolicy, ring_policies, ring_spec};
+use crate::pipeline::policy::{RingPolicy, ring_policies};
 use crate::pipeline::{Rings, compile};
 use crate::report::history::WorkerSync;
 use std::collections::{BTreeMap, BTreeSet};
@@ -203,7 +203,7 @@ impl Reconciler {
             let mut gates = super::gates::trusted_gates(&store, paths, &source, &ring)?;
             // A commit may raise a freeze at once (never lift one by itself).
             if let Some(g) = gates.as_mut() {
-                g.freeze |= ring_spec(&bundle, &ring).is_some_and(|s| s.freeze);
+                g.freeze |= self.policies.get(&ring).is_some_and(|p| p.freeze);
             }
             if let Some(why) = held(&store, &ring, gates.as_ref())? {
                 tracing::info!(ring, "not deploying: {why}");

@@ -138,10 +138,22 @@ pub async fn roll_out(
             })
         });
         if let Some(reason) = failure {
-            return fail(
-                store, objects, state_dir, targets, deployment, previous, &touched, spec, reason,
+            let ended = stop(
+                store,
+                objects,
+                state_dir,
+                targets,
+                deployment,
+                previous,
+                &touched,
+                spec.auto_revert,
+                reason.clone(),
             )
-            .await;
+            .await?;
+            return Ok(RolloutEnd::Failed {
+                deployment: ended,
+                reason,
+            });
         }
         store.note(id, &format!("{label}: healthy"))?;
         let done = index + 1;
@@ -221,40 +233,6 @@ fn wait(
         deployment: store.get(deployment.id)?,
         reason: reason.to_owned(),
         done,
-    })
-}
-
-/// Ends a rollout whose batch failed: with `autoRevert`, RollingBack, every touched
-/// worker back to `previous`, RolledBack; without, Failed and the workers left as they
-/// are (status shows who runs what).
-#[allow(clippy::too_many_arguments)]
-async fn fail(
-    store: &mut Store,
-    objects: &ObjectStore,
-    state_dir: &Path,
-    targets: &[Target],
-    deployment: &Deployment,
-    previous: Option<&Deployment>,
-    touched: &[String],
-    spec: &RolloutSpec,
-    reason: String,
-) -> Result<RolloutEnd, EngineError> {
-    store.set_rollout(deployment.id, &state("", spec.emergency, spec.done))?;
-    let ended = stop(
-        store,
-        objects,
-        state_dir,
-        targets,
-        deployment,
-        previous,
-        touched,
-        spec.auto_revert,
-        reason.clone(),
-    )
-    .await?;
-    Ok(RolloutEnd::Failed {
-        deployment: ended,
-        reason,
     })
 }
 

@@ -16,13 +16,14 @@ pub struct RingPolicy {
     pub drift: DriftMode,
     /// The branch the ring tracks, if it says.
     pub track: Option<String>,
+    /// Nothing is deployed to the ring.
+    pub freeze: bool,
 }
 
 /// The policy of every ring whose document parses, by ring name (the first document of
 /// a name wins, as in the catalog).
 pub fn ring_policies(bundle: &Bundle) -> BTreeMap<String, RingPolicy> {
-    let mut diags = Diagnostics::default();
-    let loaded = load(bundle, &mut diags);
+    let loaded = load_rings(bundle);
     let mut out = BTreeMap::new();
     for doc in &loaded.documents {
         if let Resource::Ring(spec) = &doc.resource {
@@ -30,6 +31,7 @@ pub fn ring_policies(bundle: &Bundle) -> BTreeMap<String, RingPolicy> {
                 auto_deploy: spec.auto_deploy,
                 drift: spec.drift,
                 track: spec.track.as_ref().map(|t| t.branch.value.clone()),
+                freeze: spec.freeze,
             };
             out.entry(doc.name().to_owned()).or_insert(policy);
         }
@@ -40,12 +42,30 @@ pub fn ring_policies(bundle: &Bundle) -> BTreeMap<String, RingPolicy> {
 /// The spec of ring `name` as `bundle` defines it (the first document of that name),
 /// read even when other files of the bundle are broken.
 pub fn ring_spec(bundle: &Bundle, name: &str) -> Option<RingSpec> {
-    let mut diags = Diagnostics::default();
-    let loaded = load(bundle, &mut diags);
+    let loaded = load_rings(bundle);
     loaded.documents.iter().find_map(|doc| match &doc.resource {
         Resource::Ring(spec) if doc.name() == name => Some((**spec).clone()),
         _ => None,
     })
+}
+
+/// The documents of the files that can hold a `Ring` (those that say `Ring` at all):
+/// the rest of a large fleet is not parsed just to read its rings.
+fn load_rings(bundle: &Bundle) -> super::load::Loaded {
+    let files = bundle
+        .files
+        .iter()
+        .filter(|(_, bytes)| bytes.windows(4).any(|w| w == b"Ring"))
+        .map(|(path, bytes)| (path.clone(), bytes.clone()))
+        .collect();
+    let rings = Bundle {
+        commit: bundle.commit.clone(),
+        tree: bundle.tree.clone(),
+        root: bundle.root.clone(),
+        files,
+    };
+    let mut diags = Diagnostics::default();
+    load(&rings, &mut diags)
 }
 
 #[cfg(test)]
@@ -68,7 +88,8 @@ mod tests {
             RingPolicy {
                 auto_deploy: true,
                 drift: DriftMode::Revert,
-                track: Some("main".into())
+                track: Some("main".into()),
+                freeze: false,
             }
         );
         assert_eq!(policies["prod"].drift, DriftMode::Report);
