@@ -70,6 +70,9 @@ pub enum EngineError {
     /// The state could not be read or written.
     #[error(transparent)]
     Store(#[from] crate::adapters::store::StoreError),
+    /// The manifests could not be read from Git.
+    #[error(transparent)]
+    Source(#[from] crate::adapters::git::SourceError),
     /// The object store failed.
     #[error(transparent)]
     Objects(#[from] crate::adapters::objects::ObjectError),
@@ -87,6 +90,7 @@ impl EngineError {
     pub fn is_user_error(&self) -> bool {
         match self {
             EngineError::Worker { source, .. } => source.is_user_error(),
+            EngineError::Source(e) => e.is_user_error(),
             _ => false,
         }
     }

@@ -280,16 +280,15 @@ fn describe_wait(waiting: &str) -> &'static str {
 /// The ring's trusted definition: in its Active deployment's commit, else at the tracked
 /// branch head.
 pub(super) fn trusted_spec(ctx: &Context, store: &Store, ring: &str) -> Result<RingSpec, Failure> {
-    let rev = match store.active(ring).map_err(internal)? {
-        Some(active) => active.commit,
-        None => ctx.default_rev(),
-    };
-    let bundle = ctx.bundle(&super::Revision {
-        rev: Some(rev.clone()),
-        worktree: false,
-    })?;
-    ring_spec(&bundle, ring)
-        .ok_or_else(|| Failure::user(format!("ring `{ring}` is not defined at `{rev}`")))
+    let source = ctx.source()?;
+    let head = ctx.default_rev();
+    crate::engine::rollout::trusted_spec(store, &source, &ctx.path, ring, &head)
+        .map_err(engine_failure)?
+        .ok_or_else(|| {
+            Failure::user(format!(
+                "ring `{ring}` has no trusted definition (not in its Active deployment's commit, nor at `{head}`)"
+            ))
+        })
 }
 
 pub(super) fn gates_of(ring: &str, spec: &RingSpec) -> Result<Gates, Failure> {

@@ -9,9 +9,8 @@ use crate::adapters::secrets::HostSecrets;
 use crate::adapters::store::Store;
 use crate::adapters::store::gates::{RolloutState, Verdict};
 use crate::engine::compile::compile_ring;
-use crate::engine::rollout::{RolloutEnd, run_gated};
+use crate::engine::rollout::{RolloutEnd, run_gated, trusted_spec};
 use crate::model::deployment::{Deployment, DeploymentState};
-use crate::pipeline::policy::ring_spec;
 use crate::pipeline::rollout::{Decision, Gates, Queued};
 use std::time::Duration;
 
@@ -98,12 +97,8 @@ pub(super) fn trusted_gates(
     source: &Source,
     ring: &str,
 ) -> Result<Option<Gates>, PassError> {
-    let rev = match store.active(ring)? {
-        Some(active) => active.commit,
-        None => paths.branch.clone().unwrap_or_else(|| "HEAD".to_owned()),
-    };
-    let bundle = source.bundle_at(&rev, &paths.path)?;
-    let Some(spec) = ring_spec(&bundle, ring) else {
+    let head = paths.branch.as_deref().unwrap_or("HEAD");
+    let Some(spec) = trusted_spec(store, source, &paths.path, ring, head)? else {
         return Ok(None);
     };
     match Gates::from_spec(&spec) {

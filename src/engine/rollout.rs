@@ -211,6 +211,24 @@ pub async fn run_gated(
     .await
 }
 
+/// A ring's trusted definition, which its gates are read from: the one in its Active
+/// deployment's commit, else the one at `head` (the tracked branch), never the one in
+/// the commit being deployed. `None` when the ring is not defined there.
+pub fn trusted_spec(
+    store: &Store,
+    source: &crate::adapters::git::Source,
+    path: &str,
+    ring: &str,
+    head: &str,
+) -> Result<Option<crate::model::manifest::RingSpec>, EngineError> {
+    let rev = match store.active(ring)? {
+        Some(active) => active.commit,
+        None => head.to_owned(),
+    };
+    let bundle = source.bundle_at(&rev, path)?;
+    Ok(crate::pipeline::policy::ring_spec(&bundle, ring))
+}
+
 fn state(waiting: &str, emergency: bool, done: usize) -> RolloutState {
     RolloutState {
         waiting: waiting.to_owned(),
