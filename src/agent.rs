@@ -9,6 +9,7 @@
 //!   agent's own validation of every path and checksum before anything is written.
 //! - [`tls`]: a rustls listener for `axum::serve`.
 //! - [`heal`]: the watch on the worker directory that records and reverts hot edits.
+//! - [`memory`]: the last applied generation, kept across restarts in `.ringops/`.
 //!
 //! The switch itself is the local transport's ([`LocalDir`]): the agent never writes a
 //! worker file any other way. Owns no manifests, no state database and no secrets but
@@ -17,6 +18,7 @@
 pub mod api;
 pub mod config;
 pub mod heal;
+pub mod memory;
 pub mod tls;
 
 use crate::adapters::transport::LocalDir;
@@ -53,14 +55,33 @@ struct Status {
 
 impl Agent {
     /// An agent over the worker directory `dir`, answering only `token`, taking bodies
-    /// of at most `body_limit` bytes.
+    /// of at most `body_limit` bytes, remembering the last generation it applied there
+    /// before a restart (see [`memory`]; an unreadable memory is logged and ignored).
     pub fn new(dir: PathBuf, token: Secret, body_limit: usize) -> Self {
+        let mut status = Status::default();
+        match memory::load(&dir) {
+            Ok(Some(remembered)) => {
+                tracing::info!(
+                    deployment = %remembered.batch.deployment,
+                    generation = remembered.batch.expected_generation,
+                    "remembering the last generation applied"
+                );
+                status.deployment = Some(remembered.batch.deployment.clone());
+                status.drift_mode = remembered.drift_mode;
+                status.last = Some(Arc::new(remembered.batch));
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                error = %e,
+                "cannot read what the agent applied before; hot edits are only recorded until the next generation"
+            ),
+        }
         Self {
             dir: LocalDir::new(dir),
             token,
             body_limit,
             switching: tokio::sync::Mutex::new(()),
-            status: Mutex::default(),
+            status: Mutex::new(status),
         }
     }
 
@@ -75,21 +96,49 @@ impl Agent {
     }
 
     /// Notes a generation the agent applied: `batch` switched the directory to
-    /// `generation`.
-    fn applied(&self, mut batch: Batch, generation: u64, mode: DriftMode) {
-        let mut status = self.status();
-        status.deployment = Some(batch.deployment.clone());
-        status.drift_mode = mode;
-        status.reported.clear();
-        batch.expected_generation = Some(generation);
-        status.last = Some(Arc::new(batch));
+    /// `generation`, with the drift mode that came with it (`None`: the one it had).
+    async fn applied(&self, mut batch: Batch, generation: u64, mode: Option<DriftMode>) {
+        {
+            let mut status = self.status();
+            status.deployment = Some(batch.deployment.clone());
+            status.drift_mode = mode.unwrap_or(status.drift_mode);
+            status.reported.clear();
+            batch.expected_generation = Some(generation);
+            status.last = Some(Arc::new(batch));
+        }
+        self.remember().await;
     }
 
     /// Notes that self-heal put the last generation back, now at `generation`.
-    fn reverted(&self, generation: u64) {
-        let mut status = self.status();
-        if let Some(last) = status.last.as_mut() {
-            Arc::make_mut(last).expected_generation = Some(generation);
+    async fn reverted(&self, generation: u64) {
+        {
+            let mut status = self.status();
+            if let Some(last) = status.last.as_mut() {
+                Arc::make_mut(last).expected_generation = Some(generation);
+            }
+        }
+        self.remember().await;
+    }
+
+    /// Writes the last generation to the agent's memory (a failure is logged: the
+    /// agent then forgets it at a restart, and only records drift until the next one).
+    async fn remember(&self) {
+        let remembered = {
+            let status = self.status();
+            let Some(last) = status.last.as_ref() else {
+                return;
+            };
+            memory::Remembered {
+                batch: Batch::clone(last),
+                drift_mode: status.drift_mode,
+            }
+        };
+        let root = self.dir.root().to_owned();
+        let saved = tokio::task::spawn_blocking(move || memory::save(&root, &remembered)).await;
+        match saved {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot remember the last generation"),
+            Err(e) => tracing::warn!(error = %e, "cannot remember the last generation"),
         }
     }
 

@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 /// Permission bits of an artifact.
 pub const ARTIFACT_MODE: u32 = 0o644;
@@ -40,7 +41,7 @@ fn mode_of(artifact: &crate::model::Artifact) -> u32 {
 }
 
 /// How many workers are read or switched at once unless configured.
-pub const MAX_CONCURRENT_WORKERS: usize = 16;
+pub const MAX_CONCURRENT_WORKERS: usize = 32;
 
 /// The bound in force (`max_concurrent_workers` in `ringops.toml`).
 static CONCURRENT_WORKERS: std::sync::atomic::AtomicUsize =
@@ -481,7 +482,19 @@ pub async fn switch_and_record(
     ring: &str,
     targets: &[Target],
 ) -> Result<BatchOutcome, EngineError> {
-    let switched = switch_all(targets, ring, &id.to_string(), false).await;
+    switch_and_record_until(store, id, ring, targets, None).await
+}
+
+/// [`switch_and_record`], waiting for unreachable workers until `until` (see
+/// [`switch_all_until`]).
+pub async fn switch_and_record_until(
+    store: &mut Store,
+    id: DeploymentId,
+    ring: &str,
+    targets: &[Target],
+    until: Option<Instant>,
+) -> Result<BatchOutcome, EngineError> {
+    let switched = switch_all_until(targets, ring, &id.to_string(), false, until).await;
     let mut out = BatchOutcome {
         failure: switched
             .panicked
@@ -592,6 +605,20 @@ pub async fn switch_all(
     deployment: &str,
     keep_going: bool,
 ) -> Switched {
+    switch_all_until(targets, ring, deployment, keep_going, None).await
+}
+
+/// [`switch_all`], sending a switch again while its worker is unreachable (an agent
+/// that is down), with a doubling wait from [`UNREACHABLE_RETRY`] up to
+/// [`UNREACHABLE_RETRY_MAX`], until `until`; then the worker fails with
+/// [`TransportError::GaveUp`]. Without `until` an unreachable worker fails at once.
+pub async fn switch_all_until(
+    targets: &[Target],
+    ring: &str,
+    deployment: &str,
+    keep_going: bool,
+    until: Option<Instant>,
+) -> Switched {
     let limit = Arc::new(tokio::sync::Semaphore::new(concurrent_workers()));
     let failed = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
@@ -609,7 +636,7 @@ pub async fn switch_all(
             if !keep_going && failed.load(Ordering::SeqCst) {
                 return (name, None);
             }
-            let result = transport.switch(batch, hooks).await;
+            let result = switch_waiting(&transport, &name, batch, hooks, until).await;
             if result.is_err() {
                 failed.store(true, Ordering::SeqCst);
             }
@@ -631,6 +658,51 @@ pub async fn switch_all(
         }
     }
     out
+}
+
+/// The first wait before switching an unreachable worker again.
+pub const UNREACHABLE_RETRY: Duration = Duration::from_millis(500);
+/// The longest wait between two switches of an unreachable worker.
+pub const UNREACHABLE_RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Switches one worker, again while it is unreachable and `until` has not passed.
+async fn switch_waiting(
+    transport: &WorkerTransport,
+    worker: &str,
+    batch: Batch,
+    hooks: Hooks,
+    until: Option<Instant>,
+) -> Result<Applied, SwitchError> {
+    let started = Instant::now();
+    let mut wait = UNREACHABLE_RETRY;
+    let mut attempts = 1;
+    loop {
+        let result = transport.switch(batch.clone(), hooks.clone()).await;
+        let error = match result {
+            Err(SwitchError::NotSwitched(e)) if e.is_unreachable() => e,
+            other => return other,
+        };
+        let Some(left) = until.and_then(|u| u.checked_duration_since(Instant::now())) else {
+            if until.is_none() {
+                return Err(SwitchError::NotSwitched(error));
+            }
+            return Err(SwitchError::NotSwitched(TransportError::GaveUp {
+                attempts,
+                waited: Duration::from_secs(started.elapsed().as_secs()),
+                source: Box::new(error),
+            }));
+        };
+        tracing::warn!(
+            worker,
+            attempts,
+            error = %chain(&error),
+            "worker unreachable; trying again in {}",
+            humantime::format_duration(wait.min(left))
+        );
+        tokio::time::sleep(wait.min(left)).await;
+        wait = (wait * 2).min(UNREACHABLE_RETRY_MAX);
+        attempts += 1;
+    }
 }
 
 fn hooks(target: &Target, ring: &str) -> Hooks {

@@ -8,170 +8,16 @@
 
 mod common;
 
-use common::{Fleet, output, ringops_in, sha256_hex, worker_files};
-use serde_json::{Value, json};
+use common::agent::{Agent, BOUND, TOKEN};
+use common::{Fleet, output, sha256_hex, worker_files};
+use serde_json::json;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-const TOKEN: &str = "agent-test-token-5f1c";
 const DEV_WORKERS: [&str; 3] = ["core-dev-1", "core-dev-2", "edge-dev-1"];
 const GROUPS: &str = "examples/fleet/groups.yaml";
-/// How long an agent may take to start: generous, for a debug build on a busy machine.
-const BOUND: Duration = Duration::from_secs(20);
-
-/// A running `ringops agent`, killed (SIGKILL) when dropped.
-struct Agent {
-    child: Child,
-    addr: SocketAddr,
-    home: tempfile::TempDir,
-}
-
-impl Agent {
-    /// An agent on a free loopback port serving a new worker directory over plain HTTP,
-    /// or over TLS with `tls` (certificate and key files).
-    fn start(tls: Option<(&Path, &Path)>) -> Agent {
-        let home = tempfile::Builder::new()
-            .prefix("ringops-test-agent-")
-            .tempdir()
-            .expect("temp dir");
-        std::fs::write(home.path().join("token"), format!("{TOKEN}\n")).expect("token");
-        let serving = match tls {
-            Some((cert, key)) => format!(
-                "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
-                cert.display(),
-                key.display()
-            ),
-            None => "allow_plain_http = true\n".to_owned(),
-        };
-        std::fs::write(home.path().join("serving.toml"), serving).expect("serving");
-        Agent::spawn(home, "127.0.0.1:0")
-    }
-
-    /// Starts the agent of `home` listening on `listen`; waits for its address.
-    fn spawn(home: tempfile::TempDir, listen: &str) -> Agent {
-        let child = Agent::child(home.path(), listen);
-        let mut agent = Agent {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            home,
-        };
-        agent.addr = agent.wait_listening();
-        agent
-    }
-
-    /// A `ringops agent` process for `home`, logging to `home/stderr`.
-    fn child(home: &Path, listen: &str) -> Child {
-        let serving = std::fs::read_to_string(home.join("serving.toml")).expect("serving");
-        let config =
-            format!("listen = \"{listen}\"\ndir = \"worker\"\ntoken_file = \"token\"\n{serving}");
-        std::fs::write(home.join("agent.toml"), config).expect("config");
-        let log = std::fs::File::create(home.join("stderr")).expect("log");
-        ringops_in(home)
-            .args(["agent", "--config", "agent.toml"])
-            .env_remove("JOURNAL_STREAM")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start ringops agent")
-    }
-
-    /// Waits for the `agent listening` log line; the address in it.
-    fn wait_listening(&mut self) -> SocketAddr {
-        let deadline = Instant::now() + BOUND;
-        loop {
-            if let Some(addr) = self.listening() {
-                return addr;
-            }
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!(
-                    "the agent exited ({status}) before listening\n{}",
-                    self.stderr()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {BOUND:?} waiting for the agent to listen\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Kills the agent (SIGKILL, as a crash).
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Starts the killed agent again on the same port.
-    fn restart(&mut self) {
-        self.child = Agent::child(self.home.path(), &self.addr.to_string());
-        assert_eq!(self.wait_listening(), self.addr, "the same port");
-    }
-
-    fn listening(&self) -> Option<SocketAddr> {
-        let log = self.stderr();
-        let rest = log.split("agent listening addr=").nth(1)?;
-        rest.split_whitespace().next()?.parse().ok()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(self.home.path().join("stderr")).unwrap_or_default()
-    }
-
-    fn target(&self) -> String {
-        let tls = std::fs::read_to_string(self.home.path().join("serving.toml"))
-            .is_ok_and(|s| s.contains("tls_cert"));
-        let scheme = if tls { "https" } else { "http" };
-        format!("{scheme}://{}", self.addr)
-    }
-
-    fn dir(&self) -> PathBuf {
-        self.home.path().join("worker")
-    }
-
-    /// One HTTP/1.0 request with `token`; the status and the body.
-    fn request(&self, method: &str, path: &str, token: &str, body: &[u8]) -> (u16, String) {
-        let mut stream = TcpStream::connect(self.addr).expect("connect to the agent");
-        stream.set_read_timeout(Some(BOUND)).expect("timeout");
-        let head = format!(
-            "{method} {path} HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            self.addr,
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).expect("send the head");
-        let _ = stream.write_all(body);
-        let mut raw = Vec::new();
-        let _ = stream.read_to_end(&mut raw);
-        let raw = String::from_utf8_lossy(&raw);
-        let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .expect("a status");
-        (status, body.to_owned())
-    }
-
-    fn inventory(&self) -> Value {
-        let (status, body) = self.request("GET", "/v1/inventory", TOKEN, b"");
-        assert_eq!(status, 200, "{body}");
-        serde_json::from_str(&body).expect("JSON")
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The example fleet, its dev workers reached through `agents` (by worker name).
 struct Remote {
@@ -448,6 +294,34 @@ fn an_agent_reverts_a_hot_edit_by_itself_and_its_inventory_reports_it() {
     );
     // The daemon's next apply plans against the generation the revert produced.
     remote.apply().expect(0);
+}
+
+#[test]
+fn a_restarted_agent_remembers_its_last_generation_and_heals_at_once() {
+    let mut remote = Remote::new();
+    remote.apply().expect(0);
+    let agent = remote.agents.get_mut("core-dev-2").expect("agent");
+    let before = agent.inventory();
+    agent.kill();
+    agent.restart();
+    let after = agent.inventory();
+    assert_eq!(after["deployment"], before["deployment"], "{after}");
+    assert_eq!(after["drift_mode"], "revert", "{after}");
+    let files = worker_files(&agent.dir());
+    let (path, content) = files.iter().next().expect("a managed file");
+    let full = agent.dir().join(path);
+    std::fs::write(&full, "hot edit after a restart\n").expect("edit");
+    wait_until(&format!("{path} to be put back after the restart"), || {
+        std::fs::read(&full).ok().as_ref() == Some(content)
+    });
+    let inventory = agent.inventory();
+    let drift = inventory["drift"].as_array().expect("drift");
+    assert!(
+        drift
+            .iter()
+            .any(|d| d["path"] == path.as_str() && d["action"] == "reverted"),
+        "{inventory}"
+    );
 }
 
 /// A private CA and an agent certificate for 127.0.0.1, made with the `openssl` CLI.

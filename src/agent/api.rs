@@ -270,7 +270,7 @@ async fn generation(
     let _switching = agent.switching.lock().await;
     match agent.dir().switch(batch.clone(), hooks).await {
         Ok(applied) => {
-            agent.applied(batch, applied.generation, mode);
+            agent.applied(batch, applied.generation, mode).await;
             tracing::info!(
                 %deployment,
                 generation = applied.generation,
@@ -289,7 +289,7 @@ async fn generation(
         }
         Err(SwitchError::ReloadFailed(e)) => {
             if let Ok(inventory) = agent.dir().inventory().await {
-                agent.applied(batch, inventory.generation, mode);
+                agent.applied(batch, inventory.generation, mode).await;
             }
             tracing::warn!(%deployment, error = %e, "switched, but the reload hook failed");
             error(
@@ -325,9 +325,11 @@ fn not_switched(e: &TransportError) -> Response {
     error(status, kind, e.to_string())
 }
 
-/// The batch, hooks and drift mode of a request whose every path, mode and checksum
-/// the agent accepts.
-fn checked_generation(request: GenerationRequest) -> Result<(Batch, Hooks, DriftMode), Refusal> {
+/// The batch, hooks and drift mode (if the request names one) of a request whose
+/// every path, mode and checksum the agent accepts.
+fn checked_generation(
+    request: GenerationRequest,
+) -> Result<(Batch, Hooks, Option<DriftMode>), Refusal> {
     let mut files = std::collections::BTreeMap::new();
     for (path, file) in request.files {
         if let Some(problem) = worker_path_problem(&path) {
@@ -364,7 +366,7 @@ fn checked_generation(request: GenerationRequest) -> Result<(Batch, Hooks, Drift
         files,
     };
     let hooks = request.hooks.map(hooks_of).unwrap_or_default();
-    Ok((batch, hooks, request.drift.unwrap_or_default()))
+    Ok((batch, hooks, request.drift))
 }
 
 fn hooks_of(wire: WireHooks) -> Hooks {

@@ -125,7 +125,7 @@ fn drifted(inventory: &Inventory) -> Vec<(String, &'static str, &ManagedEntry)> 
 async fn put_back(agent: &Agent, batch: &Batch) {
     match agent.dir().switch(batch.clone(), Hooks::default()).await {
         Ok(applied) => {
-            agent.reverted(applied.generation);
+            agent.reverted(applied.generation).await;
             agent.status().reported.clear();
             tracing::info!(
                 generation = applied.generation,

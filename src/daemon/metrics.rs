@@ -77,6 +77,12 @@ struct DriftLabels {
     kind: String,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, EncodeLabelSet)]
+struct WorkerLabels {
+    ring: String,
+    worker: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RingLabels {
     ring: String,
@@ -101,6 +107,9 @@ pub struct Metrics {
     /// serializes refreshes so two scrapes never interleave their updates.
     deployment_series: Mutex<BTreeSet<DeploymentLabels>>,
     drift_events: Family<DriftLabels, Counter>,
+    worker_unreachable: Family<WorkerLabels, Gauge>,
+    /// The `(ring, worker)` series the last full [`Metrics::reached`] set.
+    worker_series: Mutex<BTreeSet<WorkerLabels>>,
     reconcile_duration: Family<RingLabels, Histogram, fn() -> Histogram>,
     drift_scan_duration: Histogram,
     last_sync: Family<RingLabels, Gauge>,
@@ -138,6 +147,12 @@ impl Metrics {
             "drift_events",
             "Drifted files seen on workers, by ring and kind",
             drift_events.clone(),
+        );
+        let worker_unreachable = Family::<WorkerLabels, Gauge>::default();
+        registry.register(
+            "worker_unreachable",
+            "1 when the daemon's last read of a worker of an Active deployment (or a rollout) failed, such as an agent that is down; 0 when it answered",
+            worker_unreachable.clone(),
         );
         let reconcile_duration: Family<RingLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(reconcile_histogram);
@@ -189,6 +204,8 @@ impl Metrics {
             deployments,
             deployment_series: Mutex::default(),
             drift_events,
+            worker_unreachable,
+            worker_series: Mutex::default(),
             reconcile_duration,
             drift_scan_duration,
             last_sync,
@@ -224,6 +241,38 @@ impl Metrics {
             self.deployments.get_or_create(&labels).set(*count);
         }
         *series = fresh;
+    }
+
+    /// Sets whether each `(ring, worker, unreachable)` of a drift pass answered. After a
+    /// `full` pass (every ring's workers), series of workers it did not read are removed.
+    pub fn reached(&self, reached: &[(String, String, bool)], full: bool) {
+        let mut series = self
+            .worker_series
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let fresh: BTreeSet<WorkerLabels> = reached
+            .iter()
+            .map(|(ring, worker, _)| WorkerLabels {
+                ring: ring.clone(),
+                worker: worker.clone(),
+            })
+            .collect();
+        if full {
+            for gone in series.difference(&fresh) {
+                self.worker_unreachable.remove(gone);
+            }
+            series.clear();
+        }
+        for (ring, worker, unreachable) in reached {
+            let labels = WorkerLabels {
+                ring: ring.clone(),
+                worker: worker.clone(),
+            };
+            self.worker_unreachable
+                .get_or_create(&labels)
+                .set(i64::from(*unreachable));
+        }
+        series.extend(fresh);
     }
 
     /// Counts one drifted file seen on a worker of `ring`.
@@ -309,7 +358,7 @@ fn ring_labels(ring: &str) -> RingLabels {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::http::openmetrics::{find, parse};
+    use crate::daemon::http::openmetrics::{Sample, find, parse};
 
     type Labels<'l> = &'l [(&'l str, &'l str)];
 
@@ -425,6 +474,29 @@ mod tests {
                 "{name} {labels:?}: {found} in {text}"
             );
         }
+    }
+
+    #[test]
+    fn unreachable_workers_are_one_and_a_full_pass_drops_workers_gone() {
+        let m = Metrics::new();
+        let seen = |ring: &str, worker: &str, down| (ring.to_owned(), worker.to_owned(), down);
+        m.reached(&[seen("dev", "a", false), seen("dev", "b", true)], true);
+        m.reached(&[seen("dev", "a", true)], false);
+        let text = m.encode();
+        let samples = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let value = |samples: &[Sample], worker| {
+            find(
+                samples,
+                "ringops_worker_unreachable",
+                &[("ring", "dev"), ("worker", worker)],
+            )
+        };
+        assert_eq!(value(&samples, "a"), Some(1.0), "{text}");
+        assert_eq!(value(&samples, "b"), Some(1.0), "{text}");
+        m.reached(&[seen("dev", "a", false)], true);
+        let samples = parse(&m.encode()).unwrap_or_default();
+        assert_eq!(value(&samples, "a"), Some(0.0));
+        assert_eq!(value(&samples, "b"), None);
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub struct PassReport {
     pub pinned: Vec<String>,
     /// Drift found, and whether it was reverted.
     pub drift: Vec<(Drift, bool)>,
+    /// Workers a drift pass read: ring, worker, and whether it was unreachable.
+    pub reached: Vec<(String, String, bool)>,
 }
 
 /// The daemon's memory between passes.
@@ -383,7 +385,12 @@ impl Reconciler {
         if workers.is_empty() {
             return Ok(());
         }
-        let drifted = drifted_workers(store, repair.state_dir, deployment, Some(workers)).await?;
+        let (drifted, unreachable) =
+            drifted_workers(store, repair.state_dir, deployment, Some(workers)).await?;
+        for worker in workers {
+            let down = unreachable.contains(worker);
+            report.reached.push((ring.to_owned(), worker.clone(), down));
+        }
         if drifted.is_empty() {
             return Ok(());
         }
@@ -399,7 +406,10 @@ impl Reconciler {
                 deployment.id,
                 Some(&names),
                 &redact,
-            )?;
+            )?
+            .into_iter()
+            .map(|t| engine::rollout::with_drift(t, repair.mode))
+            .collect::<Vec<_>>();
             let switched =
                 engine::switch_all(&targets, ring, &deployment.id.to_string(), true).await;
             for (name, result) in switched.results {
@@ -596,7 +606,9 @@ async fn deploy_ring(
     };
     let (plan, _) = engine::plan_ring(&paths.state_dir, &desired, input).await;
     let text = crate::report::text::render(&plan, false);
-    if let Some(u) = plan.unreachable.first() {
+    let staged = gates.filter(|g| g.staged());
+    // A gated rollout waits for unreachable workers up to its progress deadline.
+    if let Some(u) = plan.unreachable.first().filter(|_| staged.is_none()) {
         let message = format!(
             "worker {} is unreachable ({}); nothing was changed",
             u.worker, u.error
@@ -609,7 +621,7 @@ async fn deploy_ring(
         }));
     }
     let new = NewDeployment { fingerprint, ..new };
-    if let Some(gates) = gates.filter(|g| g.staged()) {
+    if let Some(gates) = staged {
         let d = store.create_deployment(&new)?;
         let end =
             engine::rollout::run_gated(store, &paths.state_dir, &desired, &d, gates, 0, false)
@@ -626,7 +638,13 @@ async fn deploy_ring(
             retryable,
         }));
     }
-    let targets = engine::targets_from_desired(&paths.state_dir, &desired)?;
+    let mut targets = engine::targets_from_desired(&paths.state_dir, &desired)?;
+    if let Some(g) = gates {
+        targets = targets
+            .into_iter()
+            .map(|t| engine::rollout::with_drift(t, g.drift))
+            .collect();
+    }
     let objects = ObjectStore::new(&paths.state_dir);
     let outcome = engine::apply(store, &objects, &paths.state_dir, targets, new).await?;
     let retryable = outcome.deployment.state == DeploymentState::Failed;
@@ -637,13 +655,14 @@ async fn deploy_ring(
     }))
 }
 
-/// Workers of the deployment whose files differ from the record: path and how.
+/// Workers of the deployment whose files differ from the record (path and how), and
+/// the workers that could not be read.
 async fn drifted_workers(
     store: &Store,
     state_dir: &Path,
     active: &Deployment,
     only: Option<&BTreeSet<String>>,
-) -> Result<BTreeMap<String, Vec<(String, String)>>, PassError> {
+) -> Result<(DriftedFiles, BTreeSet<String>), PassError> {
     let recorded = store.artifacts(active.id)?;
     let placements = store.placements(active.id)?;
     let mut transports = Vec::new();
@@ -655,11 +674,13 @@ async fn drifted_workers(
         transports.push((worker.clone(), t));
     }
     let mut out = BTreeMap::new();
+    let mut unreachable = BTreeSet::new();
     for (worker, inventory) in engine::inventories(transports).await {
         let inventory = match inventory {
             Ok(i) => i,
             Err(e) => {
                 tracing::warn!(worker, error = %engine::chain(&e), "cannot read worker");
+                unreachable.insert(worker);
                 continue;
             }
         };
@@ -668,8 +689,11 @@ async fn drifted_workers(
             out.insert(worker, files);
         }
     }
-    Ok(out)
+    Ok((out, unreachable))
 }
+
+/// Drifted files by worker: path and how.
+type DriftedFiles = BTreeMap<String, Vec<(String, String)>>;
 
 /// Every local worker directory of every ring's Active deployment, by worker: what the
 /// drift watch follows.

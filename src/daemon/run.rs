@@ -355,6 +355,9 @@ async fn pass_repair(
     match reconciler.repair(state_dir, &settings.secrets, only).await {
         Ok(report) => {
             let busy = log_pass(&report, shared, settings, started);
+            if !busy {
+                shared.metrics.reached(&report.reached, only.is_none());
+            }
             if only.is_none() && !busy {
                 let took = started.elapsed();
                 shared.metrics.drift_scan(took);

@@ -7,7 +7,7 @@
 
 pub mod health;
 
-use super::{EngineError, Restore, Target, restore, switch_and_record};
+use super::{EngineError, Restore, Target, restore, switch_and_record_until};
 use crate::adapters::objects::ObjectStore;
 use crate::adapters::store::Store;
 use crate::adapters::store::gates::RolloutState;
@@ -75,7 +75,9 @@ pub enum RolloutEnd {
 
 /// Runs the batches of `spec` from `spec.done` on, for the deployment `id` (Queued when
 /// `spec.done` is 0, else Deploying), `previous` being the Active deployment to return
-/// to. `paused` is asked before every batch whether the ring was paused meanwhile.
+/// to. `paused` is asked before every batch whether the ring was paused meanwhile. A
+/// worker that is unreachable (an agent that is down) is switched again with backoff
+/// until the progress deadline; then its batch fails.
 #[allow(clippy::too_many_arguments)]
 pub async fn roll_out(
     store: &mut Store,
@@ -118,7 +120,10 @@ pub async fn roll_out(
             batch.workers.join(", ")
         );
         store.note(id, &format!("{label}: switching"))?;
-        let switched = switch_and_record(store, id, &deployment.ring, &batch_targets).await?;
+        let until = started + spec.progress_deadline;
+        let switched =
+            switch_and_record_until(store, id, &deployment.ring, &batch_targets, Some(until))
+                .await?;
         touched.extend(switched.touched);
         let failure = switched.failure;
         let failure = match failure {
@@ -186,7 +191,10 @@ pub async fn run_gated(
     done: usize,
     emergency: bool,
 ) -> Result<RolloutEnd, EngineError> {
-    let targets = super::targets_from_desired(state_dir, desired)?;
+    let targets: Vec<Target> = super::targets_from_desired(state_dir, desired)?
+        .into_iter()
+        .map(|t| with_drift(t, gates.drift))
+        .collect();
     let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
     let spec = RolloutSpec {
         batches: gates.strategy.batches(&names),
@@ -227,6 +235,15 @@ pub fn trusted_spec(
     };
     let bundle = source.bundle_at(&rev, path)?;
     Ok(crate::pipeline::policy::ring_spec(&bundle, ring))
+}
+
+/// The target, its transport telling the worker the ring's drift mode with each switch
+/// (an agent heals or only records hot edits by itself).
+pub fn with_drift(target: Target, mode: crate::model::manifest::DriftMode) -> Target {
+    Target {
+        transport: target.transport.with_drift(mode),
+        ..target
+    }
 }
 
 fn state(waiting: &str, emergency: bool, done: usize) -> RolloutState {

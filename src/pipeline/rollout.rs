@@ -2,7 +2,7 @@
 //! batches a strategy switches workers in, whether approvals are complete, and whether
 //! a deployment window is open. The clock is an argument, never read here.
 
-use crate::model::manifest::{RingSpec, StrategyKind};
+use crate::model::manifest::{DriftMode, RingSpec, StrategyKind};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
 use std::str::FromStr;
@@ -27,6 +27,8 @@ pub struct Gates {
     pub freeze: bool,
     /// The daemon deploys every new commit of the tracked branch to the ring.
     pub auto_deploy: bool,
+    /// What the ring does about drift (agents are told with each generation).
+    pub drift: DriftMode,
 }
 
 /// `approvals:` of a ring.
@@ -196,6 +198,7 @@ impl Gates {
             window,
             freeze: spec.freeze,
             auto_deploy: spec.auto_deploy,
+            drift: spec.drift,
         })
     }
 }
@@ -533,6 +536,7 @@ mod tests {
             window: Some(Window::new("0 2 * * 2", "2h", None).unwrap()),
             freeze: true,
             auto_deploy: false,
+            drift: DriftMode::Revert,
         };
         let none: [Approval; 0] = [];
         let one = [approval("bob", "f1")];

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)] // each test crate uses a different subset
 
+pub mod agent;
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

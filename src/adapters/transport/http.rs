@@ -10,10 +10,16 @@
 //! the only root trusted for agents (a private CA); without it the platform's roots are.
 //!
 //! Connections time out after [`CONNECT_TIMEOUT`]; reads after [`READ_TIMEOUT`]; a
-//! switch after [`SWITCH_TIMEOUT`] plus its hooks' timeouts. Reads are tried again on
-//! a connection failure (three tries, doubling from 200 ms); a switch is sent once (the
-//! expected generation makes a repeat by the caller safe). Every error names the agent
-//! and the cause: unreachable, 401, 409 (as a generation mismatch), 422, 5xx.
+//! switch after [`SWITCH_TIMEOUT`] plus its hooks' timeouts. Every request is tried
+//! again when it could not connect ([`TRIES`] tries, waiting 200 ms then doubling): it
+//! never reached the agent, so a repeat is safe. A switch that connected is sent once
+//! (a longer wait for an agent that stays away is the rollout's, up to its progress
+//! deadline). Every error names the agent and the cause: unreachable, 401, 409 (as a
+//! generation mismatch), 422, 5xx.
+//!
+//! A transport may carry the ring's drift mode ([`HttpAgent::with_drift`]); it travels
+//! with each generation, and the agent then reverts (or only records) hot edits until
+//! the next one. Without it the agent keeps the mode it had.
 
 pub mod wire;
 
@@ -21,6 +27,7 @@ use super::{Hooks, SwitchError, Transport, TransportError};
 use crate::adapters::worker_dir::{
     Applied, Batch, Inventory, ManagedEntry, OnDisk, WorkerDirError,
 };
+use crate::model::manifest::DriftMode;
 use base64::Engine as _;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use std::fmt;
@@ -28,8 +35,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use wire::{
-    AppliedDoc, CloneRequest, ErrorDoc, ErrorKind, GenerationRequest, InventoryDoc, WireFile,
-    WireHooks, WireOnDisk,
+    AppliedDoc, CloneRequest, DriftMode as WireDrift, ErrorDoc, ErrorKind, GenerationRequest,
+    InventoryDoc, WireFile, WireHooks, WireOnDisk,
 };
 
 /// The variable naming the file that holds the agent token.
@@ -45,6 +52,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a switch may take, besides its hooks' own timeouts.
 pub const SWITCH_TIMEOUT: Duration = Duration::from_secs(120);
+/// How many times a request that could not connect is sent.
+pub const TRIES: u32 = 3;
+/// The wait before the second try; each later one doubles it.
+const FIRST_RETRY: Duration = Duration::from_millis(200);
 
 /// Why an agent could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +116,11 @@ impl AgentError {
                 | AgentError::Refused { .. }
         )
     }
+
+    /// True when the agent did not answer (down, or too slow): it may come back.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, AgentError::Unreachable { .. })
+    }
 }
 
 /// The agent token; `Debug` never shows it.
@@ -122,6 +138,7 @@ impl fmt::Debug for Token {
 pub struct HttpAgent {
     base: String,
     token: Result<Token, String>,
+    drift: Option<DriftMode>,
 }
 
 impl HttpAgent {
@@ -139,6 +156,15 @@ impl HttpAgent {
         Self {
             base: target.trim_end_matches('/').to_owned(),
             token,
+            drift: None,
+        }
+    }
+
+    /// The same agent, telling it with every generation what to do about hot edits.
+    pub fn with_drift(self, mode: DriftMode) -> Self {
+        Self {
+            drift: Some(mode),
+            ..self
         }
     }
 
@@ -169,28 +195,41 @@ impl HttpAgent {
             .header(reqwest::header::AUTHORIZATION, value))
     }
 
-    /// Sends a read, trying again on a connection failure.
+    /// Sends a read, trying again when it could not connect.
     async fn get(
         &self,
         path: &str,
         query: &[(&str, &str)],
     ) -> Result<reqwest::Response, AgentError> {
-        let mut wait = Duration::from_millis(200);
-        for attempt in 1.. {
-            let request = self
+        self.send(|| {
+            Ok(self
                 .request(Method::GET, path)?
                 .query(query)
-                .timeout(READ_TIMEOUT);
-            match request.send().await {
+                .timeout(READ_TIMEOUT))
+        })
+        .await
+    }
+
+    /// Sends the request `build` makes, again (up to [`TRIES`] times, with a doubling
+    /// wait) while it cannot connect: such a request never reached the agent.
+    async fn send(
+        &self,
+        build: impl Fn() -> Result<RequestBuilder, AgentError>,
+    ) -> Result<reqwest::Response, AgentError> {
+        let mut wait = FIRST_RETRY;
+        let mut attempt = 1;
+        loop {
+            match build()?.send().await {
                 Ok(response) => return Ok(response),
-                Err(e) if e.is_connect() && attempt < 3 => {
+                Err(e) if e.is_connect() && attempt < TRIES => {
+                    tracing::debug!(agent = %self.base, attempt, "cannot connect; trying again");
                     tokio::time::sleep(wait).await;
                     wait *= 2;
+                    attempt += 1;
                 }
                 Err(e) => return Err(self.unreachable(&e)),
             }
         }
-        unreachable!("the loop returns")
     }
 
     fn unreachable(&self, e: &reqwest::Error) -> AgentError {
@@ -384,8 +423,16 @@ fn known_what(what: &str) -> &'static str {
     }
 }
 
-/// The wire form of a batch and its hooks.
-fn generation_request(batch: Batch, hooks: Hooks) -> GenerationRequest {
+/// The wire form of a drift mode.
+fn wire_drift(mode: DriftMode) -> WireDrift {
+    match mode {
+        DriftMode::Revert => WireDrift::Revert,
+        DriftMode::Report => WireDrift::Report,
+    }
+}
+
+/// The wire form of a batch, its hooks and the drift mode (if the transport has one).
+fn generation_request(batch: Batch, hooks: Hooks, drift: Option<DriftMode>) -> GenerationRequest {
     let engine = base64::engine::general_purpose::STANDARD;
     let files = batch
         .files
@@ -410,7 +457,7 @@ fn generation_request(batch: Batch, hooks: Hooks) -> GenerationRequest {
             ring: hooks.ring,
             redact: hooks.redact,
         }),
-        drift: None,
+        drift: drift.map(wire_drift),
     }
 }
 
@@ -444,16 +491,16 @@ impl Transport for HttpAgent {
             .flatten()
             .map(|h| h.timeout)
             .sum();
-        let body = generation_request(batch, hooks);
-        let request = self
-            .request(Method::PUT, "/v1/generation")
-            .map_err(not_switched)?
-            .timeout(SWITCH_TIMEOUT + hooks_time)
-            .json(&body);
-        let response = request
-            .send()
+        let body = generation_request(batch, hooks, self.drift);
+        let response = self
+            .send(|| {
+                Ok(self
+                    .request(Method::PUT, "/v1/generation")?
+                    .timeout(SWITCH_TIMEOUT + hooks_time)
+                    .json(&body))
+            })
             .await
-            .map_err(|e| not_switched(self.unreachable(&e)))?;
+            .map_err(not_switched)?;
         self.switched(response, expected).await
     }
 
@@ -463,12 +510,13 @@ impl Transport for HttpAgent {
             to: to.to_owned(),
         };
         let response = self
-            .request(Method::POST, "/v1/clone")?
-            .timeout(READ_TIMEOUT)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(&e))?;
+            .send(|| {
+                Ok(self
+                    .request(Method::POST, "/v1/clone")?
+                    .timeout(READ_TIMEOUT)
+                    .json(&body))
+            })
+            .await?;
         if response.status().is_success() {
             return Ok(());
         }

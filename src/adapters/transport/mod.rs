@@ -15,6 +15,7 @@ pub use local::LocalDir;
 
 use crate::adapters::worker_dir::{Applied, Batch, Inventory, WorkerDirError};
 use crate::model::desired::HookSpec;
+use crate::model::manifest::DriftMode;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
@@ -53,6 +54,17 @@ pub enum TransportError {
     /// The blocking task died (a bug in ringops).
     #[error("the worker task stopped unexpectedly: {0}")]
     Task(String),
+    /// The worker stayed unreachable for as long as the caller would wait.
+    #[error("still unreachable after {attempts} attempts over {}: {source}", humantime::format_duration(*waited))]
+    GaveUp {
+        /// How many switches were sent.
+        attempts: u32,
+        /// How long the caller waited, rounded to the second.
+        waited: std::time::Duration,
+        /// The last attempt's failure.
+        #[source]
+        source: Box<TransportError>,
+    },
 }
 
 impl TransportError {
@@ -65,7 +77,19 @@ impl TransportError {
             | TransportError::Refused(_) => true,
             TransportError::Dir(e) => e.is_user_error(),
             TransportError::Agent(e) => e.is_user_error(),
-            TransportError::Io { .. } | TransportError::Task(_) => false,
+            TransportError::Io { .. } | TransportError::Task(_) | TransportError::GaveUp { .. } => {
+                false
+            }
+        }
+    }
+
+    /// True when the worker did not answer: an agent that is down or too slow, which
+    /// may come back (waiting for it can help).
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            TransportError::Agent(e) => e.is_unreachable(),
+            TransportError::GaveUp { .. } => true,
+            _ => false,
         }
     }
 }
@@ -155,6 +179,16 @@ impl WorkerTransport {
                 state_dir.join("workers").join(worker),
             ))),
             Some(t) => Self::from_location(t),
+        }
+    }
+
+    /// The same transport, telling the worker the ring's drift mode with each switch:
+    /// an agent heals hot edits itself (revert) or only records them (report). A local
+    /// directory ignores it (the daemon heals it).
+    pub fn with_drift(self, mode: DriftMode) -> Self {
+        match self {
+            Self::Http(t) => Self::Http(t.with_drift(mode)),
+            local @ Self::Local(_) => local,
         }
     }
 

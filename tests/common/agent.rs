@@ -1,0 +1,168 @@
+//! A real `ringops agent` process for the integration tests: on a free loopback port,
+//! over plain HTTP or TLS, serving a worker directory in its own temporary home; killed
+//! when dropped. Used by the agent tests and the daemon-with-agents tests.
+
+use super::ringops_in;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// The token every test agent answers.
+pub const TOKEN: &str = "agent-test-token-5f1c";
+/// How long an agent may take to start: generous, for a debug build on a busy machine.
+pub const BOUND: Duration = Duration::from_secs(20);
+
+/// A running `ringops agent`, killed (SIGKILL) when dropped.
+pub struct Agent {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its home: `agent.toml`, `token`, `stderr` and the worker directory `worker/`.
+    pub home: tempfile::TempDir,
+}
+
+impl Agent {
+    /// An agent on a free loopback port serving a new worker directory over plain HTTP,
+    /// or over TLS with `tls` (certificate and key files).
+    pub fn start(tls: Option<(&Path, &Path)>) -> Agent {
+        let home = tempfile::Builder::new()
+            .prefix("ringops-test-agent-")
+            .tempdir()
+            .expect("temp dir");
+        std::fs::write(home.path().join("token"), format!("{TOKEN}\n")).expect("token");
+        let serving = match tls {
+            Some((cert, key)) => format!(
+                "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+                cert.display(),
+                key.display()
+            ),
+            None => "allow_plain_http = true\n".to_owned(),
+        };
+        std::fs::write(home.path().join("serving.toml"), serving).expect("serving");
+        Agent::spawn(home, "127.0.0.1:0")
+    }
+
+    /// Starts the agent of `home` listening on `listen`; waits for its address.
+    pub fn spawn(home: tempfile::TempDir, listen: &str) -> Agent {
+        let child = Agent::child(home.path(), listen);
+        let mut agent = Agent {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            home,
+        };
+        agent.addr = agent.wait_listening();
+        agent
+    }
+
+    /// A `ringops agent` process for `home`, logging to `home/stderr`.
+    fn child(home: &Path, listen: &str) -> Child {
+        let serving = std::fs::read_to_string(home.join("serving.toml")).expect("serving");
+        let config =
+            format!("listen = \"{listen}\"\ndir = \"worker\"\ntoken_file = \"token\"\n{serving}");
+        std::fs::write(home.join("agent.toml"), config).expect("config");
+        let log = std::fs::File::create(home.join("stderr")).expect("log");
+        ringops_in(home)
+            .args(["agent", "--config", "agent.toml"])
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start ringops agent")
+    }
+
+    /// Waits for the `agent listening` log line; the address in it.
+    pub fn wait_listening(&mut self) -> SocketAddr {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            if let Some(addr) = self.listening() {
+                return addr;
+            }
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!(
+                    "the agent exited ({status}) before listening\n{}",
+                    self.stderr()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {BOUND:?} waiting for the agent to listen\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Kills the agent (SIGKILL, as a crash).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the killed agent again on the same port.
+    pub fn restart(&mut self) {
+        self.child = Agent::child(self.home.path(), &self.addr.to_string());
+        assert_eq!(self.wait_listening(), self.addr, "the same port");
+    }
+
+    fn listening(&self) -> Option<SocketAddr> {
+        let log = self.stderr();
+        let rest = log.split("agent listening addr=").nth(1)?;
+        rest.split_whitespace().next()?.parse().ok()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.home.path().join("stderr")).unwrap_or_default()
+    }
+
+    pub fn target(&self) -> String {
+        let tls = std::fs::read_to_string(self.home.path().join("serving.toml"))
+            .is_ok_and(|s| s.contains("tls_cert"));
+        let scheme = if tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.home.path().join("worker")
+    }
+
+    /// One HTTP/1.0 request with `token`; the status and the body.
+    pub fn request(&self, method: &str, path: &str, token: &str, body: &[u8]) -> (u16, String) {
+        let mut stream = TcpStream::connect(self.addr).expect("connect to the agent");
+        stream.set_read_timeout(Some(BOUND)).expect("timeout");
+        let head = format!(
+            "{method} {path} HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).expect("send the head");
+        let _ = stream.write_all(body);
+        let mut raw = Vec::new();
+        let _ = stream.read_to_end(&mut raw);
+        let raw = String::from_utf8_lossy(&raw);
+        let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("a status");
+        (status, body.to_owned())
+    }
+
+    pub fn inventory(&self) -> Value {
+        let (status, body) = self.request("GET", "/v1/inventory", TOKEN, b"");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("JSON")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
