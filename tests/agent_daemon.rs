@@ -1,0 +1,352 @@
+//! The daemon with real agents: `ringops daemon` (the real binary) deploying the example
+//! fleet's dev ring to three `ringops agent` processes on loopback ports, driven by
+//! commits, killed and restarted agents and hot edits. A rollout waits for an agent
+//! killed mid-rollout and completes once it is back; an agent down past the progress
+//! deadline fails (and reverts) the rollout, shows as unreachable in `status` and the
+//! metrics, and is brought back to the Active deployment by reconcile when it returns;
+//! a `drift: report` ring's agents record hot edits and leave them. Every wait is
+//! bounded and names what it waited for; every process is killed when a test ends.
+
+mod common;
+
+use common::agent::{Agent, TOKEN};
+use common::{Fleet, worker_files};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+const RINGS: &str = "examples/fleet/rings.yaml";
+const GROUPS: &str = "examples/fleet/groups.yaml";
+const DEV_WORKERS: [&str; 3] = ["core-dev-1", "core-dev-2", "edge-dev-1"];
+/// How long anything may take: generous, for a debug build on a busy machine.
+const BOUND: Duration = Duration::from_secs(30);
+
+/// The example fleet with its dev workers behind agents, and the agent token's file.
+struct AgentFleet {
+    fleet: Fleet,
+    agents: BTreeMap<&'static str, Agent>,
+    token_file: tempfile::NamedTempFile,
+}
+
+impl AgentFleet {
+    /// Dev workers behind agents, dev's spec edited by `dev` (pairs of text to replace).
+    fn new(dev: &[(&str, &str)]) -> AgentFleet {
+        let fleet = Fleet::new();
+        let agents: BTreeMap<&str, Agent> = DEV_WORKERS
+            .iter()
+            .map(|w| (*w, Agent::start(None)))
+            .collect();
+        for (worker, agent) in &agents {
+            let from = format!("{{name: {worker}, ring: dev,");
+            let to = format!(
+                "{{name: {worker}, ring: dev, target: \"{}\",",
+                agent.target()
+            );
+            fleet.repo.edit(GROUPS, &from, &to);
+        }
+        for (from, to) in dev {
+            fleet.repo.edit(RINGS, from, to);
+        }
+        fleet.repo.commit("dev workers behind agents");
+        let mut token_file = tempfile::NamedTempFile::new().expect("token file");
+        writeln!(token_file, "{TOKEN}").expect("write token");
+        AgentFleet {
+            fleet,
+            agents,
+            token_file,
+        }
+    }
+
+    /// The daemon on a free port: 200 ms poll, 1 s drift scan, no retry of a failed
+    /// deployment within the test.
+    fn daemon(&self) -> Daemon {
+        let mut cmd = self.fleet.command(&[
+            "daemon",
+            "--listen",
+            "127.0.0.1:0",
+            "--poll-interval",
+            "200ms",
+            "--drift-interval",
+            "1s",
+            "--retry-backoff",
+            "1h",
+        ]);
+        cmd.env("RINGOPS_AGENT_TOKEN_FILE", self.token_file.path());
+        let daemon = Daemon::start(cmd);
+        daemon.wait_until("/readyz to answer 200", || daemon.get("/readyz").0 == 200);
+        daemon
+    }
+
+    /// `ringops <args>` with the agent token.
+    fn run(&self, args: &[&str]) -> common::Run {
+        let mut cmd = self.fleet.command(args);
+        cmd.env("RINGOPS_AGENT_TOKEN_FILE", self.token_file.path());
+        common::output(&mut cmd)
+    }
+
+    /// The state of deployment `id` of ring dev, if recorded.
+    fn state(&self, id: &str) -> Option<String> {
+        let run = self.run(&["history", "--ring", "dev", "--format", "json"]);
+        let doc: Value = serde_json::from_str(&run.expect(0).stdout).expect("history JSON");
+        doc["deployments"]
+            .as_array()?
+            .iter()
+            .find(|d| d["id"] == id)
+            .and_then(|d| d["state"].as_str().map(str::to_owned))
+    }
+
+    fn agent(&mut self, worker: &str) -> &mut Agent {
+        self.agents.get_mut(worker).expect("agent")
+    }
+
+    /// The deployment the agent of `worker` says it last applied.
+    fn deployment_on(&self, worker: &str) -> Value {
+        self.agents[worker].inventory()["deployment"].clone()
+    }
+
+    /// Commits a new dev log level (every dev worker's files change).
+    fn change_log_level(&self, to: &str) {
+        self.fleet.repo.edit(
+            RINGS,
+            "values: {log_level: debug, max_retries: 1}",
+            &format!("values: {{log_level: {to}, max_retries: 1}}"),
+        );
+        self.fleet.repo.commit(&format!("dev logs at {to}"));
+    }
+}
+
+/// A running `ringops daemon`, killed when dropped.
+struct Daemon {
+    child: Child,
+    addr: SocketAddr,
+    logs: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start(mut cmd: std::process::Command) -> Daemon {
+        let logs = tempfile::tempdir().expect("temp dir");
+        for key in [
+            "NOTIFY_SOCKET",
+            "WATCHDOG_USEC",
+            "WATCHDOG_PID",
+            "JOURNAL_STREAM",
+        ] {
+            cmd.env_remove(key);
+        }
+        let file = |name: &str| std::fs::File::create(logs.path().join(name)).expect("log");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file("stdout"))
+            .stderr(file("stderr"))
+            .spawn()
+            .expect("start ringops daemon");
+        let mut daemon = Daemon {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            logs,
+        };
+        daemon.wait_until("the HTTP API to listen", || daemon.listening().is_some());
+        daemon.addr = daemon.listening().expect("address");
+        daemon
+    }
+
+    fn listening(&self) -> Option<SocketAddr> {
+        let log = self.stderr();
+        let rest = log.split("HTTP API listening addr=").nth(1)?;
+        rest.split_whitespace().next()?.parse().ok()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.logs.path().join("stderr")).unwrap_or_default()
+    }
+
+    /// Polls `done` every 20 ms for [`BOUND`]; panics naming `what`, with the log.
+    #[track_caller]
+    fn wait_until(&self, what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + BOUND;
+        while !done() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {BOUND:?} waiting for {what}\n--- daemon stderr\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `GET path` on a fresh HTTP/1.0 connection: the status and the body.
+    fn get(&self, path: &str) -> (u16, String) {
+        let Ok(mut stream) = TcpStream::connect(self.addr) else {
+            return (0, String::new());
+        };
+        stream.set_read_timeout(Some(BOUND)).expect("timeout");
+        let head = format!("GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.addr);
+        stream.write_all(head.as_bytes()).expect("send");
+        let mut raw = String::new();
+        let _ = stream.read_to_string(&mut raw);
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, body.to_owned())
+    }
+
+    /// The value of `ringops_worker_unreachable` for a dev worker, if exposed.
+    fn unreachable_gauge(&self, worker: &str) -> Option<String> {
+        let (_, text) = self.get("/metrics");
+        let series = format!("ringops_worker_unreachable{{ring=\"dev\",worker=\"{worker}\"}} ");
+        let line = text.lines().find(|l| l.starts_with(&series))?;
+        Some(line[series.len()..].trim().to_owned())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_rollout_waits_for_an_agent_killed_mid_rollout_and_completes_once_it_is_back() {
+    let mut remote = AgentFleet::new(&[(
+        "strategy: {type: allAtOnce}",
+        "strategy: {type: rolling, maxParallel: 1}\n  health: {command: [sh, -c, 'sleep 1'], progressDeadline: 60s}",
+    )]);
+    let daemon = remote.daemon();
+    daemon.wait_until("d-000001 Active on every agent", || {
+        remote.state("d-000001").as_deref() == Some("Active")
+    });
+    for worker in DEV_WORKERS {
+        assert_eq!(remote.deployment_on(worker), "d-000001", "{worker}");
+    }
+
+    remote.change_log_level("trace");
+    daemon.wait_until("the first batch of d-000002 on core-dev-1", || {
+        remote.deployment_on("core-dev-1") == "d-000002"
+    });
+    remote.agent("edge-dev-1").kill();
+    daemon.wait_until("the rollout to wait for edge-dev-1", || {
+        daemon.stderr().contains("worker unreachable; trying again")
+            && daemon.stderr().contains("edge-dev-1")
+    });
+    assert_eq!(remote.state("d-000002").as_deref(), Some("Deploying"));
+    remote.agent("edge-dev-1").restart();
+    daemon.wait_until("d-000002 Active", || {
+        remote.state("d-000002").as_deref() == Some("Active")
+    });
+    for worker in DEV_WORKERS {
+        assert_eq!(remote.deployment_on(worker), "d-000002", "{worker}");
+        let files = worker_files(&remote.agents[worker].dir());
+        let text: String = files
+            .values()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect();
+        assert!(text.contains("trace"), "{worker} holds the new files");
+    }
+}
+
+#[test]
+fn an_agent_down_past_the_deadline_fails_the_rollout_and_reconcile_brings_it_back() {
+    let mut remote = AgentFleet::new(&[(
+        "strategy: {type: allAtOnce}",
+        "strategy: {type: rolling, maxParallel: 1}\n  health: {command: [sh, -c, 'true'], progressDeadline: 3s}\n  autoRevert: true",
+    )]);
+    let daemon = remote.daemon();
+    daemon.wait_until("d-000001 Active", || {
+        remote.state("d-000001").as_deref() == Some("Active")
+    });
+    let before: BTreeMap<&str, _> = DEV_WORKERS
+        .iter()
+        .map(|w| (*w, worker_files(&remote.agents[w].dir())))
+        .collect();
+    daemon.wait_until("edge-dev-1 reachable in the metrics", || {
+        daemon.unreachable_gauge("edge-dev-1").as_deref() == Some("0")
+    });
+
+    remote.agent("edge-dev-1").kill();
+    let started = Instant::now();
+    remote.change_log_level("trace");
+    daemon.wait_until("d-000002 rolled back", || {
+        remote.state("d-000002").as_deref() == Some("RolledBack")
+    });
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "failed before the progress deadline"
+    );
+    let show = remote.run(&["show", "d-000002"]).expect(0).stdout.clone();
+    assert!(
+        show.contains("edge-dev-1") && show.contains("still unreachable"),
+        "{show}"
+    );
+    for worker in ["core-dev-1", "core-dev-2"] {
+        assert_eq!(
+            worker_files(&remote.agents[worker].dir()),
+            before[worker],
+            "{worker} reverted"
+        );
+    }
+    let status = remote
+        .run(&["status", "--ring", "dev"])
+        .expect(0)
+        .stdout
+        .clone();
+    let line = status
+        .lines()
+        .find(|l| l.contains("edge-dev-1"))
+        .unwrap_or_default();
+    assert!(line.contains("unreachable"), "{status}");
+    daemon.wait_until("edge-dev-1 unreachable in the metrics", || {
+        daemon.unreachable_gauge("edge-dev-1").as_deref() == Some("1")
+    });
+
+    // It comes back as a new host (an empty directory): reconcile restores d-000001.
+    let edge = remote.agent("edge-dev-1");
+    std::fs::remove_dir_all(edge.dir()).expect("wipe the worker directory");
+    edge.restart();
+    daemon.wait_until("edge-dev-1 back at the Active deployment", || {
+        worker_files(&remote.agents["edge-dev-1"].dir()) == before["edge-dev-1"]
+    });
+    daemon.wait_until("edge-dev-1 reachable again in the metrics", || {
+        daemon.unreachable_gauge("edge-dev-1").as_deref() == Some("0")
+    });
+    assert_eq!(remote.deployment_on("edge-dev-1"), "d-000001");
+}
+
+#[test]
+fn a_report_ring_s_agents_record_hot_edits_and_leave_them_in_place() {
+    let remote = AgentFleet::new(&[(
+        "strategy: {type: allAtOnce}\n  drift: revert",
+        "strategy: {type: allAtOnce}\n  drift: report",
+    )]);
+    let daemon = remote.daemon();
+    daemon.wait_until("d-000001 Active", || {
+        remote.state("d-000001").as_deref() == Some("Active")
+    });
+    let agent = &remote.agents["core-dev-1"];
+    assert_eq!(agent.inventory()["drift_mode"], "report");
+    let files = worker_files(&agent.dir());
+    let path = files.keys().next().expect("a managed file").clone();
+    std::fs::write(agent.dir().join(&path), "hot edit\n").expect("edit");
+    daemon.wait_until("the agent to record the hot edit", || {
+        let inventory = agent.inventory();
+        inventory["drift"].as_array().is_some_and(|d| {
+            d.iter()
+                .any(|d| d["path"] == path.as_str() && d["action"] == "reported")
+        })
+    });
+    // The daemon's drift pass (every second) saw it too, and reported it only.
+    daemon.wait_until("the daemon to record the drift", || {
+        daemon.stderr().contains("reported (ring drift: report)")
+    });
+    assert_eq!(
+        std::fs::read_to_string(agent.dir().join(&path)).expect("read"),
+        "hot edit\n",
+        "a report ring's hot edit was reverted"
+    );
+}
