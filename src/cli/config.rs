@@ -46,7 +46,7 @@ pub struct FileConfig {
     /// Where deployment state changes are posted.
     #[serde(default)]
     pub notify: Vec<crate::adapters::notify::TargetConfig>,
-    /// How many workers are read or switched at once (default 16).
+    /// How many workers are read or switched at once (default 32).
     pub max_concurrent_workers: Option<usize>,
 }
 
