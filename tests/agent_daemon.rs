@@ -10,19 +10,16 @@
 mod common;
 
 use common::agent::{Agent, TOKEN};
+use common::daemon::Daemon;
 use common::{Fleet, worker_files};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Stdio};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 const RINGS: &str = "examples/fleet/rings.yaml";
 const GROUPS: &str = "examples/fleet/groups.yaml";
 const DEV_WORKERS: [&str; 3] = ["core-dev-1", "core-dev-2", "edge-dev-1"];
-/// How long anything may take: generous, for a debug build on a busy machine.
-const BOUND: Duration = Duration::from_secs(30);
 
 /// The example fleet with its dev workers behind agents, and the agent token's file.
 struct AgentFleet {
@@ -76,7 +73,7 @@ impl AgentFleet {
         ]);
         cmd.env("RINGOPS_AGENT_TOKEN_FILE", self.token_file.path());
         let daemon = Daemon::start(cmd);
-        daemon.wait_until("/readyz to answer 200", || daemon.get("/readyz").0 == 200);
+        daemon.wait_ready();
         daemon
     }
 
@@ -118,98 +115,12 @@ impl AgentFleet {
     }
 }
 
-/// A running `ringops daemon`, killed when dropped.
-struct Daemon {
-    child: Child,
-    addr: SocketAddr,
-    logs: tempfile::TempDir,
-}
-
-impl Daemon {
-    fn start(mut cmd: std::process::Command) -> Daemon {
-        let logs = tempfile::tempdir().expect("temp dir");
-        for key in [
-            "NOTIFY_SOCKET",
-            "WATCHDOG_USEC",
-            "WATCHDOG_PID",
-            "JOURNAL_STREAM",
-        ] {
-            cmd.env_remove(key);
-        }
-        let file = |name: &str| std::fs::File::create(logs.path().join(name)).expect("log");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(file("stdout"))
-            .stderr(file("stderr"))
-            .spawn()
-            .expect("start ringops daemon");
-        let mut daemon = Daemon {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            logs,
-        };
-        daemon.wait_until("the HTTP API to listen", || daemon.listening().is_some());
-        daemon.addr = daemon.listening().expect("address");
-        daemon
-    }
-
-    fn listening(&self) -> Option<SocketAddr> {
-        let log = self.stderr();
-        let rest = log.split("HTTP API listening addr=").nth(1)?;
-        rest.split_whitespace().next()?.parse().ok()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(self.logs.path().join("stderr")).unwrap_or_default()
-    }
-
-    /// Polls `done` every 20 ms for [`BOUND`]; panics naming `what`, with the log.
-    #[track_caller]
-    fn wait_until(&self, what: &str, mut done: impl FnMut() -> bool) {
-        let deadline = Instant::now() + BOUND;
-        while !done() {
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {BOUND:?} waiting for {what}\n--- daemon stderr\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// `GET path` on a fresh HTTP/1.0 connection: the status and the body.
-    fn get(&self, path: &str) -> (u16, String) {
-        let Ok(mut stream) = TcpStream::connect(self.addr) else {
-            return (0, String::new());
-        };
-        stream.set_read_timeout(Some(BOUND)).expect("timeout");
-        let head = format!("GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.addr);
-        stream.write_all(head.as_bytes()).expect("send");
-        let mut raw = String::new();
-        let _ = stream.read_to_string(&mut raw);
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        (status, body.to_owned())
-    }
-
-    /// The value of `ringops_worker_unreachable` for a dev worker, if exposed.
-    fn unreachable_gauge(&self, worker: &str) -> Option<String> {
-        let (_, text) = self.get("/metrics");
-        let series = format!("ringops_worker_unreachable{{ring=\"dev\",worker=\"{worker}\"}} ");
-        let line = text.lines().find(|l| l.starts_with(&series))?;
-        Some(line[series.len()..].trim().to_owned())
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The value of `ringops_worker_unreachable` for a dev worker, if exposed.
+fn unreachable_gauge(daemon: &Daemon, worker: &str) -> Option<String> {
+    let text = daemon.get("/metrics").body;
+    let series = format!("ringops_worker_unreachable{{ring=\"dev\",worker=\"{worker}\"}} ");
+    let line = text.lines().find(|l| l.starts_with(&series))?;
+    Some(line[series.len()..].trim().to_owned())
 }
 
 #[test]
@@ -266,7 +177,7 @@ fn an_agent_down_past_the_deadline_fails_the_rollout_and_reconcile_brings_it_bac
         .map(|w| (*w, worker_files(&remote.agents[w].dir())))
         .collect();
     daemon.wait_until("edge-dev-1 reachable in the metrics", || {
-        daemon.unreachable_gauge("edge-dev-1").as_deref() == Some("0")
+        unreachable_gauge(&daemon, "edge-dev-1").as_deref() == Some("0")
     });
 
     remote.agent("edge-dev-1").kill();
@@ -302,7 +213,7 @@ fn an_agent_down_past_the_deadline_fails_the_rollout_and_reconcile_brings_it_bac
         .unwrap_or_default();
     assert!(line.contains("unreachable"), "{status}");
     daemon.wait_until("edge-dev-1 unreachable in the metrics", || {
-        daemon.unreachable_gauge("edge-dev-1").as_deref() == Some("1")
+        unreachable_gauge(&daemon, "edge-dev-1").as_deref() == Some("1")
     });
 
     // It comes back as a new host (an empty directory): reconcile restores d-000001.
@@ -313,7 +224,7 @@ fn an_agent_down_past_the_deadline_fails_the_rollout_and_reconcile_brings_it_bac
         worker_files(&remote.agents["edge-dev-1"].dir()) == before["edge-dev-1"]
     });
     daemon.wait_until("edge-dev-1 reachable again in the metrics", || {
-        daemon.unreachable_gauge("edge-dev-1").as_deref() == Some("0")
+        unreachable_gauge(&daemon, "edge-dev-1").as_deref() == Some("0")
     });
     assert_eq!(remote.deployment_on("edge-dev-1"), "d-000001");
 }

@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::daemon::Daemon;
 use common::{Fleet, Run, files_under, output, sha256_hex};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -651,57 +652,22 @@ fn a_commit_cannot_lower_its_own_rings_approval_gate() {
     );
 }
 
-/// A `ringops daemon` on the world's fleet, scanning for drift every 200 ms; killed
-/// when dropped.
-struct Daemon {
-    child: std::process::Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(world: &World, poll: &str) -> Daemon {
-        let log = world.config.path().join("daemon.log");
-        let mut cmd = world.fleet.command(&[
-            "daemon",
-            "--listen",
-            "127.0.0.1:0",
-            "--poll-interval",
-            poll,
-            "--drift-interval",
-            "200ms",
-        ]);
-        cmd.arg("--config")
-            .arg(world.config.path().join("ringops.toml"))
-            .env("RINGOPS_LOG", "info,ringops=debug")
-            .env_remove("NOTIFY_SOCKET")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"));
-        let child = cmd.spawn().expect("start the daemon");
-        Daemon { child, log }
-    }
-
-    /// Waits (at most 20 s) until the log holds `text` `times` times.
-    fn wait_for(&self, text: &str, times: usize) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            if log.matches(text).count() >= times {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no {times} x `{text}` in the daemon's log:\n{log}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `ringops daemon` on the world's fleet, polling Git every `poll` and scanning for
+/// drift every 200 ms, logging at debug.
+fn start_daemon(world: &World, poll: &str) -> Daemon {
+    let mut cmd = world.fleet.command(&[
+        "daemon",
+        "--listen",
+        "127.0.0.1:0",
+        "--poll-interval",
+        poll,
+        "--drift-interval",
+        "200ms",
+    ]);
+    cmd.arg("--config")
+        .arg(world.config.path().join("ringops.toml"))
+        .env("RINGOPS_LOG", "info,ringops=debug");
+    Daemon::start(cmd)
 }
 
 #[test]
@@ -720,8 +686,8 @@ fn the_daemon_keeps_a_paused_canary_on_its_new_files_and_reverts_edits_to_them()
     let canary = world.workers("core-prod-1");
     let others = world.workers("core-prod-2");
 
-    let daemon = Daemon::start(&world, "1h");
-    daemon.wait_for("full drift scan done", 3);
+    let daemon = start_daemon(&world, "1h");
+    daemon.wait_log_times("full drift scan done", 3);
     assert_eq!(
         world.workers("core-prod-1"),
         canary,
@@ -736,8 +702,8 @@ fn the_daemon_keeps_a_paused_canary_on_its_new_files_and_reverts_edits_to_them()
     let deployed = std::fs::read_to_string(&ini).expect("writer.ini");
     assert!(deployed.contains("format = avro"), "{deployed}");
     std::fs::write(&ini, "hot edit\n").expect("hot edit");
-    daemon.wait_for("drift: ", 1);
-    daemon.wait_for("full drift scan done", 6);
+    daemon.wait_log_times("drift: ", 1);
+    daemon.wait_log_times("full drift scan done", 6);
     assert_eq!(std::fs::read_to_string(&ini).expect("writer.ini"), deployed);
 }
 
@@ -837,8 +803,8 @@ fn every_state_a_promotion_enters_is_posted_to_the_webhook_and_slack() {
 fn the_daemon_rejects_a_promotion_whose_approvals_timed_out() {
     let (world, id) = queued_with_approval_timeout();
     assert_eq!(world.state_of(&id), "Queued");
-    let daemon = Daemon::start(&world, "200ms");
-    daemon.wait_for("approval timed out", 1);
+    let daemon = start_daemon(&world, "200ms");
+    daemon.wait_log_times("approval timed out", 1);
     assert_eq!(world.state_of(&id), "Failed");
     assert!(
         world
@@ -878,14 +844,14 @@ fn the_daemon_posts_every_state_of_its_deployments() {
     world.configure(&format!(
         "[[notify]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{hook}/deployments\"\n"
     ));
-    let daemon = Daemon::start(&world, "200ms");
+    let daemon = start_daemon(&world, "200ms");
     world.fleet.repo.edit(
         "examples/fleet/modules/archive.yaml",
         "format: parquet",
         "format: avro",
     );
     world.fleet.repo.commit("avro");
-    daemon.wait_for("deployed deployment=", 1);
+    daemon.wait_log_times("deployed deployment=", 1);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let states = loop {
         let states: Vec<String> = posted

@@ -8,6 +8,7 @@
 #![allow(dead_code)] // each test crate uses a different subset
 
 pub mod agent;
+pub mod daemon;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
