@@ -60,6 +60,11 @@ impl AgentFleet {
     /// The daemon on a free port: 200 ms poll, 1 s drift scan, no retry of a failed
     /// deployment within the test.
     fn daemon(&self) -> Daemon {
+        self.daemon_with(&[])
+    }
+
+    /// [`AgentFleet::daemon`] with more arguments.
+    fn daemon_with(&self, extra: &[&str]) -> Daemon {
         let mut cmd = self.fleet.command(&[
             "daemon",
             "--listen",
@@ -71,7 +76,8 @@ impl AgentFleet {
             "--retry-backoff",
             "1h",
         ]);
-        cmd.env("RINGOPS_AGENT_TOKEN_FILE", self.token_file.path());
+        cmd.args(extra)
+            .env("RINGOPS_AGENT_TOKEN_FILE", self.token_file.path());
         let daemon = Daemon::start(cmd);
         daemon.wait_ready();
         daemon
@@ -260,4 +266,48 @@ fn a_report_ring_s_agents_record_hot_edits_and_leave_them_in_place() {
         "hot edit\n",
         "a report ring's hot edit was reverted"
     );
+}
+
+#[test]
+fn sigterm_stops_a_daemon_waiting_for_an_unreachable_agent_after_its_grace() {
+    let mut remote = AgentFleet::new(&[(
+        "strategy: {type: allAtOnce}",
+        "strategy: {type: rolling, maxParallel: 1}\n  health: {command: [sh, -c, 'true'], progressDeadline: 30m}",
+    )]);
+    let daemon = remote.daemon_with(&["--stop-grace", "1s"]);
+    daemon.wait_until("d-000001 Active", || {
+        remote.state("d-000001").as_deref() == Some("Active")
+    });
+    remote.agent("edge-dev-1").kill();
+    remote.change_log_level("trace");
+    daemon.wait_until("the rollout to wait for edge-dev-1", || {
+        daemon.stderr().contains("worker unreachable; trying again")
+    });
+
+    let asked = Instant::now();
+    daemon.signal(libc::SIGTERM);
+    let status = daemon.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "{}", daemon.stderr());
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "stopping took {:?}, not about the 1 s grace",
+        asked.elapsed()
+    );
+    assert!(
+        daemon
+            .stderr()
+            .contains("did not finish in time; leaving it"),
+        "{}",
+        daemon.stderr()
+    );
+    assert_eq!(remote.state("d-000002").as_deref(), Some("Deploying"));
+
+    // The next start marks the interrupted rollout failed, naming why.
+    remote.agent("edge-dev-1").restart();
+    let again = remote.daemon();
+    again.wait_until("d-000002 failed as interrupted", || {
+        remote.state("d-000002").as_deref() == Some("Failed")
+    });
+    let show = remote.run(&["show", "d-000002"]).expect(0).stdout.clone();
+    assert!(show.contains("interrupted"), "{show}");
 }

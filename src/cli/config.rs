@@ -30,6 +30,8 @@ pub struct FileConfig {
     pub drift_interval: Option<String>,
     /// Daemon: how long after a deployment failed on a worker it is tried again (`30s`).
     pub retry_backoff: Option<String>,
+    /// Daemon: how long SIGTERM waits for a pass in progress before leaving it (`30s`).
+    pub stop_grace: Option<String>,
     /// Daemon: file holding the Git webhook's secret (or a systemd credential's name).
     pub webhook_secret_file: Option<PathBuf>,
     /// Daemon: file holding the bearer token the HTTP API requires.

@@ -43,6 +43,11 @@ pub struct DaemonArgs {
     /// time up to 15 min (default 30s).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub retry_backoff: Option<Duration>,
+    /// How long SIGTERM waits for a pass in progress (a switch, a rollout waiting for a
+    /// health check or an unreachable agent) before leaving it for the next start to
+    /// mark failed (default 30s).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub stop_grace: Option<Duration>,
     /// File holding the Git webhook's secret (default: the systemd credential
     /// `webhook-secret` when there is one; none: the webhook is off).
     #[arg(long, value_name = "FILE")]
@@ -158,6 +163,10 @@ fn settings_from(
         retry_backoff: match (args.retry_backoff, &file.retry_backoff) {
             (None, None) => Duration::from_secs(30),
             (flag, key) => duration(flag, key, "retry_backoff")?,
+        },
+        stop_grace: match (args.stop_grace, &file.stop_grace) {
+            (None, None) => Duration::from_secs(30),
+            (flag, key) => duration(flag, key, "stop_grace")?,
         },
     })
 }

@@ -27,6 +27,8 @@ pub struct Settings {
     pub drift_interval: Duration,
     /// How long after a deployment failed on a worker it is first tried again.
     pub retry_backoff: Duration,
+    /// How long SIGTERM waits for a pass in progress before leaving it.
+    pub stop_grace: Duration,
 }
 
 /// What the loop shares with the HTTP service.
@@ -60,8 +62,10 @@ pub async fn run(
     reload: impl Fn() -> Result<Settings, String>,
 ) -> Result<(), DaemonError> {
     let setup = |e: std::io::Error| DaemonError::Setup(e.to_string());
-    let mut term = signal(SignalKind::terminate()).map_err(setup)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(setup)?;
+    let mut stop = Stop {
+        term: signal(SignalKind::terminate()).map_err(setup)?,
+        int: signal(SignalKind::interrupt()).map_err(setup)?,
+    };
     let mut hup = signal(SignalKind::hangup()).map_err(setup)?;
     let (drift_tx, mut drift_rx) = mpsc::unbounded_channel();
     let mut workers = WorkerWatch::new(drift_tx).map_err(|e| DaemonError::Setup(e.to_string()))?;
@@ -69,9 +73,29 @@ pub async fn run(
     let mut reconciler = Reconciler::new(settings.retry_backoff);
 
     let mut pending = Pending::default();
-    let first = pass_deploy(&mut reconciler, &settings, &shared, true).await;
+    let grace = settings.stop_grace;
+    let Some(first) = stop
+        .during(
+            pass_deploy(&mut reconciler, &settings, &shared, true),
+            grace,
+        )
+        .await
+    else {
+        stopping(&shared).await;
+        return Ok(());
+    };
     pending.deploy = first == Pass::Busy;
-    if pass_repair(&mut reconciler, &settings, &shared, None).await {
+    let Some(busy) = stop
+        .during(
+            pass_repair(&mut reconciler, &settings, &shared, None),
+            grace,
+        )
+        .await
+    else {
+        stopping(&shared).await;
+        return Ok(());
+    };
+    if busy {
         pending.repair = Some(None);
     }
     workers.update(&watched_workers(&settings.paths.state_dir));
@@ -100,8 +124,7 @@ pub async fn run(
         let retry_at = reconciler.next_retry();
         tokio::select! {
             biased;
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = stop.signalled() => break,
             _ = hup.recv() => {
                 notify_reloading();
                 match reload() {
@@ -112,7 +135,9 @@ pub async fn run(
                         poll = ticker(settings.poll_interval);
                         scan = ticker(settings.drift_interval);
                         tracing::info!("configuration reloaded");
-                        pending.deploy |= redeploy(&mut reconciler, &settings, &shared, true).await;
+                        let pass = redeploy(&mut reconciler, &settings, &shared, true);
+                        let Some(busy) = stop.during(pass, settings.stop_grace).await else { break };
+                        pending.deploy |= busy;
                     }
                     Err(e) => tracing::error!("configuration not reloaded, keeping the old one: {e}"),
                 }
@@ -120,10 +145,13 @@ pub async fn run(
             }
             _ = retry.tick(), if pending.any() => {
                 if std::mem::take(&mut pending.deploy) {
-                    pending.deploy = redeploy(&mut reconciler, &settings, &shared, false).await;
+                    let pass = redeploy(&mut reconciler, &settings, &shared, false);
+                    let Some(busy) = stop.during(pass, settings.stop_grace).await else { break };
+                    pending.deploy = busy;
                 }
                 if let Some(only) = pending.repair.take() {
-                    let busy = pass_repair(&mut reconciler, &settings, &shared, only.as_ref()).await;
+                    let pass = pass_repair(&mut reconciler, &settings, &shared, only.as_ref());
+                    let Some(busy) = stop.during(pass, settings.stop_grace).await else { break };
                     if busy {
                         pending.repair = Some(only);
                     }
@@ -137,36 +165,56 @@ pub async fn run(
                 while let Ok(more) = drift_rx.try_recv() {
                     names.insert(more);
                 }
-                if pass_repair(&mut reconciler, &settings, &shared, Some(&names)).await {
+                let pass = pass_repair(&mut reconciler, &settings, &shared, Some(&names));
+                let Some(busy) = stop.during(pass, settings.stop_grace).await else { break };
+                if busy {
                     pending.add_repair(Some(names));
                 }
             }
             _ = shared.trigger.notified() => {
-                if redeploy(&mut reconciler, &settings, &shared, false).await {
+                let pass = redeploy(&mut reconciler, &settings, &shared, false);
+                let Some(busy) = stop.during(pass, settings.stop_grace).await else { break };
+                if busy {
                     pending.add_deploy();
                 }
                 workers.update(&watched_workers(&settings.paths.state_dir));
             }
             _ = until(retry_at) => {
-                if redeploy(&mut reconciler, &settings, &shared, false).await {
+                let pass = redeploy(&mut reconciler, &settings, &shared, false);
+                let Some(busy) = stop.during(pass, settings.stop_grace).await else { break };
+                if busy {
                     pending.add_deploy();
                 }
                 workers.update(&watched_workers(&settings.paths.state_dir));
             }
             _ = poll.tick() => {
-                if redeploy(&mut reconciler, &settings, &shared, false).await {
+                let pass = redeploy(&mut reconciler, &settings, &shared, false);
+                let Some(busy) = stop.during(pass, settings.stop_grace).await else { break };
+                if busy {
                     pending.add_deploy();
                 }
                 workers.update(&watched_workers(&settings.paths.state_dir));
             }
             _ = scan.tick() => {
-                if pass_repair(&mut reconciler, &settings, &shared, None).await {
+                let pass = pass_repair(&mut reconciler, &settings, &shared, None);
+                let Some(busy) = stop.during(pass, settings.stop_grace).await else { break };
+                if busy {
                     pending.add_repair(None);
                 }
                 workers.update(&watched_workers(&settings.paths.state_dir));
             }
         }
     }
+    if let Some(task) = watchdog {
+        task.abort();
+    }
+    drop(refs);
+    stopping(&shared).await;
+    Ok(())
+}
+
+/// Tells systemd the daemon is stopping and posts what notifications are left.
+async fn stopping(shared: &Shared) {
     notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
     if let Some(notifier) = &shared.notifier
         && let Err(e) = notifier.flush(Duration::from_secs(5)).await
@@ -176,12 +224,43 @@ pub async fn run(
             e.pending
         );
     }
-    if let Some(task) = watchdog {
-        task.abort();
-    }
-    drop(refs);
     tracing::info!("stopped");
-    Ok(())
+}
+
+/// SIGTERM and SIGINT.
+struct Stop {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Stop {
+    /// Resolves when either signal arrives.
+    async fn signalled(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+
+    /// Runs `pass`; `None` when a signal came meanwhile (the daemon must stop). The
+    /// pass then gets `grace` to finish (a switch in progress completes); past it, it
+    /// is dropped where it waits, and the next start marks its deployment failed.
+    async fn during<T>(&mut self, pass: impl Future<Output = T>, grace: Duration) -> Option<T> {
+        tokio::pin!(pass);
+        tokio::select! {
+            biased;
+            done = &mut pass => return Some(done),
+            () = self.signalled() => {}
+        }
+        tracing::info!(
+            grace_s = grace.as_secs_f64(),
+            "stopping: waiting for the pass in progress to finish"
+        );
+        if tokio::time::timeout(grace, pass).await.is_err() {
+            tracing::warn!("the pass in progress did not finish in time; leaving it");
+        }
+        None
+    }
 }
 
 /// How soon a pass that found the writer lock held is tried again.
