@@ -310,4 +310,11 @@ fn sigterm_stops_a_daemon_waiting_for_an_unreachable_agent_after_its_grace() {
     });
     let show = remote.run(&["show", "d-000002"]).expect(0).stdout.clone();
     assert!(show.contains("interrupted"), "{show}");
+    // ... and the tracked head is deployed again, now that every agent answers.
+    again.wait_until("a new deployment of the head Active on every agent", || {
+        remote.state("d-000003").as_deref() == Some("Active")
+    });
+    for worker in DEV_WORKERS {
+        assert_eq!(remote.deployment_on(worker), "d-000003", "{worker}");
+    }
 }
