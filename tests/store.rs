@@ -5,6 +5,7 @@
 use DeploymentState::*;
 use ringops::adapters::lock::WriterLock;
 use ringops::adapters::objects::ObjectStore;
+use ringops::adapters::store::gates::RolloutState;
 use ringops::adapters::store::{DB_FILE, INTERRUPTED, ManualClock, Store, StoreError, StoreReader};
 use ringops::model::deployment::{
     DeploymentId, DeploymentState, Drift, DriftKind, NewDeployment, Timestamp, WorkerOutcome,
@@ -384,6 +385,13 @@ impl Fixture {
 fn mark_interrupted_fails_work_left_in_progress() {
     let mut f = fixture();
     let queued = deployment_in(&mut f.store, "dev", "c0", Queued);
+    let awaiting = deployment_in(&mut f.store, "prod", "c0", Queued);
+    let waiting = RolloutState {
+        waiting: "approval".into(),
+        emergency: false,
+        batches_done: 0,
+    };
+    f.store.set_rollout(awaiting, &waiting).expect("rollout");
     let building = deployment_in(&mut f.store, "dev", "c1", Building);
     let deploying = deployment_in(&mut f.store, "staging", "c1", Deploying);
     let validating = deployment_in(&mut f.store, "prod", "c1", Validating);
@@ -394,13 +402,13 @@ fn mark_interrupted_fails_work_left_in_progress() {
     let mut store = Store::open_with_clock(f.dir.path(), f.clock.clone()).expect("reopen");
     let failed = store.mark_interrupted().expect("mark");
     let ids: Vec<_> = failed.iter().map(|d| d.id).collect();
-    assert_eq!(ids, [building, deploying, validating, rolling]);
+    assert_eq!(ids, [queued, building, deploying, validating, rolling]);
     for d in &failed {
         assert_eq!((d.state, d.error.as_deref()), (Failed, Some(INTERRUPTED)));
         let last = store.events(d.id).expect("events").pop().expect("event");
         assert_eq!(last.message, "interrupted: the process writing it stopped");
     }
-    assert_eq!(store.get(queued).expect("queued").state, Queued);
+    assert_eq!(store.get(awaiting).expect("awaiting").state, Queued);
     assert_eq!(store.get(active).expect("active").state, Active);
     assert!(store.mark_interrupted().expect("again").is_empty());
 }

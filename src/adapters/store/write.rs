@@ -326,19 +326,21 @@ impl Store {
         tx.commit().map_err(map_err(&path))
     }
 
-    /// Fails every deployment a stopped process left in progress (Building, Deploying,
-    /// Validating, RollingBack) with the reason [`INTERRUPTED`], and returns them. Call it
-    /// while holding the writer lock, before starting new work: then nobody else is writing.
+    /// Fails every deployment a stopped process left in progress (Queued, Building,
+    /// Deploying, Validating, RollingBack) with the reason [`INTERRUPTED`], and returns
+    /// them. Call it while holding the writer lock, before starting new work: then nobody
+    /// else is writing.
     ///
-    /// A rollout that stopped on purpose between batches (paused after a canary, or its
-    /// ring paused) is waiting, not interrupted, and is left alone.
+    /// A deployment waiting on purpose (a promotion queued for approvals or a window, a
+    /// rollout paused after a canary or by its ring) has a waiting reason and is left
+    /// alone; a Queued one without is what a process stopped right after creating it.
     pub fn mark_interrupted(&mut self) -> Result<Vec<Deployment>> {
         let (now, path) = (self.clock.now(), self.path.clone());
         let tx = self.begin()?;
         let ids: Vec<DeploymentId> = tx
             .prepare(
                 "SELECT seq FROM deployments WHERE state IN \
-                 ('Building', 'Deploying', 'Validating', 'RollingBack') \
+                 ('Queued', 'Building', 'Deploying', 'Validating', 'RollingBack') \
                  AND id NOT IN (SELECT deployment FROM rollouts WHERE waiting != '') \
                  ORDER BY seq",
             )
