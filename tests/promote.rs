@@ -924,3 +924,36 @@ fn a_renamed_ring_cannot_take_a_gated_rings_workers_with_apply() {
     );
     assert_eq!(world.workers("core-prod"), before);
 }
+
+#[test]
+fn a_freeze_pushed_while_a_canary_waits_stops_it_from_going_on_until_lifted() {
+    let world = World::new("", "");
+    let id = world.canary_production();
+    let before = world.workers("");
+    world.fleet.repo.edit(
+        RINGS,
+        "  autoRevert: true\n  values: {log_level: warn",
+        "  autoRevert: true\n  freeze: true\n  values: {log_level: warn",
+    );
+    world.fleet.repo.commit("incident: freeze production");
+
+    let refused = world.run(&["promote", "production", "--continue"]);
+    refused.expect(1);
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("{id} of ring `production` does not go on now"))
+            && refused.stderr.contains("frozen"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(world.workers(""), before, "a worker changed");
+    assert_eq!(world.state_of(&id), "Deploying");
+
+    world.fleet.repo.edit(RINGS, "  freeze: true\n", "");
+    world.fleet.repo.commit("incident over");
+    world
+        .run(&["promote", "production", "--continue"])
+        .expect(0);
+    assert_eq!(world.state_of(&id), "Active");
+}

@@ -474,7 +474,10 @@ fn continue_waiting(ctx: &Context, store: &mut Store, ring: &str, waiting: &str)
             describe_wait(&rollout.waiting)
         )));
     }
-    let (gates, desired) = gates_and_desired(ctx, store, &d)?;
+    let (mut gates, desired) = gates_and_desired(ctx, store, &d)?;
+    if !rollout.emergency {
+        refuse_closed(ctx, &mut gates, &d)?;
+    }
     let running = RolloutState {
         waiting: String::new(),
         ..rollout.clone()
@@ -488,6 +491,23 @@ fn continue_waiting(ctx: &Context, store: &mut Store, ring: &str, waiting: &str)
         &desired,
         rollout.batches_done as usize,
     )
+}
+
+/// Refuses to go on with `d` while its ring is frozen (by its trusted definition, or
+/// at once by the tracked branch's head) or outside its window; nothing changes.
+fn refuse_closed(ctx: &Context, gates: &mut Gates, d: &Deployment) -> Result<(), Failure> {
+    let head = ctx.bundle(&super::Revision {
+        rev: Some(ctx.default_rev()),
+        worktree: false,
+    })?;
+    gates.freeze |= ring_spec(&head, &d.ring).is_some_and(|s| s.freeze);
+    match gates.closed(chrono::Utc::now()) {
+        None => Ok(()),
+        Some((_, why)) => Err(Failure::user(format!(
+            "{} of ring `{}` does not go on now: {why}; it stays where it is",
+            d.id, d.ring
+        ))),
+    }
 }
 
 /// The trusted gates of the deployment's ring and its desired state, compiled again

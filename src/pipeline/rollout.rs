@@ -339,11 +339,9 @@ impl Gates {
             return Decision::Go;
         }
         if self.freeze {
-            let why = "ring is frozen (`freeze: true`)".to_owned();
-            return Decision::Wait {
-                waiting: "freeze",
-                why,
-            };
+            if let Some((waiting, why)) = self.closed(now) {
+                return Decision::Wait { waiting, why };
+            }
         }
         if let Some(gate) = &self.approvals {
             match gate.status(queued.approvals, queued.fingerprint, queued.waited) {
@@ -363,18 +361,26 @@ impl Gates {
                 }
             }
         }
-        match &self.window {
-            Some(window) if !window.is_open(now) => {
-                let opens = window
-                    .next_open(now)
-                    .map_or_else(|| "never".to_owned(), |t| t.to_rfc3339());
-                Decision::Wait {
-                    waiting: "window",
-                    why: format!("waiting for the ring's window (opens {opens})"),
-                }
-            }
-            _ => Decision::Go,
+        match self.closed(now) {
+            Some((waiting, why)) => Decision::Wait { waiting, why },
+            None => Decision::Go,
         }
+    }
+
+    /// What keeps the ring shut at `now` whatever was approved: a freeze or a closed
+    /// window, as `(waiting, explanation)`. A rollout checks it again before it goes on.
+    pub fn closed(&self, now: DateTime<Utc>) -> Option<(&'static str, String)> {
+        if self.freeze {
+            return Some(("freeze", "ring is frozen (`freeze: true`)".to_owned()));
+        }
+        let window = self.window.as_ref().filter(|w| !w.is_open(now))?;
+        let opens = window
+            .next_open(now)
+            .map_or_else(|| "never".to_owned(), |t| t.to_rfc3339());
+        Some((
+            "window",
+            format!("waiting for the ring's window (opens {opens})"),
+        ))
     }
 }
 
