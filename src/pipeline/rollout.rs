@@ -338,10 +338,10 @@ impl Gates {
         if queued.emergency {
             return Decision::Go;
         }
-        if self.freeze {
-            if let Some((waiting, why)) = self.closed(now) {
-                return Decision::Wait { waiting, why };
-            }
+        if self.freeze
+            && let Some((waiting, why)) = self.closed(now)
+        {
+            return Decision::Wait { waiting, why };
         }
         if let Some(gate) = &self.approvals {
             match gate.status(queued.approvals, queued.fingerprint, queued.waited) {
