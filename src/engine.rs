@@ -170,7 +170,7 @@ pub async fn observe(state_dir: &Path, desired: &DesiredState) -> ObservedState 
                     .digests
                     .insert(name.clone(), inventory_digest(&inventory));
                 let transport = &transports[&name];
-                let worker = observed_worker(transport, &inventory, state).await;
+                let worker = observed_worker(transport, inventory, state).await;
                 observed.workers.insert(name, worker);
             }
             Err(e) => {
@@ -206,37 +206,35 @@ pub fn inventory_digest(inventory: &Inventory) -> String {
     crate::model::desired::sha256_hex(text.as_bytes())
 }
 
+/// One worker's inventory as a plan sees it, taking its paths and checksums over.
 async fn observed_worker(
     transport: &WorkerTransport,
-    inventory: &Inventory,
+    inventory: Inventory,
     state: &WorkerState,
 ) -> ObservedWorker {
     let mut worker = ObservedWorker::default();
-    for (path, entry) in &inventory.managed {
-        let record = ManagedFile {
-            sha256: entry.record.sha256.clone(),
-            deployment: entry.record.deployment.clone(),
-        };
-        worker.managed.insert(path.clone(), record);
-        if let OnDisk::File { sha256, .. } = &entry.on_disk {
-            let shown = shown_text(transport, path, sha256, state).await;
-            let file = PresentFile {
-                sha256: sha256.clone(),
-                shown,
-            };
+    for (path, entry) in inventory.managed {
+        if let OnDisk::File { sha256, .. } = entry.on_disk {
+            let shown = shown_text(transport, &path, &sha256, state).await;
+            let file = PresentFile { sha256, shown };
             worker.present.insert(path.clone(), file);
         }
+        let record = ManagedFile {
+            sha256: entry.record.sha256,
+            deployment: entry.record.deployment,
+        };
+        worker.managed.insert(path, record);
     }
-    for path in &inventory.unmanaged {
-        if state.artifacts.contains_key(path) {
-            let shown = shown_text(transport, path, "", state).await;
+    for path in inventory.unmanaged {
+        if state.artifacts.contains_key(&path) {
+            let shown = shown_text(transport, &path, "", state).await;
             let file = PresentFile {
                 sha256: String::new(),
                 shown,
             };
-            worker.present.insert(path.clone(), file);
+            worker.present.insert(path, file);
         } else {
-            worker.unmanaged.push(path.clone());
+            worker.unmanaged.push(path);
         }
     }
     worker
@@ -254,7 +252,8 @@ pub async fn plan_ring(
     (plan, observed)
 }
 
-/// Text a plan may show for a file on a worker.
+/// Text a plan may show for a file on a worker: nothing for the desired artifact itself
+/// (no diff is shown for it).
 async fn shown_text(
     transport: &WorkerTransport,
     path: &str,
@@ -262,8 +261,8 @@ async fn shown_text(
     state: &WorkerState,
 ) -> String {
     let desired = state.artifacts.get(path);
-    if let Some(a) = desired.filter(|a| a.sha256 == sha256) {
-        return a.display_text().to_owned();
+    if desired.is_some_and(|a| a.sha256 == sha256) {
+        return String::new();
     }
     if desired.is_some_and(|a| a.shown.is_some()) {
         return SENSITIVE_NOTICE.to_owned();
@@ -321,7 +320,7 @@ pub fn targets_from_desired(
                 .iter()
                 .map(|(path, a)| {
                     let spec = FileSpec {
-                        content: a.content.as_bytes().into(),
+                        content: Arc::<[u8]>::from(Arc::clone(&a.content)),
                         sha256: a.sha256.clone(),
                         mode: mode_of(a),
                     };

@@ -5,8 +5,9 @@ pub mod mirror;
 
 use crate::model::Bundle;
 use git2::{ObjectType, Repository, TreeWalkMode, TreeWalkResult};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// Why a bundle could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +62,29 @@ impl SourceError {
 /// A Git repository holding manifests.
 pub struct Source {
     repo: Repository,
+    blobs: BlobMemo,
+}
+
+/// Blob contents already read, by blob id, shared by the [`Source`]s of one command: a
+/// command that reads two commits of the same repository (the Active one and the one
+/// deployed) inflates each blob once. Blobs are immutable, so an entry is never stale.
+#[derive(Clone, Debug, Default)]
+pub struct BlobMemo(Arc<Mutex<HashMap<git2::Oid, Arc<[u8]>>>>);
+
+impl BlobMemo {
+    fn get(&self, id: git2::Oid) -> Option<Arc<[u8]>> {
+        self.lock().get(&id).cloned()
+    }
+
+    fn insert(&self, id: git2::Oid, bytes: Arc<[u8]>) {
+        self.lock().insert(id, bytes);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<git2::Oid, Arc<[u8]>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl Source {
@@ -70,7 +94,15 @@ impl Source {
             path: dir.to_owned(),
             message: e.message().to_owned(),
         })?;
-        Ok(Source { repo })
+        Ok(Source {
+            repo,
+            blobs: BlobMemo::default(),
+        })
+    }
+
+    /// This source, reading blobs through `blobs` (shared with other sources).
+    pub fn with_blobs(self, blobs: BlobMemo) -> Self {
+        Self { blobs, ..self }
     }
 
     /// The repository's Git folder (`.git`, or the repository itself when bare).
@@ -95,53 +127,85 @@ impl Source {
     pub fn bundle_at(&self, rev: &str, path: &str) -> Result<Bundle, SourceError> {
         let root = normalize(path)?;
         let commit_id = self.resolve(rev)?;
-        let commit = self.repo.find_commit(git2::Oid::from_str(&commit_id)?)?;
+        let tree = self.manifest_tree(&commit_id, &root)?;
         let mut bundle = Bundle {
             commit: Some(commit_id),
             root: root.clone(),
             ..Bundle::default()
         };
-        let top = commit.tree()?;
-        let tree = if root.is_empty() {
-            top
-        } else {
-            match top.get_path(Path::new(&root)) {
-                Ok(entry) if entry.kind() == Some(ObjectType::Tree) => {
-                    self.repo.find_tree(entry.id())?
-                }
-                Ok(_) => {
-                    return Err(SourceError::BadPath {
-                        path: root,
-                        problem: "is a file, not a folder",
-                    });
-                }
-                Err(_) => return Ok(bundle),
-            }
-        };
-        bundle.tree = Some(tree.id().to_string());
-        bundle.files = self.read_tree(&tree, &root)?;
+        if let Some(tree) = tree {
+            bundle.tree = Some(tree.id().to_string());
+            bundle.files = self.read_blobs(blob_ids(&tree, &root)?)?;
+        }
         Ok(bundle)
     }
 
-    fn read_tree(
+    /// The files under `path` whose content differs between `base` and `head` (added,
+    /// removed or edited), as [`Bundle::changed_files`] of their bundles says, found
+    /// from the trees' blob ids without reading a blob.
+    pub fn changed_files(
         &self,
-        tree: &git2::Tree,
-        root: &str,
-    ) -> Result<BTreeMap<String, Vec<u8>>, SourceError> {
-        let mut blobs = Vec::new();
-        tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
-            // Regular files only: symlinks (0o120000) and submodules are not manifests.
-            let regular =
-                entry.kind() == Some(ObjectType::Blob) && entry.filemode() & 0o170000 == 0o100000;
-            if regular && let Ok(name) = entry.name() {
-                blobs.push((join(root, &format!("{dir}{name}")), entry.id()));
+        base: &str,
+        head: &str,
+        path: &str,
+    ) -> Result<BTreeSet<String>, SourceError> {
+        let root = normalize(path)?;
+        let ids = |rev: &str| -> Result<BTreeMap<String, git2::Oid>, SourceError> {
+            let commit_id = self.resolve(rev)?;
+            match self.manifest_tree(&commit_id, &root)? {
+                Some(tree) => Ok(blob_ids(&tree, &root)?.into_iter().collect()),
+                None => Ok(BTreeMap::new()),
             }
-            TreeWalkResult::Ok
-        })?;
+        };
+        let (base, head) = (ids(base)?, ids(head)?);
+        let mut changed: BTreeSet<String> = base
+            .iter()
+            .filter(|(path, id)| head.get(*path) != Some(id))
+            .map(|(path, _)| path.clone())
+            .collect();
+        changed.extend(head.into_keys().filter(|path| !base.contains_key(path)));
+        Ok(changed)
+    }
+
+    /// The tree of the manifest folder `root` at a commit; `None` when it is missing.
+    fn manifest_tree(
+        &self,
+        commit_id: &str,
+        root: &str,
+    ) -> Result<Option<git2::Tree<'_>>, SourceError> {
+        let commit = self.repo.find_commit(git2::Oid::from_str(commit_id)?)?;
+        let top = commit.tree()?;
+        if root.is_empty() {
+            return Ok(Some(top));
+        }
+        match top.get_path(Path::new(root)) {
+            Ok(entry) if entry.kind() == Some(ObjectType::Tree) => {
+                Ok(Some(self.repo.find_tree(entry.id())?))
+            }
+            Ok(_) => Err(SourceError::BadPath {
+                path: root.to_owned(),
+                problem: "is a file, not a folder",
+            }),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The content of each blob, by path; blobs read before come from the memo.
+    fn read_blobs(
+        &self,
+        ids: Vec<(String, git2::Oid)>,
+    ) -> Result<BTreeMap<String, Vec<u8>>, SourceError> {
         let mut files = BTreeMap::new();
-        for (path, id) in blobs {
-            let blob = self.repo.find_blob(id)?;
-            files.insert(path, blob.content().to_vec());
+        for (path, id) in ids {
+            let bytes = match self.blobs.get(id) {
+                Some(bytes) => bytes,
+                None => {
+                    let bytes: Arc<[u8]> = self.repo.find_blob(id)?.content().into();
+                    self.blobs.insert(id, Arc::clone(&bytes));
+                    bytes
+                }
+            };
+            files.insert(path, bytes.to_vec());
         }
         Ok(files)
     }
@@ -198,6 +262,21 @@ impl Source {
     }
 }
 
+/// Every regular file below `tree` (symlinks and submodules are not manifests), by
+/// repository-relative path, with its blob id.
+fn blob_ids(tree: &git2::Tree<'_>, root: &str) -> Result<Vec<(String, git2::Oid)>, SourceError> {
+    let mut blobs = Vec::new();
+    tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
+        let regular =
+            entry.kind() == Some(ObjectType::Blob) && entry.filemode() & 0o170000 == 0o100000;
+        if regular && let Ok(name) = entry.name() {
+            blobs.push((join(root, &format!("{dir}{name}")), entry.id()));
+        }
+        TreeWalkResult::Ok
+    })?;
+    Ok(blobs)
+}
+
 fn join(root: &str, rel: &str) -> String {
     if root.is_empty() {
         rel.to_owned()
@@ -229,6 +308,114 @@ fn normalize(path: &str) -> Result<String, SourceError> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// Commits `files` (path → content; `None` for a symbolic link to `a.yaml`) as the
+    /// whole tree, returning the commit id.
+    fn commit(
+        repo: &Repository,
+        files: &[(&str, Option<&str>)],
+        parent: Option<git2::Oid>,
+    ) -> String {
+        let mut index = git2::Index::new().unwrap();
+        for (path, content) in files {
+            let (bytes, mode) = match content {
+                Some(c) => (c.as_bytes(), 0o100644),
+                None => ("a.yaml".as_bytes(), 0o120000),
+            };
+            let id = repo.blob(bytes).unwrap();
+            let mut entry = git2::IndexEntry {
+                ctime: git2::IndexTime::new(0, 0),
+                mtime: git2::IndexTime::new(0, 0),
+                dev: 0,
+                ino: 0,
+                mode,
+                uid: 0,
+                gid: 0,
+                file_size: 0,
+                id,
+                flags: 0,
+                flags_extended: 0,
+                path: path.as_bytes().to_vec(),
+            };
+            entry.flags = u16::try_from(path.len()).unwrap();
+            index.add(&entry).unwrap();
+        }
+        let tree = repo.find_tree(index.write_tree_to(repo).unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.invalid").unwrap();
+        let parents: Vec<git2::Commit> = parent
+            .map(|p| repo.find_commit(p).unwrap())
+            .into_iter()
+            .collect();
+        let parents: Vec<&git2::Commit> = parents.iter().collect();
+        repo.commit(None, &sig, &sig, "c", &tree, &parents)
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn changed_files_from_trees_agree_with_comparing_bundles() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = Repository::init(tmp.path()).unwrap();
+        let base = commit(
+            &repo,
+            &[
+                ("a.yaml", Some("a: 1\n")),
+                ("b.yaml", Some("b: 1\n")),
+                ("m/c.yaml", Some("c: 1\n")),
+                ("m/gone.yaml", Some("g\n")),
+                ("m/link.yaml", None),
+                ("same.yaml", Some("s\n")),
+            ],
+            None,
+        );
+        let head = commit(
+            &repo,
+            &[
+                ("a.yaml", Some("a: 2\n")),
+                ("m/c.yaml", Some("c: 1\n")),
+                ("m/new.yaml", Some("n\n")),
+                ("m/link.yaml", Some("now a file\n")),
+                ("same.yaml", Some("s\n")),
+            ],
+            Some(git2::Oid::from_str(&base).unwrap()),
+        );
+        let source = Source::open(tmp.path()).unwrap();
+        for path in ["", "m", "missing"] {
+            let (b, h) = (
+                source.bundle_at(&base, path).unwrap(),
+                source.bundle_at(&head, path).unwrap(),
+            );
+            let from_trees = source.changed_files(&base, &head, path).unwrap();
+            assert_eq!(from_trees, b.changed_files(&h), "under `{path}`");
+            assert_eq!(
+                source.changed_files(&head, &head, path).unwrap(),
+                BTreeSet::new()
+            );
+        }
+        let all = source.changed_files(&base, &head, "").unwrap();
+        let want = [
+            "a.yaml",
+            "b.yaml",
+            "m/gone.yaml",
+            "m/link.yaml",
+            "m/new.yaml",
+        ];
+        assert_eq!(all, want.iter().map(|s| s.to_string()).collect());
+
+        // Blobs read through a shared memo are the same bytes as read afresh.
+        let memo = BlobMemo::default();
+        let first = Source::open(tmp.path()).unwrap().with_blobs(memo.clone());
+        let second = Source::open(tmp.path()).unwrap().with_blobs(memo);
+        first.bundle_at(&base, "").unwrap();
+        let through_memo = second.bundle_at(&head, "").unwrap();
+        assert_eq!(
+            through_memo.files,
+            source.bundle_at(&head, "").unwrap().files
+        );
+        assert_eq!(through_memo.files["a.yaml"], b"a: 2\n");
+    }
+
     use super::normalize;
 
     #[test]

@@ -73,7 +73,9 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Outcome {
         emit("Apply cancelled.\n")?;
         return Ok(ExitCode::from(1));
     }
-    deploy(ctx, &mut store, &prepared, &args.reason)
+    let outcome = deploy(ctx, &mut store, &prepared, &args.reason);
+    super::leave_to_exit(prepared);
+    outcome
 }
 
 /// Takes the writer lock and opens the state, marking deployments a crashed writer

@@ -18,7 +18,7 @@ pub mod status;
 pub mod validate;
 
 use crate::adapters::git::mirror::{MirrorError, RepoLocation};
-use crate::adapters::git::{Source, SourceError};
+use crate::adapters::git::{BlobMemo, Source, SourceError};
 use crate::adapters::render_dir::RenderDirError;
 use crate::adapters::secrets::HostSecrets;
 use crate::model::{Bundle, Diagnostic};
@@ -179,7 +179,8 @@ pub fn block_on<T>(future: impl std::future::Future<Output = T>) -> Result<T, Fa
 }
 
 /// Repository files that differ between the ring's Active deployment and `head`: the
-/// reasons a plan against the workers gives. Every file when nothing is Active yet.
+/// reasons a plan against the workers gives. Every file when nothing is Active yet, or
+/// when the Active commit cannot be read any more.
 pub fn changed_since_active(
     ctx: &Context,
     ring: &str,
@@ -188,11 +189,24 @@ pub fn changed_since_active(
     let active = crate::adapters::store::StoreReader::open(ctx.state_dir())
         .ok()
         .and_then(|r| r.active(ring).ok().flatten());
-    let base = active.and_then(|a| {
-        let source = ctx.source().ok()?;
-        source.bundle_at(&a.commit, &ctx.path).ok()
-    });
-    base.unwrap_or_default().changed_files(head)
+    let changed = match (active, &head.commit) {
+        (Some(active), Some(head_commit)) => ctx.source().ok().and_then(|source| {
+            source
+                .changed_files(&active.commit, head_commit, &ctx.path)
+                .ok()
+        }),
+        _ => None,
+    };
+    changed.unwrap_or_else(|| head.files.keys().cloned().collect())
+}
+
+/// Leaves a command's largest values (a ring's compiled and observed state: hundreds of
+/// thousands of allocations) to the operating system, which reclaims them at exit far
+/// faster than freeing them one by one (about 0.1 s for 100,000 artifacts). Only for
+/// values a one-shot command is done with just before it returns; never in the daemon,
+/// whose memory must be freed.
+fn leave_to_exit<T>(value: T) {
+    std::mem::forget(value);
 }
 
 /// Outcome of a command.
@@ -258,6 +272,8 @@ pub struct Context {
     secrets: HostSecrets,
     approvers: Vec<identity::ApproverEntry>,
     notify: Vec<crate::adapters::notify::TargetConfig>,
+    /// Blobs read from the repository so far: each is inflated once per command.
+    blobs: BlobMemo,
 }
 
 impl Context {
@@ -285,6 +301,7 @@ impl Context {
             secrets: HostSecrets::new(cli.secrets_dir.clone().or(file.secrets_dir)),
             approvers: file.approvers,
             notify: file.notify,
+            blobs: BlobMemo::default(),
         })
     }
 
@@ -298,7 +315,8 @@ impl Context {
             remote.fetch(&self.state_dir)?;
             self.fetched.store(true, Ordering::SeqCst);
         }
-        Ok(Source::open(&self.repo.open_path(&self.state_dir))?)
+        let source = Source::open(&self.repo.open_path(&self.state_dir))?;
+        Ok(source.with_blobs(self.blobs.clone()))
     }
 
     /// The approvers the configuration knows.

@@ -78,7 +78,9 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Outcome {
                 head: head_rev,
                 changed_files: base_bundle.changed_files(&head_bundle),
             };
-            plan(&base, &head, input)
+            let plan = plan(&base, &head, input);
+            super::leave_to_exit((base, head, base_bundle));
+            plan
         }
         None => {
             let head = desired(ctx, "head", &head_name, &head_bundle, &args.ring, false)?;
@@ -87,6 +89,7 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Outcome {
             if let Some(out) = &args.out {
                 save(ctx, &plan, &observed, out)?;
             }
+            super::leave_to_exit((head, observed));
             plan
         }
     };
@@ -96,7 +99,9 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Outcome {
         Format::Json => report::json::render(&plan),
     };
     emit(&text)?;
-    Ok(match (args.detailed_exitcode, plan.summary.is_empty()) {
+    let empty = plan.summary.is_empty();
+    super::leave_to_exit((plan, head_bundle));
+    Ok(match (args.detailed_exitcode, empty) {
         (true, false) => ExitCode::from(2),
         _ => ExitCode::SUCCESS,
     })

@@ -3,6 +3,7 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// The manifests at one commit (or in a work tree): repository-relative path → bytes.
 #[derive(Clone, Debug, Default)]
@@ -38,8 +39,8 @@ impl Bundle {
 /// One rendered file for one worker.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Artifact {
-    /// The rendered text.
-    pub content: String,
+    /// The rendered text; shared (not copied) with the batches that write it.
+    pub content: Arc<str>,
     /// Hex sha256 of `content`.
     pub sha256: String,
     /// Repository files (and `secret:NAME` references) the artifact was built from, sorted.
@@ -58,7 +59,7 @@ impl Artifact {
     pub fn new(content: String, sources: Vec<String>, sensitive: Vec<String>) -> Self {
         let sha256 = sha256_hex(content.as_bytes());
         Self {
-            content,
+            content: content.into(),
             sha256,
             sources,
             sensitive,

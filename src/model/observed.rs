@@ -17,6 +17,8 @@ pub struct PresentFile {
     /// sha256 of the bytes on disk.
     pub sha256: String,
     /// What a plan may show of it: redacted or masked by the caller, never raw secrets.
+    /// Empty when the file is the desired artifact at its path: a plan shows nothing of
+    /// such a file.
     pub shown: String,
 }
 

@@ -181,7 +181,7 @@ spec:
             .collect();
         assert_eq!(pipe_a.len(), 1);
         let address = state.workers[pipe_a[0]].address.clone().unwrap();
-        assert_eq!(receivers, &format!("to={address} "));
+        assert_eq!(&**receivers, format!("to={address} "));
         let all: Vec<&Artifact> = state
             .workers
             .values()

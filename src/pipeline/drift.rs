@@ -5,7 +5,7 @@
 //! Pure: the observed state comes in as data; reading workers is the transports' job.
 
 use super::plan::{PlanInput, assemble, diff_worker};
-use crate::model::observed::{ObservedState, ObservedWorker};
+use crate::model::observed::{ObservedState, ObservedWorker, PresentFile};
 use crate::model::plan::{DriftKind, Unreachable};
 use crate::model::{Artifact, DesiredState, Plan, WorkerPlan};
 use std::collections::{BTreeMap, BTreeSet};
@@ -42,8 +42,8 @@ fn worker_plan(
     after: &BTreeMap<String, Artifact>,
     input: &PlanInput,
 ) -> WorkerPlan {
-    let before = as_artifacts(seen);
-    let mut actions = diff_worker(&before, after, &input.changed_files);
+    let (before, after) = differing(seen, after);
+    let mut actions = diff_worker(&before, &after, &input.changed_files);
     for action in &mut actions {
         action.drift = drift(seen, &action.path);
         // A file the worker changed but the manifests did not: the manifests are no reason.
@@ -59,22 +59,37 @@ fn worker_plan(
     }
 }
 
-/// The files on the worker as the "before" side of a diff.
-fn as_artifacts(seen: &ObservedWorker) -> BTreeMap<String, Artifact> {
-    seen.present
+/// The files on the worker (the "before" side of a diff) and the desired artifacts,
+/// only at the paths where they differ: a file that already is its artifact gives no
+/// action, so most of a converged worker is never copied.
+fn differing(
+    seen: &ObservedWorker,
+    after: &BTreeMap<String, Artifact>,
+) -> (BTreeMap<String, Artifact>, BTreeMap<String, Artifact>) {
+    let before = seen
+        .present
         .iter()
-        .map(|(path, file)| {
-            let artifact = Artifact {
-                content: file.shown.clone(),
-                sha256: file.sha256.clone(),
-                sources: Vec::new(),
-                sensitive: Vec::new(),
-                shown: None,
-                hidden_digest: None,
-            };
-            (path.clone(), artifact)
-        })
-        .collect()
+        .filter(|(path, file)| after.get(*path).is_none_or(|a| a.sha256 != file.sha256))
+        .map(|(path, file)| (path.clone(), as_artifact(file)))
+        .collect();
+    let after = after
+        .iter()
+        .filter(|(path, a)| seen.present.get(*path).is_none_or(|f| f.sha256 != a.sha256))
+        .map(|(path, a)| (path.clone(), a.clone()))
+        .collect();
+    (before, after)
+}
+
+/// A file on the worker as the "before" side of a diff.
+fn as_artifact(file: &PresentFile) -> Artifact {
+    Artifact {
+        content: file.shown.as_str().into(),
+        sha256: file.sha256.clone(),
+        sources: Vec::new(),
+        sensitive: Vec::new(),
+        shown: None,
+        hidden_digest: None,
+    }
 }
 
 /// How the worker's file at `path` differs from what ringops last wrote, if it does.

@@ -264,9 +264,13 @@ impl Decoder<'_> {
         usize::try_from(u32::from_le_bytes(bytes)).ok()
     }
 
-    fn string(&mut self) -> Option<String> {
+    fn str(&mut self) -> Option<&str> {
         let n = self.len()?;
-        std::str::from_utf8(self.take(n)?).ok().map(str::to_owned)
+        std::str::from_utf8(self.take(n)?).ok()
+    }
+
+    fn string(&mut self) -> Option<String> {
+        self.str().map(str::to_owned)
     }
 
     fn strs(&mut self) -> Option<Vec<String>> {
@@ -296,7 +300,7 @@ impl Decoder<'_> {
         for _ in 0..self.len()? {
             let path = self.string()?;
             let artifact = Artifact {
-                content: self.string()?,
+                content: self.str()?.into(),
                 sha256: self.string()?,
                 sources: lists.get(self.len()?)?.clone(),
                 sensitive: Vec::new(),

@@ -43,6 +43,8 @@ pub(super) struct Disk<'a> {
     pub root: &'a Path,
     /// What stands at folders already looked at, so each is read once per pass.
     seen: HashMap<String, Kind>,
+    /// The stamps of the real folders among them, read after this pass began.
+    stamps: HashMap<String, Stamp>,
 }
 
 impl<'a> Disk<'a> {
@@ -50,6 +52,7 @@ impl<'a> Disk<'a> {
         Self {
             root,
             seen: HashMap::new(),
+            stamps: HashMap::new(),
         }
     }
 
@@ -82,11 +85,7 @@ impl<'a> Disk<'a> {
         for folder in folders(rel) {
             let kind = match self.seen.get(folder) {
                 Some(kind) => *kind,
-                None => {
-                    let kind = self.kind(&self.root.join(folder))?;
-                    self.seen.insert(folder.to_owned(), kind);
-                    kind
-                }
+                None => self.look_at_folder(folder)?,
             };
             match kind {
                 Kind::Dir => {}
@@ -98,7 +97,28 @@ impl<'a> Disk<'a> {
         Ok(Blocked::No)
     }
 
-    /// Forgets what was seen, after the folders changed.
+    /// What stands at worker-relative folder `rel`, remembered with its stamp.
+    fn look_at_folder(&mut self, rel: &str) -> Result<Kind, WorkerDirError> {
+        let meta = self.lstat(&self.root.join(rel))?;
+        let kind = meta.as_ref().map_or(Kind::Missing, kind_of);
+        if let Some(stamp) = meta
+            .as_ref()
+            .and_then(Stamp::of)
+            .filter(|_| kind == Kind::Dir)
+        {
+            self.stamps.insert(rel.to_owned(), stamp);
+        }
+        self.seen.insert(rel.to_owned(), kind);
+        Ok(kind)
+    }
+
+    /// The stamp folder `rel` had when [`Disk::blocked`] looked at it in this pass.
+    pub fn folder_stamp(&self, rel: &str) -> Option<&Stamp> {
+        self.stamps.get(rel)
+    }
+
+    /// Forgets what was seen, after the folders changed. The stamps stay: they tell
+    /// what a folder the change did not touch looked like in this pass.
     pub fn forget(&mut self) {
         self.seen.clear();
     }

@@ -266,6 +266,16 @@ impl WorkerDir {
             unchanged: change.unchanged,
         };
         let switched = !change.writes.is_empty() || !change.deletions.is_empty();
+        let touched = match switched {
+            true => refresh::folders_of(
+                change
+                    .writes
+                    .iter()
+                    .map(|(p, _)| *p)
+                    .chain(change.deletions.iter().map(String::as_str)),
+            ),
+            false => std::collections::HashSet::new(),
+        };
         let written = match change.is_empty(&current) {
             true => Written::new(),
             false => switch::switch(&mut disk, change, stop)?,
@@ -276,6 +286,7 @@ impl WorkerDir {
                 learned: learning.learned,
                 written: &written,
                 switched,
+                touched,
                 batch,
                 begun,
             };

@@ -8,7 +8,7 @@ use super::scan;
 use super::stat_cache::{self, Boundary, Stamp, StatCache};
 use super::switch::Written;
 use super::{Batch, WorkerDirError};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 
 /// What an apply knows when it is done, to write the next cache from.
@@ -21,14 +21,17 @@ pub(super) struct AfterApply<'a> {
     pub written: &'a Written,
     /// Whether the switch changed anything on disk.
     pub switched: bool,
+    /// Every folder on the way to a path the switch wrote or removed (`""` for the root).
+    pub touched: HashSet<String>,
     /// The batch now applied.
     pub batch: &'a Batch,
     /// The temporary cache file and the boundary taken when it was made.
     pub begun: (File, Boundary),
 }
 
-/// Records the batch's files and every folder's listing. Folders are walked again, so
-/// listings the switch changed (and any the old cache missed) are read anew.
+/// Records the batch's files and every folder's listing. The folders the switch touched
+/// (and any the old cache missed or the apply saw changed) are read anew; the others'
+/// listings are carried over.
 pub(super) fn after_apply(disk: &mut Disk, a: AfterApply) -> Result<(), WorkerDirError> {
     let (tmp, boundary) = if a.switched {
         // Files and folders changed after the first boundary: stats read from here on
@@ -38,7 +41,7 @@ pub(super) fn after_apply(disk: &mut Disk, a: AfterApply) -> Result<(), WorkerDi
     } else {
         a.begun
     };
-    let tree = scan::walk(disk, a.old, Some(boundary))?;
+    let tree = scan::carry_over(disk, a.old, boundary, &a.touched)?;
     let mut next = StatCache {
         files: HashMap::with_capacity(a.batch.files.len()),
         dirs: tree.listings,
@@ -59,6 +62,15 @@ pub(super) fn after_apply(disk: &mut Disk, a: AfterApply) -> Result<(), WorkerDi
         next.write(disk, tmp)?;
     }
     Ok(())
+}
+
+/// Every folder on the way to each path (`a` and `a/b` for `a/b/f`), and the root.
+pub(super) fn folders_of<'p>(paths: impl IntoIterator<Item = &'p str>) -> HashSet<String> {
+    let mut out = HashSet::from([String::new()]);
+    for path in paths {
+        out.extend(super::disk::folders(path).map(str::to_owned));
+    }
+    out
 }
 
 /// The stamp of a file this process just wrote, if it is still as written and not racy.

@@ -8,7 +8,7 @@ use super::stat_cache::{Boundary, Entry, Listing, Stamp, StatCache, storable};
 use super::{OnDisk, RESERVED, WorkerDirError};
 use rayon::prelude::*;
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::ErrorKind;
 
@@ -30,11 +30,42 @@ pub(super) fn walk(
     cache: &StatCache,
     boundary: Option<Boundary>,
 ) -> Result<Tree, WorkerDirError> {
+    walk_with(disk, cache, boundary, None)
+}
+
+/// Walks like [`walk`] to write a cache after an apply, taking the cached listing of each
+/// folder the apply did not touch without a stat (a stale listing is harmless: its stamp
+/// no longer matches), unless the apply saw that folder with another stamp. Touched
+/// folders, folders seen changed and folders the cache lacks are looked at and listed.
+pub(super) fn carry_over(
+    disk: &mut Disk,
+    cache: &StatCache,
+    boundary: Boundary,
+    touched: &HashSet<String>,
+) -> Result<Tree, WorkerDirError> {
+    walk_with(disk, cache, Some(boundary), Some(touched))
+}
+
+fn walk_with(
+    disk: &mut Disk,
+    cache: &StatCache,
+    boundary: Option<Boundary>,
+    touched: Option<&HashSet<String>>,
+) -> Result<Tree, WorkerDirError> {
     let mut tree = Tree::default();
     let mut stack = vec![String::new()];
     while let Some(rel) = stack.pop() {
-        let Some((stamp, entries)) = listing(disk, cache, &rel)? else {
-            continue;
+        let carried = touched.and_then(|t| carried(disk, cache, &rel, t));
+        let (stamp, entries, carried) = match carried {
+            Some(listing) => (
+                Some(listing.stamp),
+                Cow::Borrowed(&listing.entries[..]),
+                true,
+            ),
+            None => match listing(disk, cache, &rel)? {
+                Some((stamp, entries)) => (stamp, entries, false),
+                None => continue,
+            },
         };
         for (name, entry) in entries.iter() {
             if rel.is_empty() && name == RESERVED {
@@ -46,13 +77,15 @@ pub(super) fn walk(
                 format!("{rel}/{name}")
             };
             if *entry == Entry::Dir {
-                disk.learn(&child, Kind::Dir);
+                if !carried {
+                    disk.learn(&child, Kind::Dir);
+                }
                 stack.push(child);
             } else {
                 tree.files.push(child);
             }
         }
-        let recordable = |s: &Stamp| boundary.is_some_and(|b| !s.is_racy(b));
+        let recordable = |s: &Stamp| carried || boundary.is_some_and(|b| !s.is_racy(b));
         if let Some(stamp) = stamp.filter(recordable)
             && entries.iter().all(|(name, _)| storable(name))
         {
@@ -61,6 +94,24 @@ pub(super) fn walk(
         }
     }
     Ok(tree)
+}
+
+/// The cached listing of folder `rel` when it may be carried over unchecked: not touched,
+/// and not seen by this pass with another stamp.
+fn carried<'c>(
+    disk: &Disk,
+    cache: &'c StatCache,
+    rel: &str,
+    touched: &HashSet<String>,
+) -> Option<&'c Listing> {
+    if touched.contains(rel) {
+        return None;
+    }
+    let listing = cache.dirs.get(rel)?;
+    match disk.folder_stamp(rel) {
+        Some(seen) if *seen != listing.stamp => None,
+        _ => Some(listing),
+    }
 }
 
 type Entries<'c> = Cow<'c, [(String, Entry)]>;

@@ -244,3 +244,48 @@ fn a_written_file_is_recorded_only_while_it_is_as_written() {
     let edited = Stamp::of(&fs::metadata(&renamed).unwrap()).unwrap();
     assert!(!edited.same_content_as_written(&written));
 }
+
+#[test]
+fn an_apply_carries_untouched_listings_over_and_later_changes_are_still_seen() {
+    let b = four();
+    let (_tmp, dir) = setup();
+    fs::create_dir_all(dir.root().join("junk")).unwrap();
+    fs::write(dir.root().join("junk/keep.txt"), "mine").unwrap();
+    dir.apply(&b).unwrap();
+    std::thread::sleep(TICK);
+    dir.apply(&b).unwrap();
+    assert!(cache_of(&dir).dirs.contains_key("junk"));
+
+    // Unmanaged files land in a folder on the way to a managed file and in one that
+    // is not; then an apply touches only `other/d`.
+    std::thread::sleep(TICK);
+    fs::write(dir.root().join("wf/b/new.txt"), "mine").unwrap();
+    fs::write(dir.root().join("junk/more.txt"), "mine").unwrap();
+    let mut next = b.clone();
+    next.files.insert(
+        "other/d/job.yaml".into(),
+        FileSpec::new(b"d2\n".to_vec(), 0o644),
+    );
+    std::thread::sleep(TICK);
+    assert_eq!(dir.apply(&next).unwrap().written, ["other/d/job.yaml"]);
+    let cache = cache_of(&dir);
+    // The apply saw `wf/b` changed on its way to `wf/b/job.yaml`: listed anew.
+    let names = |d: &str| -> Vec<String> {
+        let mut n: Vec<String> = cache.dirs[d].entries.iter().map(|e| e.0.clone()).collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names("wf/b"), ["job.yaml", "new.txt"]);
+    // `junk` was carried over as it was: stale, so never trusted for its new stat.
+    assert_eq!(names("junk"), ["keep.txt"]);
+    let inv = dir.inventory().unwrap();
+    assert_eq!(
+        inv.unmanaged,
+        ["junk/keep.txt", "junk/more.txt", "wf/b/new.txt"]
+    );
+    assert!(drift(&dir).is_empty());
+
+    // An edit right after is drift, whatever the cache carried.
+    fs::write(dir.root().join("wf/a/job.yaml"), "A\n").unwrap();
+    assert_eq!(drift(&dir).keys().collect::<Vec<_>>(), ["wf/a/job.yaml"]);
+}
