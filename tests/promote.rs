@@ -411,6 +411,15 @@ fn production_needs_two_distinct_approvers_then_pauses_after_its_canary() {
         "{}",
         first.stdout
     );
+    // The approver sees what they approve: the plan against the workers as they are.
+    assert!(
+        first
+            .stdout
+            .contains(&format!("Plan for ring production: the workers → {id}"))
+            && first.stdout.contains("worker core-prod-1\n  + "),
+        "{}",
+        first.stdout
+    );
     let again = world.as_approver("approve", &id, "alice", &[]);
     assert!(
         again.expect(0).stdout.contains("awaiting approval (1 of 2"),

@@ -474,7 +474,7 @@ fn continue_waiting(ctx: &Context, store: &mut Store, ring: &str, waiting: &str)
             describe_wait(&rollout.waiting)
         )));
     }
-    let (mut gates, desired) = gates_and_desired(ctx, store, &d)?;
+    let (mut gates, _, desired) = gates_and_desired(ctx, store, &d)?;
     if !rollout.emergency {
         refuse_closed(ctx, &mut gates, &d)?;
     }
@@ -516,7 +516,7 @@ fn gates_and_desired(
     ctx: &Context,
     store: &Store,
     d: &Deployment,
-) -> Result<(Gates, DesiredState), Failure> {
+) -> Result<(Gates, Bundle, DesiredState), Failure> {
     let gates = gates_of(&d.ring, &trusted_spec(ctx, store, &d.ring)?)?;
     let bundle = ctx.bundle(&super::Revision {
         rev: Some(d.commit.clone()),
@@ -524,7 +524,7 @@ fn gates_and_desired(
     })?;
     let desired = compile(ctx, &bundle, &d.ring)?
         .ok_or_else(|| Failure::user(format!("{}'s commit no longer compiles", d.id)))?;
-    Ok((gates, desired))
+    Ok((gates, bundle, desired))
 }
 
 /// `ringops approve DEPLOYMENT`: records the token holder's approval of what the
@@ -564,7 +564,7 @@ fn verdict(ctx: &Context, args: &VerdictArgs, verdict: Verdict) -> Outcome {
             d.state
         )));
     }
-    let (gates, desired) = gates_and_desired(ctx, &store, &d)?;
+    let (gates, bundle, desired) = gates_and_desired(ctx, &store, &d)?;
     let allowed = gates
         .approvals
         .as_ref()
@@ -574,6 +574,15 @@ fn verdict(ctx: &Context, args: &VerdictArgs, verdict: Verdict) -> Outcome {
             "{} is not an approver of ring `{}`",
             approver.name, d.ring
         )));
+    }
+    if verdict == Verdict::Approved {
+        // What is approved: the plan against the workers as they are now.
+        let head = Revision {
+            rev: d.id.to_string(),
+            commit: bundle.commit.clone(),
+        };
+        let (plan, _) = plan_against_workers(ctx, &bundle, &desired, head)?;
+        emit(&report::text::render(&plan, true))?;
     }
     // The approval binds to what would be written now, which may differ from what was
     // queued (then it counts for nothing).
