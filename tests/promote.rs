@@ -560,6 +560,30 @@ fn a_closed_window_holds_a_promotion_and_an_emergency_bypasses_it() {
         "{}",
         refused.stderr
     );
+    // An emergency approver of other rings is not one of production's approvers.
+    std::fs::write(world.token("dave"), "dave-token\n").expect("token");
+    world.configure(&format!(
+        "[[approvers]]\nname = \"dave\"\ntoken_sha256 = \"{}\"\nemergency = true\n",
+        sha256_hex(b"dave-token")
+    ));
+    let dave = world.token("dave");
+    let outsider = world.run(&[
+        "promote",
+        "production",
+        "--emergency",
+        "--reason",
+        "CVE",
+        "--token-file",
+        dave.to_str().expect("UTF-8"),
+    ]);
+    outsider.expect(1);
+    assert!(
+        outsider.stderr.contains(
+            "dave may not promote ring `production` with --emergency: not one of its approvers (alice, bob, carol)"
+        ),
+        "{}",
+        outsider.stderr
+    );
     let alice = world.token("alice");
     let urgent = world.run(&[
         "promote",

@@ -115,7 +115,7 @@ pub fn promote(ctx: &Context, args: &PromoteArgs) -> Outcome {
     }
     let emergency = match args.emergency {
         false => None,
-        true => Some(emergency_approver(ctx, args)?),
+        true => Some(emergency_approver(ctx, args, &gates)?),
     };
     let bundle = ctx.bundle(&super::Revision {
         rev: Some(source.commit.clone()),
@@ -224,7 +224,7 @@ fn promotion_reason(given: &str, source: &Deployment, source_ring: &str) -> Stri
 }
 
 /// The approver allowed an emergency promotion, from the token.
-fn emergency_approver(ctx: &Context, args: &PromoteArgs) -> Result<String, Failure> {
+fn emergency_approver(ctx: &Context, args: &PromoteArgs, gates: &Gates) -> Result<String, Failure> {
     if args.reason.trim().is_empty() {
         return Err(Failure::user("an emergency promotion needs a --reason"));
     }
@@ -233,6 +233,21 @@ fn emergency_approver(ctx: &Context, args: &PromoteArgs) -> Result<String, Failu
         return Err(Failure::user(format!(
             "{} may not promote with --emergency (not allowed in the configuration's [[approvers]])",
             approver.name
+        )));
+    }
+    // A ring that names its approvers takes emergencies from them only.
+    if let Some(gate) = &gates.approvals
+        && !gate.approvers.contains(&approver.name)
+    {
+        return Err(Failure::user(format!(
+            "{} may not promote ring `{}` with --emergency: not one of its approvers ({})",
+            approver.name,
+            args.ring,
+            gate.approvers
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     Ok(approver.name)
