@@ -990,3 +990,43 @@ fn a_freeze_pushed_while_a_canary_waits_stops_it_from_going_on_until_lifted() {
         .expect(0);
     assert_eq!(world.state_of(&id), "Active");
 }
+
+#[test]
+fn a_rollback_to_an_older_commit_keeps_the_newer_gates() {
+    let world = World::new("", "");
+    world.run(&["promote", "staging"]).expect(0);
+    // Staging gains an approval gate; promoted through the old (ungated) definition.
+    world.fleet.repo.edit(
+        RINGS,
+        "  values: {log_level: info, max_retries: 3}\n",
+        "  values: {log_level: info, max_retries: 3}\n  approvals: {required: 1, approvers: [carol]}\n",
+    );
+    world.fleet.repo.edit(
+        "examples/fleet/modules/archive.yaml",
+        "format: parquet",
+        "format: avro",
+    );
+    world.fleet.repo.commit("staging needs carol");
+    world.run(&["apply", "--ring", "dev", "--yes"]).expect(0);
+    world.run(&["promote", "staging"]).expect(0);
+
+    // Back to the first commit, which had no approval gate.
+    world
+        .run(&[
+            "rollback",
+            "--ring",
+            "staging",
+            "--reason",
+            "avro broke",
+            "--yes",
+        ])
+        .expect(0);
+    let held = world.run(&["promote", "staging"]);
+    held.expect(0);
+    assert!(
+        held.stdout
+            .contains("awaiting approval (0 of 1; approvers: carol)"),
+        "the rollback brought back the older, ungated definition:\n{}",
+        held.stdout
+    );
+}

@@ -292,8 +292,7 @@ fn describe_wait(waiting: &str) -> &'static str {
     }
 }
 
-/// The ring's trusted definition: in its Active deployment's commit, else at the tracked
-/// branch head.
+/// The ring's trusted definition ([`crate::engine::rollout::trusted_spec`]).
 pub(super) fn trusted_spec(ctx: &Context, store: &Store, ring: &str) -> Result<RingSpec, Failure> {
     let source = ctx.source()?;
     let head = ctx.default_rev();
@@ -301,7 +300,7 @@ pub(super) fn trusted_spec(ctx: &Context, store: &Store, ring: &str) -> Result<R
         .map_err(engine_failure)?
         .ok_or_else(|| {
             Failure::user(format!(
-                "ring `{ring}` has no trusted definition (not in its Active deployment's commit, nor at `{head}`)"
+                "ring `{ring}` has no trusted definition (not in the commit of its last gated deployment, nor at `{head}`)"
             ))
         })
 }

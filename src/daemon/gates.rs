@@ -90,7 +90,7 @@ async fn move_on(
     }
 }
 
-/// The ring's gates from its Active deployment's commit, else the tracked branch head.
+/// The ring's gates from its trusted definition ([`trusted_spec`]).
 pub(super) fn trusted_gates(
     store: &Store,
     paths: &Paths,

@@ -219,9 +219,11 @@ pub async fn run_gated(
     .await
 }
 
-/// A ring's trusted definition, which its gates are read from: the one in its Active
-/// deployment's commit, else the one at `head` (the tracked branch), never the one in
-/// the commit being deployed. `None` when the ring is not defined there.
+/// A ring's trusted definition, which its gates are read from: the one in the commit of
+/// its newest deployment that became Active through its gates (a rollback to an older
+/// commit does not bring back that commit's older gates), else the one at `head` (the
+/// tracked branch), never the one in the commit being deployed. `None` when the ring is
+/// not defined there.
 pub fn trusted_spec(
     store: &Store,
     source: &crate::adapters::git::Source,
@@ -229,7 +231,7 @@ pub fn trusted_spec(
     ring: &str,
     head: &str,
 ) -> Result<Option<crate::model::manifest::RingSpec>, EngineError> {
-    let rev = match store.active(ring)? {
+    let rev = match store.gated(ring)? {
         Some(active) => active.commit,
         None => head.to_owned(),
     };

@@ -326,6 +326,12 @@ macro_rules! reads {
                 read::history(&self.conn, &self.path, ring, limit, true)
             }
 
+            /// The newest deployment of the ring that reached Active through its gates
+            /// (a rollback does not): the commit its gates are trusted from.
+            pub fn gated(&self, ring: &str) -> Result<Option<Deployment>> {
+                read::gated(&self.conn, &self.path, ring)
+            }
+
             /// The newest deployment of the ring that reached Active and is no longer
             /// Active: what a rollback goes back to.
             pub fn previous_success(&self, ring: &str) -> Result<Option<Deployment>> {

@@ -118,6 +118,16 @@ pub(super) fn previous_success(
         .map_err(map_err(path))
 }
 
+pub(super) fn gated(conn: &Connection, path: &Path, ring: &str) -> Result<Option<Deployment>> {
+    let sql = format!(
+        "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE ring = ?1 \
+         AND activated_at IS NOT NULL AND rollback_of IS NULL ORDER BY seq DESC LIMIT 1"
+    );
+    conn.prepare_cached(&sql)
+        .and_then(|mut s| s.query_row([ring], deployment_from_row).optional())
+        .map_err(map_err(path))
+}
+
 pub(super) fn history(
     conn: &Connection,
     path: &Path,
