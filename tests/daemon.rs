@@ -798,6 +798,46 @@ fn a_force_push_to_an_older_commit_is_deployed_as_the_new_head() {
 }
 
 #[test]
+fn a_rewritten_history_that_lost_the_active_commit_still_deploys_the_new_head() {
+    let fleet = Fleet::new();
+    let daemon = Daemon::ready(&fleet);
+    let ini = fleet.worker("core-dev-1").join(WRITER_INI);
+    let lost = set_retention(&fleet.repo, 91);
+    daemon.wait_until("the new commit Active", || {
+        let newest = &history(&fleet)[0];
+        newest["commit"] == lost.as_str() && newest["state"] == "Active"
+    });
+    drop(daemon);
+    // History rewritten and collected: the Active deployment's commit is gone.
+    fleet.repo.git(&["reset", "--quiet", "--hard", "HEAD~1"]);
+    let head = set_retention(&fleet.repo, 92);
+    fleet
+        .repo
+        .git(&["reflog", "expire", "--expire=now", "--all"]);
+    fleet.repo.git(&["gc", "--quiet", "--prune=now"]);
+    let gone = Command::new("git")
+        .args(["cat-file", "-e", &lost])
+        .current_dir(fleet.repo.path())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| !s.success());
+    assert!(gone, "the lost commit {lost} is still in the repository");
+    let daemon = Daemon::ready(&fleet);
+    daemon.wait_until("the new head Active", || {
+        let newest = &history(&fleet)[0];
+        newest["commit"] == head.as_str() && newest["state"] == "Active"
+    });
+    assert!(read(&ini).contains(&retention(92)));
+    assert!(
+        daemon.stderr().contains("is gone from the repository"),
+        "{}",
+        daemon.stderr()
+    );
+    let plan = fleet.run(&["plan", "--ring", "dev", "--detailed-exitcode"]);
+    plan.expect(0);
+}
+
+#[test]
 fn a_deleted_job_folder_is_restored_and_still_watched() {
     let fleet = Fleet::new();
     let daemon = Daemon::of(

@@ -224,6 +224,9 @@ pub async fn run_gated(
 /// commit does not bring back that commit's older gates), else the one at `head` (the
 /// tracked branch), never the one in the commit being deployed. `None` when the ring is
 /// not defined there.
+///
+/// A commit gone from the repository (history rewritten and collected) would hold the
+/// ring forever; the head is read instead, with a warning.
 pub fn trusted_spec(
     store: &Store,
     source: &crate::adapters::git::Source,
@@ -231,11 +234,22 @@ pub fn trusted_spec(
     ring: &str,
     head: &str,
 ) -> Result<Option<crate::model::manifest::RingSpec>, EngineError> {
-    let rev = match store.gated(ring)? {
-        Some(active) => active.commit,
-        None => head.to_owned(),
+    use crate::adapters::git::SourceError;
+    let bundle = match store.gated(ring)? {
+        None => source.bundle_at(head, path)?,
+        Some(gated) => match source.bundle_at(&gated.commit, path) {
+            Err(SourceError::BadRevision { message, .. }) => {
+                tracing::warn!(
+                    ring,
+                    deployment = %gated.id,
+                    commit = gated.commit,
+                    "the commit of the ring's last gated deployment is gone from the repository ({message}); its gates are read at `{head}`"
+                );
+                source.bundle_at(head, path)?
+            }
+            read => read?,
+        },
     };
-    let bundle = source.bundle_at(&rev, path)?;
     Ok(crate::pipeline::policy::ring_spec(&bundle, ring))
 }
 
