@@ -409,13 +409,15 @@ pub struct Outcome {
 /// Records a deployment of `targets` and switches every worker to it, several at a
 /// time. When a worker fails, no further worker starts; the failed worker and those
 /// already switched get the previous Active deployment's artifacts back from the
-/// object store, and the deployment ends Failed whatever the restore does.
+/// object store, and the deployment ends Failed whatever the restore does. An
+/// unreachable worker is tried again until `until` (none: fails at once).
 pub async fn apply(
     store: &mut Store,
     objects: &ObjectStore,
     state_dir: &Path,
     targets: Vec<Target>,
     new: NewDeployment,
+    until: Option<Instant>,
 ) -> Result<Outcome, EngineError> {
     let previous = store.active(&new.ring)?;
     let deployment = store.create_deployment(&new)?;
@@ -425,7 +427,7 @@ pub async fn apply(
     objects.put_known(files.map(|f| (f.sha256.as_str(), &*f.content)))?;
     store.transition(id, DeploymentState::Deploying, "switching workers")?;
     let ring = new.ring.clone();
-    let batch = switch_and_record(store, id, &ring, &targets).await?;
+    let batch = switch_and_record_until(store, id, &ring, &targets, until).await?;
     let (touched, changed) = (batch.touched, batch.changed);
     if let Some(message) = batch.failure {
         let outcomes: BTreeMap<&str, &str> = batch

@@ -318,3 +318,25 @@ fn sigterm_stops_a_daemon_waiting_for_an_unreachable_agent_after_its_grace() {
         assert_eq!(remote.deployment_on(worker), "d-000003", "{worker}");
     }
 }
+
+#[test]
+fn an_all_at_once_deployment_waits_for_an_unreachable_agent_and_completes_once_it_is_back() {
+    let mut remote = AgentFleet::new(&[]);
+    let daemon = remote.daemon();
+    daemon.wait_until("d-000001 Active", || {
+        remote.state("d-000001").as_deref() == Some("Active")
+    });
+    remote.agent("edge-dev-1").kill();
+    remote.change_log_level("trace");
+    daemon.wait_until("the deployment to wait for edge-dev-1", || {
+        daemon.stderr().contains("worker unreachable; trying again")
+    });
+    assert_eq!(remote.state("d-000002").as_deref(), Some("Deploying"));
+    remote.agent("edge-dev-1").restart();
+    daemon.wait_until("d-000002 Active", || {
+        remote.state("d-000002").as_deref() == Some("Active")
+    });
+    for worker in DEV_WORKERS {
+        assert_eq!(remote.deployment_on(worker), "d-000002", "{worker}");
+    }
+}

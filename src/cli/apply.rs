@@ -312,7 +312,11 @@ fn deploy(ctx: &Context, store: &mut Store, prepared: &Prepared, reason: &str) -
             .map_err(|e| Failure::Internal(e.into()))?;
         return super::promote::run(ctx, store, &deployment, &gates, desired, 0);
     }
-    let targets = engine::targets_from_desired(ctx.state_dir(), desired).map_err(engine_failure)?;
+    let targets = engine::targets_from_desired(ctx.state_dir(), desired)
+        .map_err(engine_failure)?
+        .into_iter()
+        .map(|t| engine::rollout::with_drift(t, gates.drift))
+        .collect();
     run_rollout(ctx, store, targets, new)
 }
 
@@ -373,6 +377,7 @@ pub fn run_rollout(
         ctx.state_dir(),
         targets,
         new,
+        None,
     ))?
     .map_err(engine_failure)?;
     let d = &outcome.deployment;

@@ -607,19 +607,6 @@ async fn deploy_ring(
     let (plan, _) = engine::plan_ring(&paths.state_dir, &desired, input).await;
     let text = crate::report::text::render(&plan, false);
     let staged = gates.filter(|g| g.staged());
-    // A gated rollout waits for unreachable workers up to its progress deadline.
-    if let Some(u) = plan.unreachable.first().filter(|_| staged.is_none()) {
-        let message = format!(
-            "worker {} is unreachable ({}); nothing was changed",
-            u.worker, u.error
-        );
-        let failed = store.record_failed_build(&NewDeployment { fingerprint, ..new }, &message)?;
-        return Ok(Some(Deployed {
-            deployment: failed,
-            plan: text,
-            retryable: true,
-        }));
-    }
     let new = NewDeployment { fingerprint, ..new };
     if let Some(gates) = staged {
         let d = store.create_deployment(&new)?;
@@ -645,8 +632,15 @@ async fn deploy_ring(
             .map(|t| engine::rollout::with_drift(t, g.drift))
             .collect();
     }
+    // Unreachable workers are waited for up to the ring's progress deadline.
+    let deadline = gates.map_or_else(
+        || crate::pipeline::rollout::HealthTiming::default().progress_deadline,
+        |g| g.health.progress_deadline,
+    );
+    let until = std::time::Instant::now() + deadline;
     let objects = ObjectStore::new(&paths.state_dir);
-    let outcome = engine::apply(store, &objects, &paths.state_dir, targets, new).await?;
+    let outcome =
+        engine::apply(store, &objects, &paths.state_dir, targets, new, Some(until)).await?;
     let retryable = outcome.deployment.state == DeploymentState::Failed;
     Ok(Some(Deployed {
         deployment: outcome.deployment,
