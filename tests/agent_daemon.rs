@@ -340,3 +340,16 @@ fn an_all_at_once_deployment_waits_for_an_unreachable_agent_and_completes_once_i
         assert_eq!(remote.deployment_on(worker), "d-000002", "{worker}");
     }
 }
+
+#[test]
+fn ringops_apply_tells_fresh_agents_the_ring_s_drift_mode() {
+    let remote = AgentFleet::new(&[(
+        "strategy: {type: allAtOnce}\n  drift: revert",
+        "strategy: {type: allAtOnce}\n  drift: report",
+    )]);
+    remote.run(&["apply", "--ring", "dev", "--yes"]).expect(0);
+    for worker in DEV_WORKERS {
+        let inventory = remote.agents[worker].inventory();
+        assert_eq!(inventory["drift_mode"], "report", "{worker}: {inventory}");
+    }
+}
