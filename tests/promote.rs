@@ -633,6 +633,38 @@ fn a_paused_ring_holds_its_rollout_until_resumed() {
 }
 
 #[test]
+fn a_paused_all_at_once_ring_refuses_apply_until_resumed() {
+    let world = World::new("", "");
+    world.fleet.repo.edit(
+        "examples/fleet/modules/archive.yaml",
+        "format: parquet",
+        "format: avro",
+    );
+    world.fleet.repo.commit("avro");
+    world
+        .run(&["pause", "dev", "--reason", "incident 43"])
+        .expect(0);
+    let before = world.workers("");
+    let refused = world.run(&["apply", "--ring", "dev", "--yes"]);
+    refused.expect(1);
+    assert!(
+        refused
+            .stderr
+            .contains("ring `dev` is paused (incident 43); `ringops resume dev` first"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(world.workers(""), before, "a worker changed");
+    world.run(&["resume", "dev"]).expect(0);
+    world.run(&["apply", "--ring", "dev", "--yes"]).expect(0);
+    assert_ne!(
+        world.workers(""),
+        before,
+        "nothing was deployed once resumed"
+    );
+}
+
+#[test]
 fn a_canary_that_turns_unhealthy_is_reverted() {
     let world = World::new("", "");
     world.run(&["promote", "staging"]).expect(0);

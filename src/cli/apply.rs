@@ -134,11 +134,16 @@ impl Prepared {
 /// Compiles `ring` at `rev` and plans it against the workers; `None` after printing
 /// the manifests' errors.
 pub fn prepare(ctx: &Context, ring: &str, rev: &str) -> Result<Option<Prepared>, Failure> {
-    let bundle = ctx.bundle(&Source {
-        rev: Some(rev.to_owned()),
-        worktree: false,
+    let (ahead, compiled) = with_read_ahead(ctx, ring, || {
+        let bundle = ctx.bundle(&Source {
+            rev: Some(rev.to_owned()),
+            worktree: false,
+        })?;
+        let compiled =
+            engine::compile::compile_ring(ctx.state_dir(), &bundle, &ctx.secrets, ring);
+        Ok((bundle, compiled))
     })?;
-    let compiled = engine::compile::compile_ring(ctx.state_dir(), &bundle, &ctx.secrets, ring);
+    let (bundle, compiled) = compiled?;
     let desired = match compiled {
         Ok(mut c) => match c.states.remove(ring) {
             Some(state) => state,
@@ -158,7 +163,7 @@ pub fn prepare(ctx: &Context, ring: &str, rev: &str) -> Result<Option<Prepared>,
         rev: rev.to_owned(),
         commit: bundle.commit.clone(),
     };
-    let (plan, observed) = plan_against_workers(ctx, &bundle, &desired, head)?;
+    let (plan, observed) = plan_against_workers(ctx, &bundle, &desired, head, ahead)?;
     Ok(Some(Prepared {
         bundle,
         desired,
@@ -167,17 +172,36 @@ pub fn prepare(ctx: &Context, ring: &str, rev: &str) -> Result<Option<Prepared>,
     }))
 }
 
-/// Plans `desired` (compiled from `bundle`) against the ring's workers. The files
-/// changed since the Active deployment are found while the workers are read.
+/// Runs `compile` while the workers of `ring`'s Active deployment are read ahead (see
+/// [`engine::read_ahead`]), on a thread of its own.
+pub fn with_read_ahead<T: Send>(
+    ctx: &Context,
+    ring: &str,
+    compile: impl FnOnce() -> T + Send,
+) -> Result<(engine::ReadAhead, T), Failure> {
+    std::thread::scope(|scope| {
+        let ahead = scope.spawn(|| block_on(engine::read_ahead(ctx.state_dir(), ring)));
+        let compiled = compile();
+        let ahead = ahead
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        Ok((ahead, compiled))
+    })
+}
+
+/// Plans `desired` (compiled from `bundle`) against the ring's workers, taking the
+/// inventories read `ahead`. The files changed since the Active deployment are found
+/// while the workers are read.
 pub fn plan_against_workers(
     ctx: &Context,
     bundle: &Bundle,
     desired: &DesiredState,
     head: Revision,
+    ahead: engine::ReadAhead,
 ) -> Result<(Plan, ObservedState), Failure> {
     let (observed, changed_files) = std::thread::scope(|scope| {
         let changed = scope.spawn(|| super::changed_since_active(ctx, &desired.ring, bundle));
-        let observed = block_on(engine::observe(ctx.state_dir(), desired));
+        let observed = block_on(engine::observe_with(ctx.state_dir(), desired, ahead));
         let changed = changed
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -306,6 +330,16 @@ fn deploy(ctx: &Context, store: &mut Store, prepared: &Prepared, reason: &str) -
         reason: reason.to_owned(),
         rollback_of: None,
     };
+    if !gates.staged()
+        && let Some(pause) = store
+            .ring_pause(&desired.ring)
+            .map_err(|e| Failure::Internal(e.into()))?
+    {
+        return Err(Failure::user(format!(
+            "ring `{}` is paused ({}); `ringops resume {}` first; nothing was changed",
+            desired.ring, pause.reason, desired.ring
+        )));
+    }
     if gates.staged() {
         let deployment = store
             .create_deployment(&new)
