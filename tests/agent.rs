@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::agent::{Agent, BOUND, TOKEN};
+use common::agent::{AgentFleet, BOUND, DEV_WORKERS, GROUPS, TOKEN};
 use common::{Fleet, output, sha256_hex, worker_files};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -16,15 +16,24 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const DEV_WORKERS: [&str; 3] = ["core-dev-1", "core-dev-2", "edge-dev-1"];
-const GROUPS: &str = "examples/fleet/groups.yaml";
-
-/// The example fleet, its dev workers reached through `agents` (by worker name).
+/// [`AgentFleet`], over TLS trusted through `ca` when set.
 struct Remote {
-    fleet: Fleet,
-    agents: BTreeMap<&'static str, Agent>,
-    token_file: tempfile::NamedTempFile,
+    inner: AgentFleet,
     ca: Option<PathBuf>,
+}
+
+impl std::ops::Deref for Remote {
+    type Target = AgentFleet;
+
+    fn deref(&self) -> &AgentFleet {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Remote {
+    fn deref_mut(&mut self) -> &mut AgentFleet {
+        &mut self.inner
+    }
 }
 
 impl Remote {
@@ -35,28 +44,10 @@ impl Remote {
 
     /// Agents over TLS with `pki`'s certificate, trusted through its CA.
     fn with(pki: Option<&Pki>) -> Remote {
-        let fleet = Fleet::new();
         let tls = pki.map(|p| (p.cert(), p.key()));
         let tls = tls.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
-        let agents: BTreeMap<&str, Agent> = DEV_WORKERS
-            .iter()
-            .map(|w| (*w, Agent::start(tls)))
-            .collect();
-        for (worker, agent) in &agents {
-            let from = format!("{{name: {worker}, ring: dev,");
-            let to = format!(
-                "{{name: {worker}, ring: dev, target: \"{}\",",
-                agent.target()
-            );
-            fleet.repo.edit(GROUPS, &from, &to);
-        }
-        fleet.repo.commit("dev workers behind agents");
-        let mut token_file = tempfile::NamedTempFile::new().expect("token file");
-        writeln!(token_file, "{TOKEN}").expect("write token");
         Remote {
-            fleet,
-            agents,
-            token_file,
+            inner: AgentFleet::start(tls, &[]),
             ca: pki.map(Pki::ca),
         }
     }

@@ -9,54 +9,15 @@
 
 mod common;
 
-use common::agent::{Agent, TOKEN};
+use common::agent::{Agent, AgentFleet, DEV_WORKERS, RINGS};
 use common::daemon::Daemon;
-use common::{Fleet, worker_files};
+use common::worker_files;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::time::{Duration, Instant};
 
-const RINGS: &str = "examples/fleet/rings.yaml";
-const GROUPS: &str = "examples/fleet/groups.yaml";
-const DEV_WORKERS: [&str; 3] = ["core-dev-1", "core-dev-2", "edge-dev-1"];
-
-/// The example fleet with its dev workers behind agents, and the agent token's file.
-struct AgentFleet {
-    fleet: Fleet,
-    agents: BTreeMap<&'static str, Agent>,
-    token_file: tempfile::NamedTempFile,
-}
-
+/// What the daemon-with-agents tests do with [`AgentFleet`].
 impl AgentFleet {
-    /// Dev workers behind agents, dev's spec edited by `dev` (pairs of text to replace).
-    fn new(dev: &[(&str, &str)]) -> AgentFleet {
-        let fleet = Fleet::new();
-        let agents: BTreeMap<&str, Agent> = DEV_WORKERS
-            .iter()
-            .map(|w| (*w, Agent::start(None)))
-            .collect();
-        for (worker, agent) in &agents {
-            let from = format!("{{name: {worker}, ring: dev,");
-            let to = format!(
-                "{{name: {worker}, ring: dev, target: \"{}\",",
-                agent.target()
-            );
-            fleet.repo.edit(GROUPS, &from, &to);
-        }
-        for (from, to) in dev {
-            fleet.repo.edit(RINGS, from, to);
-        }
-        fleet.repo.commit("dev workers behind agents");
-        let mut token_file = tempfile::NamedTempFile::new().expect("token file");
-        writeln!(token_file, "{TOKEN}").expect("write token");
-        AgentFleet {
-            fleet,
-            agents,
-            token_file,
-        }
-    }
-
     /// The daemon on a free port: 200 ms poll, 1 s drift scan, no retry of a failed
     /// deployment within the test.
     fn daemon(&self) -> Daemon {
@@ -65,7 +26,7 @@ impl AgentFleet {
 
     /// [`AgentFleet::daemon`] with more arguments.
     fn daemon_with(&self, extra: &[&str]) -> Daemon {
-        let mut cmd = self.fleet.command(&[
+        let mut cmd = self.command(&[
             "daemon",
             "--listen",
             "127.0.0.1:0",
@@ -76,8 +37,7 @@ impl AgentFleet {
             "--retry-backoff",
             "1h",
         ]);
-        cmd.args(extra)
-            .env("RINGOPS_AGENT_TOKEN_FILE", self.token_file.path());
+        cmd.args(extra);
         let daemon = Daemon::start(cmd);
         daemon.wait_ready();
         daemon
@@ -85,9 +45,7 @@ impl AgentFleet {
 
     /// `ringops <args>` with the agent token.
     fn run(&self, args: &[&str]) -> common::Run {
-        let mut cmd = self.fleet.command(args);
-        cmd.env("RINGOPS_AGENT_TOKEN_FILE", self.token_file.path());
-        common::output(&mut cmd)
+        common::output(&mut self.command(args))
     }
 
     /// The state of deployment `id` of ring dev, if recorded.
@@ -131,10 +89,13 @@ fn unreachable_gauge(daemon: &Daemon, worker: &str) -> Option<String> {
 
 #[test]
 fn a_rollout_waits_for_an_agent_killed_mid_rollout_and_completes_once_it_is_back() {
-    let mut remote = AgentFleet::new(&[(
-        "strategy: {type: allAtOnce}",
-        "strategy: {type: rolling, maxParallel: 1}\n  health: {command: [sh, -c, 'sleep 1'], progressDeadline: 60s}",
-    )]);
+    let mut remote = AgentFleet::start(
+        None,
+        &[(
+            "strategy: {type: allAtOnce}",
+            "strategy: {type: rolling, maxParallel: 1}\n  health: {command: [sh, -c, 'sleep 1'], progressDeadline: 60s}",
+        )],
+    );
     let daemon = remote.daemon();
     daemon.wait_until("d-000001 Active on every agent", || {
         remote.state("d-000001").as_deref() == Some("Active")
@@ -170,10 +131,13 @@ fn a_rollout_waits_for_an_agent_killed_mid_rollout_and_completes_once_it_is_back
 
 #[test]
 fn an_agent_down_past_the_deadline_fails_the_rollout_and_reconcile_brings_it_back() {
-    let mut remote = AgentFleet::new(&[(
-        "strategy: {type: allAtOnce}",
-        "strategy: {type: rolling, maxParallel: 1}\n  health: {command: [sh, -c, 'true'], progressDeadline: 3s}\n  autoRevert: true",
-    )]);
+    let mut remote = AgentFleet::start(
+        None,
+        &[(
+            "strategy: {type: allAtOnce}",
+            "strategy: {type: rolling, maxParallel: 1}\n  health: {command: [sh, -c, 'true'], progressDeadline: 3s}\n  autoRevert: true",
+        )],
+    );
     let daemon = remote.daemon();
     daemon.wait_until("d-000001 Active", || {
         remote.state("d-000001").as_deref() == Some("Active")
@@ -237,10 +201,13 @@ fn an_agent_down_past_the_deadline_fails_the_rollout_and_reconcile_brings_it_bac
 
 #[test]
 fn a_report_ring_s_agents_record_hot_edits_and_leave_them_in_place() {
-    let remote = AgentFleet::new(&[(
-        "strategy: {type: allAtOnce}\n  drift: revert",
-        "strategy: {type: allAtOnce}\n  drift: report",
-    )]);
+    let remote = AgentFleet::start(
+        None,
+        &[(
+            "strategy: {type: allAtOnce}\n  drift: revert",
+            "strategy: {type: allAtOnce}\n  drift: report",
+        )],
+    );
     let daemon = remote.daemon();
     daemon.wait_until("d-000001 Active", || {
         remote.state("d-000001").as_deref() == Some("Active")
@@ -270,10 +237,13 @@ fn a_report_ring_s_agents_record_hot_edits_and_leave_them_in_place() {
 
 #[test]
 fn sigterm_stops_a_daemon_waiting_for_an_unreachable_agent_after_its_grace() {
-    let mut remote = AgentFleet::new(&[(
-        "strategy: {type: allAtOnce}",
-        "strategy: {type: rolling, maxParallel: 1}\n  health: {command: [sh, -c, 'true'], progressDeadline: 30m}",
-    )]);
+    let mut remote = AgentFleet::start(
+        None,
+        &[(
+            "strategy: {type: allAtOnce}",
+            "strategy: {type: rolling, maxParallel: 1}\n  health: {command: [sh, -c, 'true'], progressDeadline: 30m}",
+        )],
+    );
     let daemon = remote.daemon_with(&["--stop-grace", "1s"]);
     daemon.wait_until("d-000001 Active", || {
         remote.state("d-000001").as_deref() == Some("Active")
@@ -321,7 +291,7 @@ fn sigterm_stops_a_daemon_waiting_for_an_unreachable_agent_after_its_grace() {
 
 #[test]
 fn an_all_at_once_deployment_waits_for_an_unreachable_agent_and_completes_once_it_is_back() {
-    let mut remote = AgentFleet::new(&[]);
+    let mut remote = AgentFleet::start(None, &[]);
     let daemon = remote.daemon();
     daemon.wait_until("d-000001 Active", || {
         remote.state("d-000001").as_deref() == Some("Active")
@@ -343,10 +313,13 @@ fn an_all_at_once_deployment_waits_for_an_unreachable_agent_and_completes_once_i
 
 #[test]
 fn ringops_apply_tells_fresh_agents_the_ring_s_drift_mode() {
-    let remote = AgentFleet::new(&[(
-        "strategy: {type: allAtOnce}\n  drift: revert",
-        "strategy: {type: allAtOnce}\n  drift: report",
-    )]);
+    let remote = AgentFleet::start(
+        None,
+        &[(
+            "strategy: {type: allAtOnce}\n  drift: revert",
+            "strategy: {type: allAtOnce}\n  drift: report",
+        )],
+    );
     remote.run(&["apply", "--ring", "dev", "--yes"]).expect(0);
     for worker in DEV_WORKERS {
         let inventory = remote.agents[worker].inventory();

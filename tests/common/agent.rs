@@ -1,9 +1,11 @@
 //! A real `ringops agent` process for the integration tests: on a free loopback port,
 //! over plain HTTP or TLS, serving a worker directory in its own temporary home; killed
-//! when dropped. Used by the agent tests and the daemon-with-agents tests.
+//! when dropped; and the example fleet with its dev workers behind such agents. Used by
+//! the agent tests and the daemon-with-agents tests.
 
-use super::ringops_in;
+use super::{Fleet, ringops_in};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -14,6 +16,59 @@ use std::time::{Duration, Instant};
 pub const TOKEN: &str = "agent-test-token-5f1c";
 /// How long an agent may take to start: generous, for a debug build on a busy machine.
 pub const BOUND: Duration = Duration::from_secs(20);
+
+/// The example fleet's dev workers.
+pub const DEV_WORKERS: [&str; 3] = ["core-dev-1", "core-dev-2", "edge-dev-1"];
+/// The example fleet's worker groups, where targets are set.
+pub const GROUPS: &str = "examples/fleet/groups.yaml";
+/// The example fleet's rings.
+pub const RINGS: &str = "examples/fleet/rings.yaml";
+
+/// The example fleet with its dev workers behind agents (by worker name), and a file
+/// holding the agents' token.
+pub struct AgentFleet {
+    pub fleet: Fleet,
+    pub agents: BTreeMap<&'static str, Agent>,
+    pub token_file: tempfile::NamedTempFile,
+}
+
+impl AgentFleet {
+    /// Dev workers behind agents over plain HTTP, or TLS with `tls` (certificate and key
+    /// files); the rings file edited by `rings` (pairs of text to replace); committed.
+    pub fn start(tls: Option<(&Path, &Path)>, rings: &[(&str, &str)]) -> AgentFleet {
+        let fleet = Fleet::new();
+        let agents: BTreeMap<&str, Agent> = DEV_WORKERS
+            .iter()
+            .map(|w| (*w, Agent::start(tls)))
+            .collect();
+        for (worker, agent) in &agents {
+            let from = format!("{{name: {worker}, ring: dev,");
+            let to = format!(
+                "{{name: {worker}, ring: dev, target: \"{}\",",
+                agent.target()
+            );
+            fleet.repo.edit(GROUPS, &from, &to);
+        }
+        for (from, to) in rings {
+            fleet.repo.edit(RINGS, from, to);
+        }
+        fleet.repo.commit("dev workers behind agents");
+        let mut token_file = tempfile::NamedTempFile::new().expect("token file");
+        writeln!(token_file, "{TOKEN}").expect("write token");
+        AgentFleet {
+            fleet,
+            agents,
+            token_file,
+        }
+    }
+
+    /// `ringops <args>` on the fleet, with the agents' token.
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = self.fleet.command(args);
+        cmd.env("RINGOPS_AGENT_TOKEN_FILE", self.token_file.path());
+        cmd
+    }
+}
 
 /// A running `ringops agent`, killed (SIGKILL) when dropped.
 pub struct Agent {
