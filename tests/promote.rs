@@ -176,6 +176,21 @@ impl World {
         self.config.path().join(name)
     }
 
+    /// `promote production --emergency` with `who`'s token.
+    fn emergency_promotion(&self, who: &str, reason: &str) -> Run {
+        let token = self.token(who);
+        let token = token.to_str().expect("UTF-8");
+        self.run(&[
+            "promote",
+            "production",
+            "--emergency",
+            "--reason",
+            reason,
+            "--token-file",
+            token,
+        ])
+    }
+
     fn as_approver(&self, verb: &str, id: &str, who: &str, extra: &[&str]) -> Run {
         let token = self.token(who);
         let token = token.to_str().expect("UTF-8");
@@ -542,16 +557,7 @@ fn a_closed_window_holds_a_promotion_and_an_emergency_bypasses_it() {
         .run(&["fail", "production", "--reason", "hotfix instead"])
         .expect(0);
 
-    let bob = world.token("bob");
-    let refused = world.run(&[
-        "promote",
-        "production",
-        "--emergency",
-        "--reason",
-        "CVE",
-        "--token-file",
-        bob.to_str().expect("UTF-8"),
-    ]);
+    let refused = world.emergency_promotion("bob", "CVE");
     refused.expect(1);
     assert!(
         refused
@@ -566,16 +572,7 @@ fn a_closed_window_holds_a_promotion_and_an_emergency_bypasses_it() {
         "[[approvers]]\nname = \"dave\"\ntoken_sha256 = \"{}\"\nemergency = true\n",
         sha256_hex(b"dave-token")
     ));
-    let dave = world.token("dave");
-    let outsider = world.run(&[
-        "promote",
-        "production",
-        "--emergency",
-        "--reason",
-        "CVE",
-        "--token-file",
-        dave.to_str().expect("UTF-8"),
-    ]);
+    let outsider = world.emergency_promotion("dave", "CVE");
     outsider.expect(1);
     assert!(
         outsider.stderr.contains(
@@ -584,16 +581,7 @@ fn a_closed_window_holds_a_promotion_and_an_emergency_bypasses_it() {
         "{}",
         outsider.stderr
     );
-    let alice = world.token("alice");
-    let urgent = world.run(&[
-        "promote",
-        "production",
-        "--emergency",
-        "--reason",
-        "CVE-2026-1",
-        "--token-file",
-        alice.to_str().expect("UTF-8"),
-    ]);
+    let urgent = world.emergency_promotion("alice", "CVE-2026-1");
     urgent.expect(0);
     let id = deployment_id(&urgent);
     world
