@@ -59,6 +59,14 @@ impl AgentFleet {
             .and_then(|d| d["state"].as_str().map(str::to_owned))
     }
 
+    /// Waits until deployment `id` of ring dev is in `state`.
+    #[track_caller]
+    fn wait_state(&self, daemon: &Daemon, id: &str, state: &str) {
+        daemon.wait_until(&format!("{id} {state}"), || {
+            self.state(id).as_deref() == Some(state)
+        });
+    }
+
     fn agent(&mut self, worker: &str) -> &mut Agent {
         self.agents.get_mut(worker).expect("agent")
     }
@@ -97,9 +105,7 @@ fn a_rollout_waits_for_an_agent_killed_mid_rollout_and_completes_once_it_is_back
         )],
     );
     let daemon = remote.daemon();
-    daemon.wait_until("d-000001 Active on every agent", || {
-        remote.state("d-000001").as_deref() == Some("Active")
-    });
+    remote.wait_state(&daemon, "d-000001", "Active");
     for worker in DEV_WORKERS {
         assert_eq!(remote.deployment_on(worker), "d-000001", "{worker}");
     }
@@ -115,9 +121,7 @@ fn a_rollout_waits_for_an_agent_killed_mid_rollout_and_completes_once_it_is_back
     });
     assert_eq!(remote.state("d-000002").as_deref(), Some("Deploying"));
     remote.agent("edge-dev-1").restart();
-    daemon.wait_until("d-000002 Active", || {
-        remote.state("d-000002").as_deref() == Some("Active")
-    });
+    remote.wait_state(&daemon, "d-000002", "Active");
     for worker in DEV_WORKERS {
         assert_eq!(remote.deployment_on(worker), "d-000002", "{worker}");
         let files = worker_files(&remote.agents[worker].dir());
@@ -139,9 +143,7 @@ fn an_agent_down_past_the_deadline_fails_the_rollout_and_reconcile_brings_it_bac
         )],
     );
     let daemon = remote.daemon();
-    daemon.wait_until("d-000001 Active", || {
-        remote.state("d-000001").as_deref() == Some("Active")
-    });
+    remote.wait_state(&daemon, "d-000001", "Active");
     let before: BTreeMap<&str, _> = DEV_WORKERS
         .iter()
         .map(|w| (*w, worker_files(&remote.agents[w].dir())))
@@ -153,9 +155,7 @@ fn an_agent_down_past_the_deadline_fails_the_rollout_and_reconcile_brings_it_bac
     remote.agent("edge-dev-1").kill();
     let started = Instant::now();
     remote.change_log_level("trace");
-    daemon.wait_until("d-000002 rolled back", || {
-        remote.state("d-000002").as_deref() == Some("RolledBack")
-    });
+    remote.wait_state(&daemon, "d-000002", "RolledBack");
     assert!(
         started.elapsed() >= Duration::from_secs(3),
         "failed before the progress deadline"
@@ -209,9 +209,7 @@ fn a_report_ring_s_agents_record_hot_edits_and_leave_them_in_place() {
         )],
     );
     let daemon = remote.daemon();
-    daemon.wait_until("d-000001 Active", || {
-        remote.state("d-000001").as_deref() == Some("Active")
-    });
+    remote.wait_state(&daemon, "d-000001", "Active");
     let agent = &remote.agents["core-dev-1"];
     assert_eq!(agent.inventory()["drift_mode"], "report");
     let files = worker_files(&agent.dir());
@@ -245,9 +243,7 @@ fn sigterm_stops_a_daemon_waiting_for_an_unreachable_agent_after_its_grace() {
         )],
     );
     let daemon = remote.daemon_with(&["--stop-grace", "1s"]);
-    daemon.wait_until("d-000001 Active", || {
-        remote.state("d-000001").as_deref() == Some("Active")
-    });
+    remote.wait_state(&daemon, "d-000001", "Active");
     remote.agent("edge-dev-1").kill();
     remote.change_log_level("trace");
     daemon.wait_until("the rollout to wait for edge-dev-1", || {
@@ -275,15 +271,11 @@ fn sigterm_stops_a_daemon_waiting_for_an_unreachable_agent_after_its_grace() {
     // The next start marks the interrupted rollout failed, naming why.
     remote.agent("edge-dev-1").restart();
     let again = remote.daemon();
-    again.wait_until("d-000002 failed as interrupted", || {
-        remote.state("d-000002").as_deref() == Some("Failed")
-    });
+    remote.wait_state(&again, "d-000002", "Failed");
     let show = remote.run(&["show", "d-000002"]).expect(0).stdout.clone();
     assert!(show.contains("interrupted"), "{show}");
     // ... and the tracked head is deployed again, now that every agent answers.
-    again.wait_until("a new deployment of the head Active on every agent", || {
-        remote.state("d-000003").as_deref() == Some("Active")
-    });
+    remote.wait_state(&again, "d-000003", "Active");
     for worker in DEV_WORKERS {
         assert_eq!(remote.deployment_on(worker), "d-000003", "{worker}");
     }
@@ -293,9 +285,7 @@ fn sigterm_stops_a_daemon_waiting_for_an_unreachable_agent_after_its_grace() {
 fn an_all_at_once_deployment_waits_for_an_unreachable_agent_and_completes_once_it_is_back() {
     let mut remote = AgentFleet::start(None, &[]);
     let daemon = remote.daemon();
-    daemon.wait_until("d-000001 Active", || {
-        remote.state("d-000001").as_deref() == Some("Active")
-    });
+    remote.wait_state(&daemon, "d-000001", "Active");
     remote.agent("edge-dev-1").kill();
     remote.change_log_level("trace");
     daemon.wait_until("the deployment to wait for edge-dev-1", || {
@@ -303,9 +293,7 @@ fn an_all_at_once_deployment_waits_for_an_unreachable_agent_and_completes_once_i
     });
     assert_eq!(remote.state("d-000002").as_deref(), Some("Deploying"));
     remote.agent("edge-dev-1").restart();
-    daemon.wait_until("d-000002 Active", || {
-        remote.state("d-000002").as_deref() == Some("Active")
-    });
+    remote.wait_state(&daemon, "d-000002", "Active");
     for worker in DEV_WORKERS {
         assert_eq!(remote.deployment_on(worker), "d-000002", "{worker}");
     }
