@@ -176,6 +176,15 @@ impl World {
         self.config.path().join(name)
     }
 
+    /// Edits the archive module (every ring's workers get new files); not committed.
+    fn archive_as_avro(&self) {
+        self.fleet.repo.edit(
+            "examples/fleet/modules/archive.yaml",
+            "format: parquet",
+            "format: avro",
+        );
+    }
+
     /// `promote production --emergency` with `who`'s token.
     fn emergency_promotion(&self, who: &str, reason: &str) -> Run {
         let token = self.token(who);
@@ -343,11 +352,7 @@ fn an_unhealthy_batch_with_auto_revert_leaves_every_worker_byte_identical() {
     world.run(&["promote", "staging"]).expect(0);
     let before = world.workers("");
     // A new commit reaches dev; its promotion to staging fails in the second batch.
-    world.fleet.repo.edit(
-        "examples/fleet/modules/archive.yaml",
-        "format: parquet",
-        "format: avro",
-    );
+    world.archive_as_avro();
     world.fleet.repo.commit("avro");
     world.run(&["apply", "--ring", "dev", "--yes"]).expect(0);
     let before_dev = world.workers("");
@@ -623,11 +628,7 @@ fn a_paused_ring_holds_its_rollout_until_resumed() {
 #[test]
 fn a_paused_all_at_once_ring_refuses_apply_until_resumed() {
     let world = World::new("", "");
-    world.fleet.repo.edit(
-        "examples/fleet/modules/archive.yaml",
-        "format: parquet",
-        "format: avro",
-    );
+    world.archive_as_avro();
     world.fleet.repo.commit("avro");
     world
         .run(&["pause", "dev", "--reason", "incident 43"])
@@ -688,11 +689,7 @@ fn a_commit_cannot_lower_its_own_rings_approval_gate() {
         .fleet
         .repo
         .edit(RINGS, "log_level: warn", "log_level: error");
-    world.fleet.repo.edit(
-        "examples/fleet/modules/archive.yaml",
-        "format: parquet",
-        "format: avro",
-    );
+    world.archive_as_avro();
     world.fleet.repo.commit("no more approvals");
     world.run(&["apply", "--ring", "dev", "--yes"]).expect(0);
     world.run(&["promote", "staging"]).expect(0);
@@ -728,11 +725,7 @@ fn the_daemon_keeps_a_paused_canary_on_its_new_files_and_reverts_edits_to_them()
     let world = World::new("", "");
     world.release_production();
     // A second release stops after its canary: core-prod-1 runs it, the rest the first.
-    world.fleet.repo.edit(
-        "examples/fleet/modules/archive.yaml",
-        "format: parquet",
-        "format: avro",
-    );
+    world.archive_as_avro();
     world.fleet.repo.commit("avro");
     world.run(&["apply", "--ring", "dev", "--yes"]).expect(0);
     world.canary_production();
@@ -898,11 +891,7 @@ fn the_daemon_posts_every_state_of_its_deployments() {
         "[[notify]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{hook}/deployments\"\n"
     ));
     let daemon = start_daemon(&world, "200ms");
-    world.fleet.repo.edit(
-        "examples/fleet/modules/archive.yaml",
-        "format: parquet",
-        "format: avro",
-    );
+    world.archive_as_avro();
     world.fleet.repo.commit("avro");
     daemon.wait_log_times("deployed deployment=", 1);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -1021,11 +1010,7 @@ fn a_rollback_to_an_older_commit_keeps_the_newer_gates() {
         "  values: {log_level: info, max_retries: 3}\n",
         "  values: {log_level: info, max_retries: 3}\n  approvals: {required: 1, approvers: [carol]}\n",
     );
-    world.fleet.repo.edit(
-        "examples/fleet/modules/archive.yaml",
-        "format: parquet",
-        "format: avro",
-    );
+    world.archive_as_avro();
     world.fleet.repo.commit("staging needs carol");
     world.run(&["apply", "--ring", "dev", "--yes"]).expect(0);
     world.run(&["promote", "staging"]).expect(0);
