@@ -7,6 +7,8 @@
 //! rollback and drift repair, which need no repository).
 
 pub mod compile;
+#[cfg(test)]
+mod observe_tests;
 pub mod rollout;
 pub mod sync;
 
@@ -144,23 +146,80 @@ pub async fn inventories(
     out
 }
 
+/// Inventories read while the desired state was still being compiled: of the workers a
+/// ring's Active deployment placed, by worker, with the location each was read at.
+#[derive(Debug, Default)]
+pub struct ReadAhead(BTreeMap<String, (String, Inventory)>);
+
+/// Reads the inventories of the workers where the ring's Active deployment put them,
+/// for a caller that compiles the desired state meanwhile (reading workers is mostly
+/// waiting on the kernel, compiling is not). [`observe_with`] uses each one whose worker
+/// the desired state places at the same location; workers that could not be read are
+/// left out (read again then). Nothing when the ring has no Active deployment.
+pub async fn read_ahead(state_dir: &Path, ring: &str) -> ReadAhead {
+    let placements = crate::adapters::store::StoreReader::open(state_dir)
+        .and_then(|r| match r.active(ring)? {
+            Some(active) => r.placements(active.id),
+            None => Ok(BTreeMap::new()),
+        })
+        .unwrap_or_default();
+    let workers: Vec<(String, WorkerTransport)> = placements
+        .iter()
+        .filter_map(|(name, p)| {
+            let t = recorded_transport(state_dir, name, Some(p)).ok()?;
+            Some((name.clone(), t))
+        })
+        .collect();
+    let read = inventories(workers).await;
+    ReadAhead(
+        read.into_iter()
+            .filter_map(|(name, inventory)| {
+                let location = placements.get(&name)?.location.clone();
+                Some((name, (location, inventory.ok()?)))
+            })
+            .collect(),
+    )
+}
+
 /// Reads every worker of the desired state. A worker that cannot be read is
 /// unreachable, with the reason; the others are observed. What a plan may show of a
-/// file: the desired artifact's shown text when identical, the file itself when
-/// nothing about the path is sensitive, otherwise a notice.
+/// file: nothing when it is the desired artifact, the file itself when nothing about
+/// the path is sensitive, otherwise a notice.
 pub async fn observe(state_dir: &Path, desired: &DesiredState) -> ObservedState {
+    observe_with(state_dir, desired, ReadAhead::default()).await
+}
+
+/// [`observe`], taking the inventories `ahead` read at the worker's desired location
+/// instead of reading them again.
+pub async fn observe_with(
+    state_dir: &Path,
+    desired: &DesiredState,
+    mut ahead: ReadAhead,
+) -> ObservedState {
     let mut observed = ObservedState::default();
     let mut reachable = Vec::new();
+    let mut read = BTreeMap::new();
     for (name, state) in &desired.workers {
         match transport(state_dir, name, state) {
-            Ok(t) => reachable.push((name.clone(), t)),
+            Ok(t) => match ahead.0.remove(name) {
+                Some((at, inventory)) if at == t.location() => {
+                    read.insert(name.clone(), Ok(inventory));
+                    reachable.push((name.clone(), t));
+                }
+                _ => reachable.push((name.clone(), t)),
+            },
             Err(e) => {
                 observed.unreachable.insert(name.clone(), chain(&e));
             }
         }
     }
     let transports: BTreeMap<String, WorkerTransport> = reachable.iter().cloned().collect();
-    for (name, inventory) in inventories(reachable).await {
+    let unread = reachable
+        .into_iter()
+        .filter(|(name, _)| !read.contains_key(name))
+        .collect();
+    read.extend(inventories(unread).await);
+    for (name, inventory) in read {
         let Some(state) = desired.workers.get(&name) else {
             continue;
         };

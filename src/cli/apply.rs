@@ -139,9 +139,8 @@ pub fn prepare(ctx: &Context, ring: &str, rev: &str) -> Result<Option<Prepared>,
             rev: Some(rev.to_owned()),
             worktree: false,
         })?;
-        let compiled =
-            engine::compile::compile_ring(ctx.state_dir(), &bundle, &ctx.secrets, ring);
-        Ok((bundle, compiled))
+        let compiled = engine::compile::compile_ring(ctx.state_dir(), &bundle, &ctx.secrets, ring);
+        Ok::<_, Failure>((bundle, compiled))
     })?;
     let (bundle, compiled) = compiled?;
     let desired = match compiled {
@@ -163,7 +162,7 @@ pub fn prepare(ctx: &Context, ring: &str, rev: &str) -> Result<Option<Prepared>,
         rev: rev.to_owned(),
         commit: bundle.commit.clone(),
     };
-    let (plan, observed) = plan_against_workers(ctx, &bundle, &desired, head, ahead)?;
+    let (plan, observed) = plan_against_workers_with(ctx, &bundle, &desired, head, ahead)?;
     Ok(Some(Prepared {
         bundle,
         desired,
@@ -174,10 +173,10 @@ pub fn prepare(ctx: &Context, ring: &str, rev: &str) -> Result<Option<Prepared>,
 
 /// Runs `compile` while the workers of `ring`'s Active deployment are read ahead (see
 /// [`engine::read_ahead`]), on a thread of its own.
-pub fn with_read_ahead<T: Send>(
+pub fn with_read_ahead<T>(
     ctx: &Context,
     ring: &str,
-    compile: impl FnOnce() -> T + Send,
+    compile: impl FnOnce() -> T,
 ) -> Result<(engine::ReadAhead, T), Failure> {
     std::thread::scope(|scope| {
         let ahead = scope.spawn(|| block_on(engine::read_ahead(ctx.state_dir(), ring)));
@@ -189,10 +188,19 @@ pub fn with_read_ahead<T: Send>(
     })
 }
 
-/// Plans `desired` (compiled from `bundle`) against the ring's workers, taking the
-/// inventories read `ahead`. The files changed since the Active deployment are found
-/// while the workers are read.
+/// Plans `desired` (compiled from `bundle`) against the ring's workers. The files
+/// changed since the Active deployment are found while the workers are read.
 pub fn plan_against_workers(
+    ctx: &Context,
+    bundle: &Bundle,
+    desired: &DesiredState,
+    head: Revision,
+) -> Result<(Plan, ObservedState), Failure> {
+    plan_against_workers_with(ctx, bundle, desired, head, engine::ReadAhead::default())
+}
+
+/// [`plan_against_workers`], taking the inventories read `ahead`.
+pub fn plan_against_workers_with(
     ctx: &Context,
     bundle: &Bundle,
     desired: &DesiredState,

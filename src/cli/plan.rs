@@ -56,13 +56,13 @@ impl PlanArgs {
 pub fn run(ctx: &Context, args: &PlanArgs) -> Outcome {
     let source = ctx.source()?;
     let head_name = args.head.clone().unwrap_or_else(|| ctx.default_rev());
-    let head_bundle = source.bundle_at(&head_name, &ctx.path)?;
-    let head_rev = Revision {
+    let head_of = |bundle: &Bundle| Revision {
         rev: head_name.clone(),
-        commit: head_bundle.commit.clone(),
+        commit: bundle.commit.clone(),
     };
-    let plan = match &args.base {
+    let (plan, head_bundle) = match &args.base {
         Some(base_rev) => {
+            let head_bundle = source.bundle_at(&head_name, &ctx.path)?;
             let base_bundle = source.bundle_at(base_rev, &ctx.path)?;
             // The two sides compile independently: one thread each.
             let (base, head) = both_sides(
@@ -75,22 +75,33 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Outcome {
                     rev: base_rev.clone(),
                     commit: base_bundle.commit.clone(),
                 }),
-                head: head_rev,
+                head: head_of(&head_bundle),
                 changed_files: base_bundle.changed_files(&head_bundle),
             };
             let plan = plan(&base, &head, input);
             super::leave_to_exit((base, head, base_bundle));
-            plan
+            (plan, head_bundle)
         }
         None => {
-            let head = desired(ctx, "head", &head_name, &head_bundle, &args.ring, false)?;
-            let (plan, observed) =
-                super::apply::plan_against_workers(ctx, &head_bundle, &head, head_rev)?;
+            // The workers are read while the head side compiles.
+            let (ahead, compiled) = super::apply::with_read_ahead(ctx, &args.ring, || {
+                let bundle = source.bundle_at(&head_name, &ctx.path)?;
+                let head = desired(ctx, "head", &head_name, &bundle, &args.ring, false)?;
+                Ok::<_, Failure>((bundle, head))
+            })?;
+            let (head_bundle, head) = compiled?;
+            let (plan, observed) = super::apply::plan_against_workers_with(
+                ctx,
+                &head_bundle,
+                &head,
+                head_of(&head_bundle),
+                ahead,
+            )?;
             if let Some(out) = &args.out {
                 save(ctx, &plan, &observed, out)?;
             }
             super::leave_to_exit((head, observed));
-            plan
+            (plan, head_bundle)
         }
     };
     let text = match args.format {

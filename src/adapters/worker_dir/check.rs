@@ -2,7 +2,7 @@
 //! sound, and which files must be written, which removed, and what the new record is.
 //! Reads the disk (never following a link below the root) but writes nothing.
 
-use super::disk::{Blocked, Disk, Kind, folders, kind_of};
+use super::disk::{Blocked, Disk, Kind, folders};
 use super::records::{Managed, ManagedFile};
 use super::scan;
 use super::stat_cache::{Boundary, Stamp, StatCache};
@@ -256,14 +256,13 @@ fn look(
             ));
         }
     }
-    let target = disk.root.join(path);
-    let Some(meta) = disk.lstat(&target)? else {
+    let Some(stat) = disk.lstat_rel(path)? else {
         return Ok(Pending::Decided(true));
     };
-    match kind_of(&meta) {
+    match stat.kind {
         Kind::Missing => Ok(Pending::Decided(true)),
         Kind::File { mode } if mode == spec.mode => Ok(Pending::Compare {
-            stamp: Stamp::of(&meta),
+            stamp: stat.stamp,
             managed,
         }),
         Kind::File { .. } if managed => Ok(Pending::Decided(true)),

@@ -3,6 +3,7 @@
 //! and walking. Every failure is mapped to a [`WorkerDirError`] naming the path.
 
 use super::WorkerDirError;
+use super::stat::{self, Stat};
 use super::stat_cache::Stamp;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
@@ -45,6 +46,8 @@ pub(super) struct Disk<'a> {
     seen: HashMap<String, Kind>,
     /// The stamps of the real folders among them, read after this pass began.
     stamps: HashMap<String, Stamp>,
+    /// A handle on the root to stat paths below it, opened at the first such stat.
+    handle: std::sync::OnceLock<Option<File>>,
 }
 
 impl<'a> Disk<'a> {
@@ -53,6 +56,7 @@ impl<'a> Disk<'a> {
             root,
             seen: HashMap::new(),
             stamps: HashMap::new(),
+            handle: std::sync::OnceLock::new(),
         }
     }
 
@@ -79,6 +83,14 @@ impl<'a> Disk<'a> {
         }
     }
 
+    /// What stands at worker-relative `rel` (not empty), not following a link there;
+    /// `None` when nothing does. Cheaper than [`Disk::lstat`] of the joined path.
+    pub fn lstat_rel(&self, rel: &str) -> Result<Option<Stat>, WorkerDirError> {
+        let handle = self.handle.get_or_init(|| stat::open_root(self.root));
+        stat::lstat_below(handle.as_ref(), self.root, rel)
+            .map_err(|e| self.err(&self.root.join(rel), e))
+    }
+
     /// The first folder on the way to worker-relative `rel` that is a link or not a
     /// folder. A missing folder ends the walk: nothing stands below it.
     pub fn blocked<'r>(&mut self, rel: &'r str) -> Result<Blocked<'r>, WorkerDirError> {
@@ -99,13 +111,9 @@ impl<'a> Disk<'a> {
 
     /// What stands at worker-relative folder `rel`, remembered with its stamp.
     fn look_at_folder(&mut self, rel: &str) -> Result<Kind, WorkerDirError> {
-        let meta = self.lstat(&self.root.join(rel))?;
-        let kind = meta.as_ref().map_or(Kind::Missing, kind_of);
-        if let Some(stamp) = meta
-            .as_ref()
-            .and_then(Stamp::of)
-            .filter(|_| kind == Kind::Dir)
-        {
+        let stat = self.lstat_rel(rel)?;
+        let kind = stat.map_or(Kind::Missing, |s| s.kind);
+        if let Some(stamp) = stat.and_then(|s| s.stamp).filter(|_| kind == Kind::Dir) {
             self.stamps.insert(rel.to_owned(), stamp);
         }
         self.seen.insert(rel.to_owned(), kind);
@@ -115,6 +123,11 @@ impl<'a> Disk<'a> {
     /// The stamp folder `rel` had when [`Disk::blocked`] looked at it in this pass.
     pub fn folder_stamp(&self, rel: &str) -> Option<&Stamp> {
         self.stamps.get(rel)
+    }
+
+    /// Every real folder [`Disk::blocked`] looked at in this pass, with its stamp.
+    pub fn folder_stamps(&self) -> impl Iterator<Item = (&String, &Stamp)> {
+        self.stamps.iter()
     }
 
     /// Forgets what was seen, after the folders changed. The stamps stay: they tell

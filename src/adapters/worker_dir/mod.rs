@@ -22,6 +22,7 @@ mod error;
 mod records;
 mod refresh;
 mod scan;
+mod stat;
 mod stat_cache;
 mod switch;
 #[cfg(test)]
@@ -282,8 +283,8 @@ impl WorkerDir {
         };
         if stop == Stop::Never {
             let after = refresh::AfterApply {
-                old: &cache,
                 learned: learning.learned,
+                old: cache,
                 written: &written,
                 switched,
                 touched,

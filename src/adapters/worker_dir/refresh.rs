@@ -2,7 +2,7 @@
 //! hashed and wrote) and after a recovery (from a fresh look). Best effort: a cache that
 //! cannot be written leaves the old one, which stays true (see [`super::stat_cache`]).
 
-use super::disk::{Disk, kind_of};
+use super::disk::Disk;
 use super::records::Managed;
 use super::scan;
 use super::stat_cache::{self, Boundary, Stamp, StatCache};
@@ -14,7 +14,7 @@ use std::fs::File;
 /// What an apply knows when it is done, to write the next cache from.
 pub(super) struct AfterApply<'a> {
     /// The cache the apply started with.
-    pub old: &'a StatCache,
+    pub old: StatCache,
     /// Files the apply hashed (stats read after the apply's first boundary).
     pub learned: HashMap<String, (Stamp, String)>,
     /// Files the switch wrote, with their stamps as written.
@@ -31,8 +31,12 @@ pub(super) struct AfterApply<'a> {
 
 /// Records the batch's files and every folder's listing. The folders the switch touched
 /// (and any the old cache missed or the apply saw changed) are read anew; the others'
-/// listings are carried over.
+/// listings are carried over. Writes nothing when nothing changed and the old cache
+/// already knows every file of the batch and every folder the apply looked at as it is.
 pub(super) fn after_apply(disk: &mut Disk, a: AfterApply) -> Result<(), WorkerDirError> {
+    if !a.switched && still_whole(disk, &a) {
+        return Ok(());
+    }
     let (tmp, boundary) = if a.switched {
         // Files and folders changed after the first boundary: stats read from here on
         // are guarded by a new one.
@@ -41,7 +45,11 @@ pub(super) fn after_apply(disk: &mut Disk, a: AfterApply) -> Result<(), WorkerDi
     } else {
         a.begun
     };
-    let tree = scan::carry_over(disk, a.old, boundary, &a.touched)?;
+    let StatCache {
+        files: old_files,
+        dirs: mut old_dirs,
+    } = a.old;
+    let tree = scan::carry_over(disk, &mut old_dirs, boundary, &a.touched)?;
     let mut next = StatCache {
         files: HashMap::with_capacity(a.batch.files.len()),
         dirs: tree.listings,
@@ -50,18 +58,23 @@ pub(super) fn after_apply(disk: &mut Disk, a: AfterApply) -> Result<(), WorkerDi
         let entry = match a.written.get(path) {
             Some(as_written) => fresh_stamp(disk, path, as_written, boundary)?
                 .map(|stamp| (stamp, spec.sha256.clone())),
-            None => a
-                .learned
-                .get(path)
-                .or_else(|| a.old.files.get(path))
-                .cloned(),
+            None => a.learned.get(path).or_else(|| old_files.get(path)).cloned(),
         };
         next.files.extend(entry.map(|e| (path.clone(), e)));
     }
-    if next != *a.old {
-        next.write(disk, tmp)?;
-    }
-    Ok(())
+    next.write(disk, tmp)
+}
+
+/// True when an apply that switched nothing leaves the old cache as good as a new one:
+/// it hashed no file, the cache holds exactly the batch's files, and every folder the
+/// apply looked at has a listing for the stamp it had.
+fn still_whole(disk: &Disk, a: &AfterApply) -> bool {
+    a.learned.is_empty()
+        && a.old.files.len() == a.batch.files.len()
+        && a.batch.files.keys().all(|p| a.old.files.contains_key(p))
+        && disk
+            .folder_stamps()
+            .all(|(rel, stamp)| a.old.dirs.get(rel).is_some_and(|l| l.stamp == *stamp))
 }
 
 /// Every folder on the way to each path (`a` and `a/b` for `a/b/f`), and the root.
@@ -80,13 +93,15 @@ fn fresh_stamp(
     as_written: &Stamp,
     boundary: Boundary,
 ) -> Result<Option<Stamp>, WorkerDirError> {
-    let Some(meta) = disk.lstat(&disk.root.join(path))? else {
+    let Some(stat) = disk.lstat_rel(path)? else {
         return Ok(None);
     };
-    if !matches!(kind_of(&meta), super::disk::Kind::File { .. }) {
+    if !matches!(stat.kind, super::disk::Kind::File { .. }) {
         return Ok(None);
     }
-    Ok(Stamp::of(&meta).filter(|s| s.same_content_as_written(as_written) && !s.is_racy(boundary)))
+    Ok(stat
+        .stamp
+        .filter(|s| s.same_content_as_written(as_written) && !s.is_racy(boundary)))
 }
 
 /// Rebuilds the cache from a fresh look at every managed file and folder, hashing the

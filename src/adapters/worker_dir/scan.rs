@@ -33,35 +33,39 @@ pub(super) fn walk(
     walk_with(disk, cache, boundary, None)
 }
 
-/// Walks like [`walk`] to write a cache after an apply, taking the cached listing of each
-/// folder the apply did not touch without a stat (a stale listing is harmless: its stamp
-/// no longer matches), unless the apply saw that folder with another stamp. Touched
-/// folders, folders seen changed and folders the cache lacks are looked at and listed.
+/// Walks like [`walk`] to write a cache after an apply, moving the listing of each folder
+/// the apply did not touch out of `old` without a stat (a stale listing is harmless: its
+/// stamp no longer matches), unless the apply saw that folder with another stamp.
+/// Touched folders, folders seen changed and folders `old` lacks are looked at and read.
 pub(super) fn carry_over(
     disk: &mut Disk,
-    cache: &StatCache,
+    old: &mut HashMap<String, Listing>,
     boundary: Boundary,
     touched: &HashSet<String>,
 ) -> Result<Tree, WorkerDirError> {
-    walk_with(disk, cache, Some(boundary), Some(touched))
+    walk_with(
+        disk,
+        &StatCache::default(),
+        Some(boundary),
+        Some((old, touched)),
+    )
 }
 
 fn walk_with(
     disk: &mut Disk,
     cache: &StatCache,
     boundary: Option<Boundary>,
-    touched: Option<&HashSet<String>>,
+    mut carry: Option<(&mut HashMap<String, Listing>, &HashSet<String>)>,
 ) -> Result<Tree, WorkerDirError> {
     let mut tree = Tree::default();
     let mut stack = vec![String::new()];
     while let Some(rel) = stack.pop() {
-        let carried = touched.and_then(|t| carried(disk, cache, &rel, t));
+        let carried = match &mut carry {
+            Some((old, touched)) => carried(disk, old, &rel, touched),
+            None => None,
+        };
         let (stamp, entries, carried) = match carried {
-            Some(listing) => (
-                Some(listing.stamp),
-                Cow::Borrowed(&listing.entries[..]),
-                true,
-            ),
+            Some(listing) => (Some(listing.stamp), Cow::Owned(listing.entries), true),
             None => match listing(disk, cache, &rel)? {
                 Some((stamp, entries)) => (stamp, entries, false),
                 None => continue,
@@ -96,21 +100,21 @@ fn walk_with(
     Ok(tree)
 }
 
-/// The cached listing of folder `rel` when it may be carried over unchecked: not touched,
-/// and not seen by this pass with another stamp.
-fn carried<'c>(
+/// The listing of folder `rel`, taken out of `old`, when it may be carried over
+/// unchecked: not touched, and not seen by this pass with another stamp.
+fn carried(
     disk: &Disk,
-    cache: &'c StatCache,
+    old: &mut HashMap<String, Listing>,
     rel: &str,
     touched: &HashSet<String>,
-) -> Option<&'c Listing> {
+) -> Option<Listing> {
     if touched.contains(rel) {
         return None;
     }
-    let listing = cache.dirs.get(rel)?;
+    let stamp = old.get(rel)?.stamp;
     match disk.folder_stamp(rel) {
-        Some(seen) if *seen != listing.stamp => None,
-        _ => Some(listing),
+        Some(seen) if *seen != stamp => None,
+        _ => old.remove(rel),
     }
 }
 
@@ -129,19 +133,20 @@ fn listing<'c>(
         disk.root.join(rel)
     };
     // The root itself may be reached through a link; nothing below it is.
-    let meta = if rel.is_empty() {
-        fs::metadata(&path)
-    } else {
-        fs::symlink_metadata(&path)
-    };
-    let stamp = match meta {
-        Ok(meta) if meta.is_dir() => Stamp::of(&meta),
-        Ok(_) if !rel.is_empty() => return Ok(None),
-        Ok(_) => None,
-        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
-            return Ok(None);
+    let stamp = if rel.is_empty() {
+        match fs::metadata(&path) {
+            Ok(meta) if meta.is_dir() => Stamp::of(&meta),
+            Ok(_) => None,
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(disk.err(&path, e)),
         }
-        Err(e) => return Err(disk.err(&path, e)),
+    } else {
+        match disk.lstat_rel(rel)? {
+            Some(stat) if stat.kind == Kind::Dir => stat.stamp,
+            _ => return Ok(None),
+        }
     };
     if let Some(entries) = stamp.and_then(|s| cache.listing(rel, &s)) {
         return Ok(Some((stamp, Cow::Borrowed(entries))));
@@ -181,15 +186,14 @@ pub(super) fn look(disk: &mut Disk, path: &str) -> Result<Seen, WorkerDirError> 
             }));
         }
     }
-    let target = disk.root.join(path);
-    let Some(meta) = disk.lstat(&target)? else {
+    let Some(stat) = disk.lstat_rel(path)? else {
         return Ok(Seen::Other(OnDisk::Missing));
     };
-    Ok(match super::disk::kind_of(&meta) {
+    Ok(match stat.kind {
         Kind::Missing => Seen::Other(OnDisk::Missing),
         Kind::File { mode } => Seen::File {
             mode,
-            stamp: Stamp::of(&meta),
+            stamp: stat.stamp,
         },
         Kind::Dir => Seen::Other(OnDisk::NotAFile { what: "a folder" }),
         Kind::Symlink => Seen::Other(OnDisk::NotAFile {

@@ -49,6 +49,17 @@ pub(super) struct Stamp {
 }
 
 impl Stamp {
+    /// A stamp from its fields.
+    pub fn new(dev: u64, ino: u64, size: u64, mtime: Time, ctime: Time) -> Stamp {
+        Stamp {
+            dev,
+            ino,
+            size,
+            mtime,
+            ctime,
+        }
+    }
+
     /// The stamp of `meta`; `None` where the platform has no inode numbers.
     #[cfg(unix)]
     pub fn of(meta: &fs::Metadata) -> Option<Stamp> {
@@ -120,12 +131,12 @@ impl Entry {
         }
     }
 
-    fn from_code(code: &str) -> Option<Entry> {
+    fn from_byte(code: u8) -> Option<Entry> {
         Some(match code {
-            "d" => Entry::Dir,
-            "f" => Entry::File,
-            "l" => Entry::Link,
-            "o" => Entry::Other,
+            b'd' => Entry::Dir,
+            b'f' => Entry::File,
+            b'l' => Entry::Link,
+            b'o' => Entry::Other,
             _ => return None,
         })
     }
@@ -243,17 +254,69 @@ fn stamp_fields(s: &Stamp) -> String {
     )
 }
 
-fn parse_stamp<'l>(fields: &mut impl Iterator<Item = &'l str>) -> Option<Stamp> {
-    let mut unsigned = || fields.next()?.parse::<u64>().ok();
-    let (dev, ino, size) = (unsigned()?, unsigned()?, unsigned()?);
-    let mut signed = || fields.next()?.parse::<i64>().ok();
-    let (ms, mn, cs, cn) = (signed()?, signed()?, signed()?, signed()?);
-    Some(Stamp {
-        dev,
-        ino,
-        size,
-        mtime: (ms, mn),
-        ctime: (cs, cn),
+/// A line split at its tabs, field by field.
+struct Fields<'l>(&'l str);
+
+impl<'l> Fields<'l> {
+    /// The next field; `None` past the last.
+    fn next(&mut self) -> Option<&'l str> {
+        if self.0.is_empty() {
+            return None;
+        }
+        match self.0.find('\t') {
+            Some(i) => {
+                let field = &self.0[..i];
+                self.0 = &self.0[i + 1..];
+                Some(field)
+            }
+            None => Some(std::mem::take(&mut self.0)),
+        }
+    }
+
+    /// The rest of the line as one last field, which may hold no tab.
+    fn last(self) -> Option<&'l str> {
+        (!self.0.is_empty() && !self.0.contains('\t')).then_some(self.0)
+    }
+
+    fn unsigned(&mut self) -> Option<u64> {
+        digits(self.next()?)
+    }
+
+    fn signed(&mut self) -> Option<i64> {
+        let field = self.next()?;
+        match field.strip_prefix('-') {
+            Some(rest) => digits(rest).and_then(|n| i64::try_from(n).ok()).map(|n| -n),
+            None => digits(field).and_then(|n| i64::try_from(n).ok()),
+        }
+    }
+
+    fn stamp(&mut self) -> Option<Stamp> {
+        let (dev, ino, size) = (self.unsigned()?, self.unsigned()?, self.unsigned()?);
+        let (ms, mn, cs, cn) = (
+            self.signed()?,
+            self.signed()?,
+            self.signed()?,
+            self.signed()?,
+        );
+        Some(Stamp {
+            dev,
+            ino,
+            size,
+            mtime: (ms, mn),
+            ctime: (cs, cn),
+        })
+    }
+}
+
+/// A decimal number of ASCII digits only.
+fn digits(field: &str) -> Option<u64> {
+    if field.is_empty() || field.len() > 20 {
+        return None;
+    }
+    field.bytes().try_fold(0u64, |n, b| {
+        let digit = b.wrapping_sub(b'0');
+        (digit < 10).then_some(())?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
     })
 }
 
@@ -270,25 +333,26 @@ fn parse(text: &str) -> Option<StatCache> {
     };
     let mut open: Option<(String, Listing)> = None;
     for line in lines {
-        if line == END {
+        let (code, rest) = (line.as_bytes().first()?, line.get(2..)?);
+        if line.as_bytes().get(1) != Some(&b'\t') {
             cache.dirs.extend(open);
-            return Some(cache);
+            return (line == END).then_some(cache);
         }
-        let mut fields = line.split('\t');
-        match fields.next()? {
-            "F" => {
-                let stamp = parse_stamp(&mut fields)?;
+        let mut fields = Fields(rest);
+        match code {
+            b'F' => {
+                let stamp = fields.stamp()?;
                 let sha = fields.next()?;
-                let path = fields.next()?;
+                let path = fields.last()?;
                 let valid = sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit());
-                if !valid || fields.next().is_some() {
+                if !valid {
                     return None;
                 }
                 cache.files.insert(path.to_owned(), (stamp, sha.to_owned()));
             }
-            "D" => {
-                let stamp = parse_stamp(&mut fields)?;
-                let path = match fields.next()? {
+            b'D' => {
+                let stamp = fields.stamp()?;
+                let path = match fields.last()? {
                     "." => "",
                     p => p,
                 };
@@ -299,8 +363,8 @@ fn parse(text: &str) -> Option<StatCache> {
                 cache.dirs.extend(open.replace((path.to_owned(), listing)));
             }
             code => {
-                let entry = Entry::from_code(code)?;
-                let name = fields.next()?;
+                let entry = Entry::from_byte(*code)?;
+                let name = fields.last()?;
                 open.as_mut()?.1.entries.push((name.to_owned(), entry));
             }
         }
