@@ -152,33 +152,31 @@ pub async fn inventories(
 pub struct ReadAhead(BTreeMap<String, (String, Inventory)>);
 
 /// Reads the inventories of the workers where the ring's Active deployment put them,
-/// for a caller that compiles the desired state meanwhile (reading workers is mostly
-/// waiting on the kernel, compiling is not). [`observe_with`] uses each one whose worker
-/// the desired state places at the same location; workers that could not be read are
-/// left out (read again then). Nothing when the ring has no Active deployment.
-pub async fn read_ahead(state_dir: &Path, ring: &str) -> ReadAhead {
+/// one at a time (a core's worth) until `stop`, for a caller that compiles the desired
+/// state meanwhile on another core. [`observe_with`] uses each one whose worker the
+/// desired state places at the same location and reads the rest, several at a time;
+/// workers that could not be read are left out (read again then). Nothing when the
+/// ring has no Active deployment.
+pub async fn read_ahead(state_dir: &Path, ring: &str, stop: &AtomicBool) -> ReadAhead {
     let placements = crate::adapters::store::StoreReader::open(state_dir)
         .and_then(|r| match r.active(ring)? {
             Some(active) => r.placements(active.id),
             None => Ok(BTreeMap::new()),
         })
         .unwrap_or_default();
-    let workers: Vec<(String, WorkerTransport)> = placements
-        .iter()
-        .filter_map(|(name, p)| {
-            let t = recorded_transport(state_dir, name, Some(p)).ok()?;
-            Some((name.clone(), t))
-        })
-        .collect();
-    let read = inventories(workers).await;
-    ReadAhead(
-        read.into_iter()
-            .filter_map(|(name, inventory)| {
-                let location = placements.get(&name)?.location.clone();
-                Some((name, (location, inventory.ok()?)))
-            })
-            .collect(),
-    )
+    let mut read = BTreeMap::new();
+    for (name, placement) in placements {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let Ok(transport) = recorded_transport(state_dir, &name, Some(&placement)) else {
+            continue;
+        };
+        if let Ok(inventory) = transport.inventory().await {
+            read.insert(name, (placement.location, inventory));
+        }
+    }
+    ReadAhead(read)
 }
 
 /// Reads every worker of the desired state. A worker that cannot be read is
