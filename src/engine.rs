@@ -11,6 +11,7 @@ pub mod compile;
 mod observe_tests;
 pub mod rollout;
 pub mod sync;
+pub mod waiting;
 
 use crate::adapters::objects::ObjectStore;
 use crate::adapters::store::{Store, WorkerEntry};
@@ -734,6 +735,7 @@ async fn switch_waiting(
     let started = Instant::now();
     let mut wait = UNREACHABLE_RETRY;
     let mut attempts = 1;
+    let mut waiting = None;
     loop {
         let result = transport.switch(batch.clone(), hooks.clone()).await;
         let error = match result {
@@ -750,6 +752,7 @@ async fn switch_waiting(
                 source: Box::new(error),
             }));
         };
+        waiting.get_or_insert_with(|| waiting::Waiting::new(&hooks.ring, worker));
         tracing::warn!(
             worker,
             attempts,

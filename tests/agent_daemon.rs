@@ -292,11 +292,18 @@ fn an_all_at_once_deployment_waits_for_an_unreachable_agent_and_completes_once_i
         daemon.stderr().contains("worker unreachable; trying again")
     });
     assert_eq!(remote.state("d-000002").as_deref(), Some("Deploying"));
+    daemon.wait_until(
+        "the metrics to show edge-dev-1 unreachable meanwhile",
+        || unreachable_gauge(&daemon, "edge-dev-1").as_deref() == Some("1"),
+    );
     remote.agent("edge-dev-1").restart();
     remote.wait_state(&daemon, "d-000002", "Active");
     for worker in DEV_WORKERS {
         assert_eq!(remote.deployment_on(worker), "d-000002", "{worker}");
     }
+    daemon.wait_until("the metrics to show edge-dev-1 reachable again", || {
+        unreachable_gauge(&daemon, "edge-dev-1").as_deref() == Some("0")
+    });
 }
 
 #[test]

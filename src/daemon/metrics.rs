@@ -14,7 +14,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -108,8 +108,8 @@ pub struct Metrics {
     deployment_series: Mutex<BTreeSet<DeploymentLabels>>,
     drift_events: Family<DriftLabels, Counter>,
     worker_unreachable: Family<WorkerLabels, Gauge>,
-    /// The `(ring, worker)` series the last full [`Metrics::reached`] set.
-    worker_series: Mutex<BTreeSet<WorkerLabels>>,
+    /// What the drift passes and the switches waiting now say of each worker.
+    worker_series: Mutex<WorkerSeries>,
     reconcile_duration: Family<RingLabels, Histogram, fn() -> Histogram>,
     drift_scan_duration: Histogram,
     last_sync: Family<RingLabels, Gauge>,
@@ -250,29 +250,45 @@ impl Metrics {
             .worker_series
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let fresh: BTreeSet<WorkerLabels> = reached
+        let fresh: BTreeMap<WorkerLabels, bool> = reached
             .iter()
-            .map(|(ring, worker, _)| WorkerLabels {
-                ring: ring.clone(),
-                worker: worker.clone(),
-            })
+            .map(|(ring, worker, down)| (worker_labels(ring, worker), *down))
             .collect();
         if full {
-            for gone in series.difference(&fresh) {
+            for gone in series.reached.keys().filter(|l| !fresh.contains_key(*l)) {
                 self.worker_unreachable.remove(gone);
             }
-            series.clear();
+            series.reached.clear();
         }
-        for (ring, worker, unreachable) in reached {
-            let labels = WorkerLabels {
-                ring: ring.clone(),
-                worker: worker.clone(),
-            };
+        for (labels, down) in &fresh {
             self.worker_unreachable
-                .get_or_create(&labels)
-                .set(i64::from(*unreachable));
+                .get_or_create(labels)
+                .set(i64::from(*down));
         }
-        series.extend(fresh);
+        series.reached.extend(fresh);
+        self.show_waiting(&mut series, crate::engine::waiting::waiting_for());
+    }
+
+    /// Shows the workers a switch waits for now (`(ring, worker)`) as unreachable; those
+    /// no longer waited for go back to what the last drift pass saw.
+    fn show_waiting(&self, series: &mut WorkerSeries, now: BTreeSet<(String, String)>) {
+        let now: BTreeSet<WorkerLabels> = now.iter().map(|(r, w)| worker_labels(r, w)).collect();
+        for done in series.waiting.difference(&now) {
+            match series.reached.get(done) {
+                Some(down) => {
+                    self.worker_unreachable
+                        .get_or_create(done)
+                        .set(i64::from(*down));
+                }
+                None => {
+                    self.worker_unreachable.remove(done);
+                }
+            }
+        }
+        for labels in &now {
+            self.worker_unreachable.get_or_create(labels).set(1);
+        }
+        series.waiting = now;
     }
 
     /// Counts one drifted file seen on a worker of `ring`.
@@ -338,6 +354,13 @@ impl Metrics {
 
     /// Every metric as OpenMetrics text, ending with `# EOF`.
     pub fn encode(&self) -> String {
+        {
+            let mut series = self
+                .worker_series
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.show_waiting(&mut series, crate::engine::waiting::waiting_for());
+        }
         let mut out = String::new();
         if let Err(e) = encode(&mut out, &self.registry) {
             // Writing to a String does not fail; keep the exposition valid if it ever does.
@@ -346,6 +369,22 @@ impl Metrics {
             out.push_str("# EOF\n");
         }
         out
+    }
+}
+
+/// What is known of each worker's reachability.
+#[derive(Debug, Default)]
+struct WorkerSeries {
+    /// Unreachable or not, as the drift passes since the last full one saw.
+    reached: BTreeMap<WorkerLabels, bool>,
+    /// Shown unreachable because a switch was waiting for them at the last update.
+    waiting: BTreeSet<WorkerLabels>,
+}
+
+fn worker_labels(ring: &str, worker: &str) -> WorkerLabels {
+    WorkerLabels {
+        ring: ring.to_owned(),
+        worker: worker.to_owned(),
     }
 }
 
@@ -497,6 +536,29 @@ mod tests {
         let samples = parse(&m.encode()).unwrap_or_default();
         assert_eq!(value(&samples, "a"), Some(0.0));
         assert_eq!(value(&samples, "b"), None);
+    }
+
+    #[test]
+    fn a_worker_a_switch_waits_for_is_unreachable_until_the_wait_ends() {
+        let m = Metrics::new();
+        let ring = "metrics-waiting-test";
+        m.reached(&[(ring.to_owned(), "a".to_owned(), false)], true);
+        let value = |m: &Metrics, worker| {
+            let text = m.encode();
+            let samples = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            find(
+                &samples,
+                "ringops_worker_unreachable",
+                &[("ring", ring), ("worker", worker)],
+            )
+        };
+        let a = crate::engine::waiting::Waiting::new(ring, "a");
+        let b = crate::engine::waiting::Waiting::new(ring, "b");
+        assert_eq!(value(&m, "a"), Some(1.0));
+        assert_eq!(value(&m, "b"), Some(1.0));
+        drop((a, b));
+        assert_eq!(value(&m, "a"), Some(0.0), "back to what the drift pass saw");
+        assert_eq!(value(&m, "b"), None, "never seen by a drift pass");
     }
 
     #[test]
