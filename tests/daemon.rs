@@ -838,6 +838,22 @@ fn a_rewritten_history_that_lost_the_active_commit_still_deploys_the_new_head() 
 }
 
 #[test]
+fn a_commit_that_only_adds_a_hook_is_deployed() {
+    let fleet = Fleet::new();
+    let daemon = Daemon::ready(&fleet);
+    fleet.repo.edit(
+        "examples/fleet/groups.yaml",
+        "features: [disk]",
+        "features: [disk]\n  reload: {command: [sh, -c, 'true']}",
+    );
+    let head = fleet.repo.commit("core reloads its runtime");
+    daemon.wait_until("the hook-only commit Active", || {
+        let newest = &history(&fleet)[0];
+        newest["commit"] == head.as_str() && newest["state"] == "Active"
+    });
+}
+
+#[test]
 fn a_deleted_job_folder_is_restored_and_still_watched() {
     let fleet = Fleet::new();
     let daemon = Daemon::of(

@@ -98,6 +98,25 @@ pub struct WorkerState {
     pub reload: Option<HookSpec>,
 }
 
+impl WorkerState {
+    /// Where the worker is reached and the hooks around its switch, as `(@name, value)`,
+    /// only those set (a worker with neither fingerprints as before they counted).
+    fn placement_lines(&self) -> Vec<(&'static str, String)> {
+        let hook = |h: &HookSpec| serde_json::to_string(h).unwrap_or_default();
+        let mut lines = Vec::new();
+        if let Some(target) = &self.target {
+            lines.push(("@target", target.clone()));
+        }
+        if let Some(check) = &self.check {
+            lines.push(("@check", hook(check)));
+        }
+        if let Some(reload) = &self.reload {
+            lines.push(("@reload", hook(reload)));
+        }
+        lines
+    }
+}
+
 /// A command a worker group runs around a switch.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HookSpec {
@@ -132,16 +151,24 @@ pub struct DesiredState {
 }
 
 impl DesiredState {
-    /// sha256 over the sorted `worker, path, artifact sha256` list: names what would be deployed.
+    /// sha256 over the sorted `worker, path, artifact sha256` list and each worker's
+    /// target and hooks where it has them: names what would be deployed, and where.
     pub fn fingerprint(&self) -> String {
         let mut hasher = Sha256::new();
         for (worker, state) in &self.workers {
-            for (path, artifact) in &state.artifacts {
+            let placement = state.placement_lines();
+            let lines = state
+                .artifacts
+                .iter()
+                .map(|(path, artifact)| (path.as_str(), artifact.sha256.as_str()));
+            // `@`-names never clash with artifact paths (`<workflow>/<job>/<file>`).
+            let placement = placement.iter().map(|(k, v)| (*k, v.as_str()));
+            for (key, value) in lines.chain(placement) {
                 hasher.update(worker.as_bytes());
                 hasher.update(b"\t");
-                hasher.update(path.as_bytes());
+                hasher.update(key.as_bytes());
                 hasher.update(b"\t");
-                hasher.update(artifact.sha256.as_bytes());
+                hasher.update(value.as_bytes());
                 hasher.update(b"\n");
             }
         }
@@ -166,4 +193,60 @@ pub struct WorkerSummary {
     pub worker: String,
     /// Number of artifacts.
     pub artifacts: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> DesiredState {
+        let artifact = Artifact {
+            sha256: sha256_hex(b"x"),
+            content: Arc::from("x"),
+            sources: Vec::new(),
+            sensitive: Vec::new(),
+            shown: None,
+            hidden_digest: None,
+        };
+        let worker = WorkerState {
+            artifacts: BTreeMap::from([("wf/job/file".to_owned(), artifact)]),
+            ..WorkerState::default()
+        };
+        DesiredState {
+            ring: "dev".into(),
+            workers: BTreeMap::from([("w1".to_owned(), worker)]),
+        }
+    }
+
+    #[test]
+    fn the_fingerprint_names_where_and_how_files_are_deployed() {
+        let plain = state();
+        let mut moved = state();
+        if let Some(w) = moved.workers.get_mut("w1") {
+            w.target = Some("dir:/srv/w1".into());
+        }
+        let mut checked = state();
+        let hook = HookSpec {
+            command: vec!["true".into()],
+            timeout: std::time::Duration::from_secs(5),
+        };
+        if let Some(w) = checked.workers.get_mut("w1") {
+            w.check = Some(hook.clone());
+        }
+        let mut slower = checked.clone();
+        if let Some(w) = slower.workers.get_mut("w1") {
+            w.check = Some(HookSpec {
+                timeout: std::time::Duration::from_secs(9),
+                ..hook.clone()
+            });
+        }
+        let mut reloaded = state();
+        if let Some(w) = reloaded.workers.get_mut("w1") {
+            w.reload = Some(hook);
+        }
+        let all = [&plain, &moved, &checked, &slower, &reloaded].map(DesiredState::fingerprint);
+        let distinct: std::collections::BTreeSet<_> = all.iter().collect();
+        assert_eq!(distinct.len(), all.len(), "{all:?}");
+        assert_eq!(plain.fingerprint(), state().fingerprint());
+    }
 }
