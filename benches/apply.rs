@@ -7,9 +7,16 @@
 //! - first apply: `apply --ring dev --rev HEAD~1 --yes` into an empty state folder;
 //! - no-op plan: `plan --ring dev --head HEAD~1` against the workers just written;
 //! - 1% apply: `apply --ring dev --rev HEAD --yes`, reset between runs by applying
-//!   `HEAD~1` again (the reset is the same change backwards and is reported too).
+//!   `HEAD~1` again (the reset is the same change backwards and is reported too). Only
+//!   the first run compiles HEAD; the others read it from the compiled-state cache;
+//! - 1% apply of a commit never compiled: `apply --ring dev --rev fresh-N --yes`, where
+//!   each tag `fresh-N` is the base with another 1% of the workflows changed
+//!   (`FleetOptions::revision` N), reset between runs by applying `HEAD~1` again. Every
+//!   timed run compiles a commit this state folder has not seen (incrementally, from
+//!   the memo of the last compile).
 //!
-//! Targets (2-core host): no-op plan under 1 s, 1% apply under 2 s.
+//! Targets (2-core host): no-op plan under 1 s, 1% apply under 2 s (also of a commit
+//! never compiled).
 //!
 //! Run with `cargo bench --bench apply` (a few minutes). Knobs, as environment variables:
 //! `RINGOPS_BENCH_WORKFLOWS` (5000), `RINGOPS_BENCH_WORKERS` (100), `RINGOPS_BENCH_RUNS`
@@ -44,6 +51,7 @@ fn main() {
         0 => (5, 3, 2),
         n => (n, n, n),
     };
+    let fresh_runs = if runs == 0 { 5 } else { runs };
     let tmp = match std::env::var_os("RINGOPS_BENCH_DIR") {
         Some(dir) => tempfile::tempdir_in(dir),
         None => tempfile::tempdir(),
@@ -51,7 +59,7 @@ fn main() {
     .expect("temporary folder");
     let repo = tmp.path().join("fleet");
     let started = Instant::now();
-    let (files, artifacts, workers) = write_fleet(&repo, &opts);
+    let (files, artifacts, workers) = write_fleet(&repo, &opts, fresh_runs);
     eprintln!(
         "fleet: {} workflows x {} steps, {} workers per ring: {files} manifest files; \
          ring {RING}: {artifacts} artifacts on {workers} workers (generated in {:.1} s)",
@@ -80,6 +88,13 @@ fn main() {
     }
     results.push(("1% apply (HEAD~1 -> HEAD)", forward));
     results.push(("1% apply back (HEAD -> HEAD~1)", back));
+    let mut fresh = Vec::new();
+    for n in 0..fresh_runs {
+        let tag = format!("fresh-{}", n + 2);
+        fresh.push(run(&repo, &["apply", "--rev", &tag, "--yes"], &state));
+        run(&repo, &["apply", "--rev", "HEAD~1", "--yes"], &state);
+    }
+    results.push(("1% apply, never compiled (HEAD~1 -> N)", fresh));
 
     println!("\nringops apply bench: ring {RING}, {artifacts} artifacts on {workers} workers");
     println!(
@@ -167,9 +182,10 @@ fn print_row(name: &str, samples: &[Sample]) {
     );
 }
 
-/// Writes the fleet's base and head revisions as two commits of a new repository;
-/// returns the number of manifest files, and the artifacts and workers of the ring.
-fn write_fleet(repo: &Path, opts: &FleetOptions) -> (usize, usize, usize) {
+/// Writes the fleet's base and head revisions as two commits of a new repository, then
+/// revisions 2 to `fresh + 1` as commits tagged `fresh-N`, each on the base; returns the
+/// number of manifest files, and the artifacts and workers of the ring.
+fn write_fleet(repo: &Path, opts: &FleetOptions, fresh: usize) -> (usize, usize, usize) {
     let base = generate(opts);
     let head = generate(&opts.at_revision(1));
     std::fs::create_dir_all(repo).expect("repository folder");
@@ -180,6 +196,16 @@ fn write_fleet(repo: &Path, opts: &FleetOptions) -> (usize, usize, usize) {
     write_files(repo, &head, &base);
     git(repo, &["add", "--all"]);
     git(repo, &["commit", "--quiet", "-m", "fleet: head"]);
+    for n in 2..fresh as u32 + 2 {
+        git(repo, &["checkout", "--quiet", "--detach", "main~1"]);
+        write_files(repo, &generate(&opts.at_revision(n)), &base);
+        git(
+            repo,
+            &["commit", "--quiet", "-am", &format!("fleet: revision {n}")],
+        );
+        git(repo, &["tag", &format!("fresh-{n}")]);
+    }
+    git(repo, &["checkout", "--quiet", "main"]);
     let compiled = compile(&bundle(&base, ""), &NoSecrets, Rings::One(RING))
         .unwrap_or_else(|d| panic!("the generated fleet does not compile: {d:?}"));
     let state = &compiled.states[RING];

@@ -32,9 +32,11 @@
 //!
 //! # Revisions
 //!
-//! [`FleetOptions::revision`] 0 is the base. At any other revision, the workflows
-//! whose `index % 100 < percent` change one param (`batch_size` of step 1); nothing
-//! else differs. [`touched`] names those workflows' files.
+//! [`FleetOptions::revision`] 0 is the base. At revision 1, the workflows whose
+//! `index % 100 < percent` change one param (`batch_size` of step 1); nothing else
+//! differs. Revision `r` changes the next `percent` of every hundred instead (those with
+//! `(index - (r - 1) * percent) % 100 < percent`), so each revision differs from the base
+//! in a share of workflows no other revision touches. [`touched`] names those files.
 
 mod blueprints;
 
@@ -130,9 +132,15 @@ pub fn bundle(files: &BTreeMap<String, String>, root: &str) -> Bundle {
     }
 }
 
-/// Whether a non-zero revision changes workflow `index`.
+/// Whether a non-zero revision changes workflow `index`: revision 1 changes those with
+/// `index % 100 < percent`, and each later revision the next `percent` of every hundred,
+/// so that consecutive revisions change different workflows.
 pub fn is_touched(opts: &FleetOptions, index: usize) -> bool {
-    opts.revision != 0 && index % 100 < opts.percent as usize
+    let Some(later) = opts.revision.checked_sub(1) else {
+        return false;
+    };
+    let shift = (later as usize * opts.percent as usize) % 100;
+    (index % 100 + 100 - shift) % 100 < opts.percent as usize
 }
 
 /// Files of the workflows that differ between revision 0 and `opts.revision`.
@@ -430,6 +438,21 @@ mod tests {
                 assert!(state.artifact_count() > opts.workflows * steps);
             }
         }
+    }
+
+    #[test]
+    fn each_revision_touches_other_workflows() {
+        let at = |revision| touched(&small().at_revision(revision));
+        assert_eq!(
+            at(2),
+            BTreeSet::from([
+                "workflows/wf-0001.yaml".into(),
+                "workflows/wf-0101.yaml".into()
+            ])
+        );
+        assert!(at(1).is_disjoint(&at(2)));
+        assert_eq!(at(101), at(1));
+        assert!(at(0).is_empty());
     }
 
     #[test]

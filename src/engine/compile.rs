@@ -10,15 +10,19 @@
 //! cached.
 
 use crate::adapters::store::compiled::{Cached, CompiledCache, holds_sensitive};
+use crate::adapters::store::memo::MemoStore;
 use crate::model::desired::sha256_hex;
 use crate::model::{Bundle, Diagnostic};
-use crate::pipeline::{Compiled, Rings, SecretSource, compile};
+use crate::pipeline::incremental::{Memo, compile_reusing};
+use crate::pipeline::{Compiled, Inventory, Rings, SecretSource, compile, compile_with_inventory};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
 /// Compiles `ring` of `bundle`, or reads it from the cache under `state_dir`; stores a
-/// fresh compile when it may be cached. The same result as [`compile`] with `Rings::One`.
+/// fresh compile when it may be cached. A commit not compiled before reuses what the
+/// memo of the last compile of the ring allows ([`crate::pipeline::incremental`]). The
+/// same result as [`compile`] with `Rings::One`.
 pub fn compile_ring(
     state_dir: &Path,
     bundle: &Bundle,
@@ -39,23 +43,52 @@ pub fn compile_ring(
         });
     }
     let recording = Recording::new(secrets);
-    let compiled = compile(bundle, &recording, Rings::One(ring))?;
-    if let Some(state) = compiled.states.get(ring)
-        && !holds_sensitive(state)
-    {
-        let looked_up = recording.into_looked_up();
-        let cached = Cached {
-            secret_names: looked_up.keys().cloned().collect(),
-            secrets_digest: secrets_digest(&looked_up),
-            rings: compiled.rings.clone(),
-            state: state.clone(),
-        };
-        // Best effort: a cache that cannot be written only costs the next compile.
-        if let Err(e) = cache.write(&key, &cached) {
-            tracing::debug!("compiled-state cache not written: {e}");
+    let memos = MemoStore::new(state_dir);
+    let memo_key = memo_key(bundle, ring);
+    let reused = memos.read(&memo_key).and_then(|memo| {
+        compile_reusing(bundle, &recording, ring, &memo, || {
+            let base = cache.read(&memo.entry)?;
+            secrets_match(&base, &recording).then_some(base.state)
+        })
+    });
+    let (compiled, inventory) = match reused {
+        Some(done) => done,
+        None => {
+            let (result, inventory) = compile_with_inventory(bundle, &recording, Rings::One(ring));
+            (result?, inventory)
         }
+    };
+    let Some(state) = compiled.states.get(ring).filter(|s| !holds_sensitive(s)) else {
+        return Ok(compiled);
+    };
+    let looked_up = recording.into_looked_up();
+    let cached = Cached {
+        secret_names: looked_up.keys().cloned().collect(),
+        secrets_digest: secrets_digest(&looked_up),
+        rings: compiled.rings.clone(),
+        state: state.clone(),
+    };
+    // Best effort: a cache that cannot be written only costs the next compile.
+    match cache.write(&key, &cached) {
+        Ok(()) => remember(&memos, &memo_key, bundle, ring, &inventory, &key),
+        Err(e) => tracing::debug!("compiled-state cache not written: {e}"),
     }
     Ok(compiled)
+}
+
+/// Writes the memo of a compile whose state is cached as `entry`; best effort.
+fn remember(
+    memos: &MemoStore,
+    memo_key: &str,
+    bundle: &Bundle,
+    ring: &str,
+    inventory: &Inventory,
+    entry: &str,
+) {
+    let memo = Memo::new(bundle, ring, inventory, entry);
+    if let Err(e) = memos.write(memo_key, &memo) {
+        tracing::debug!("compile memo not written: {e}");
+    }
 }
 
 /// The cache key of `ring` of a bundle read from Git; `None` for a work tree.
@@ -68,6 +101,17 @@ fn cache_key(bundle: &Bundle, ring: &str) -> Option<String> {
         bundle.root
     );
     Some(sha256_hex(text.as_bytes()))
+}
+
+/// The name of the memo of `ring` of bundles under the same root, for this build.
+fn memo_key(bundle: &Bundle, ring: &str) -> String {
+    let text = format!(
+        "ringops {}\nbuild {}\nroot {}\nring {ring}\nmemo\n",
+        env!("CARGO_PKG_VERSION"),
+        build_stamp(),
+        bundle.root
+    );
+    sha256_hex(text.as_bytes())
 }
 
 /// Size and modification time of the running binary, so that a rebuilt ringops of the

@@ -7,8 +7,9 @@ use super::load::load;
 use super::params::SecretSource;
 use super::render::Renderer;
 use super::template::Templates;
+use crate::model::manifest::{Document, Resource};
 use crate::model::{Bundle, DesiredState, Diagnostic, Diagnostics};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Which rings to render.
 #[derive(Clone, Copy, Debug)]
@@ -28,15 +29,36 @@ pub struct Compiled {
     pub states: BTreeMap<String, DesiredState>,
 }
 
+/// Where a bundle's workflows are, as [`super::incremental`] needs to know it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Inventory {
+    /// Manifest files that hold workflows and nothing else, with those workflows' names.
+    pub workflow_files: BTreeMap<String, Vec<String>>,
+    /// Every workflow's name, with its file.
+    pub workflows: BTreeMap<String, String>,
+    /// Workflows that some ring's `overrides` name.
+    pub overridden: BTreeSet<String>,
+}
+
 /// Compiles a bundle; returns every problem, sorted, if there is any.
 pub fn compile(
     bundle: &Bundle,
     secrets: &(dyn SecretSource + Sync),
     which: Rings,
 ) -> Result<Compiled, Vec<Diagnostic>> {
+    compile_with_inventory(bundle, secrets, which).0
+}
+
+/// [`compile`], and the bundle's [`Inventory`] (only meaningful when it compiled).
+pub fn compile_with_inventory(
+    bundle: &Bundle,
+    secrets: &(dyn SecretSource + Sync),
+    which: Rings,
+) -> (Result<Compiled, Vec<Diagnostic>>, Inventory) {
     let mut diags = Diagnostics::default();
     let loaded = load(bundle, &mut diags);
     let cat = Catalog::build(&loaded, bundle, &mut diags);
+    let inventory = inventory(&loaded.documents, &cat);
     let workflows = expand_all(&cat, &mut diags);
     let templates = Templates::compile(&cat, bundle, &mut diags);
     let renderer = Renderer {
@@ -59,11 +81,37 @@ pub fn compile(
             compiled.states.insert((*ring).to_owned(), state);
         }
     }
-    if diags.is_empty() {
+    let result = if diags.is_empty() {
         Ok(compiled)
     } else {
         Err(diags.into_sorted())
+    };
+    (result, inventory)
+}
+
+/// The [`Inventory`] of parsed documents.
+fn inventory(documents: &[Document], cat: &Catalog) -> Inventory {
+    let mut inv = Inventory::default();
+    let mut mixed = BTreeSet::new();
+    for doc in documents {
+        if let Resource::Workflow(_) = doc.resource {
+            inv.workflows
+                .insert(doc.name().to_owned(), doc.file.clone());
+            let names = inv.workflow_files.entry(doc.file.clone()).or_default();
+            names.push(doc.name().to_owned());
+        } else {
+            mixed.insert(doc.file.as_str());
+        }
     }
+    inv.workflow_files
+        .retain(|file, _| !mixed.contains(file.as_str()));
+    inv.overridden = cat
+        .rings
+        .values()
+        .flat_map(|r| &r.spec.overrides)
+        .map(|o| o.workflow.value.clone())
+        .collect();
+    inv
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod compile;
 pub mod crossing;
 pub mod drift;
 pub mod expand;
+pub mod incremental;
 pub mod load;
 pub mod module;
 pub mod params;
@@ -19,5 +20,5 @@ pub mod render;
 pub mod rollout;
 pub mod template;
 
-pub use compile::{Compiled, Rings, compile};
+pub use compile::{Compiled, Inventory, Rings, compile, compile_with_inventory};
 pub use params::{NoSecrets, SecretSource};

@@ -121,7 +121,7 @@ pub fn holds_sensitive(state: &DesiredState) -> bool {
 }
 
 /// Creates the folder and its parents, the last one private to the owner.
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+pub(super) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -169,20 +169,20 @@ fn source_lists(state: &DesiredState) -> Vec<Vec<String>> {
 }
 
 /// Length-prefixed (u32, little-endian) fields.
-struct Encoder(Vec<u8>);
+pub(super) struct Encoder(pub(super) Vec<u8>);
 
 impl Encoder {
-    fn len(&mut self, n: usize) {
+    pub(super) fn len(&mut self, n: usize) {
         let n = u32::try_from(n).unwrap_or(u32::MAX);
         self.0.extend_from_slice(&n.to_le_bytes());
     }
 
-    fn str(&mut self, s: &str) {
+    pub(super) fn str(&mut self, s: &str) {
         self.len(s.len());
         self.0.extend_from_slice(s.as_bytes());
     }
 
-    fn strs(&mut self, list: &[String]) {
+    pub(super) fn strs(&mut self, list: &[String]) {
         self.len(list.len());
         for s in list {
             self.str(s);
@@ -256,7 +256,7 @@ fn decode_body(body: &[u8]) -> Option<Cached> {
 }
 
 /// Reads what [`Encoder`] wrote; `None` past the end or on a malformed field.
-struct Decoder<'b>(&'b [u8]);
+pub(super) struct Decoder<'b>(pub(super) &'b [u8]);
 
 impl Decoder<'_> {
     fn take(&mut self, n: usize) -> Option<&[u8]> {
@@ -268,7 +268,7 @@ impl Decoder<'_> {
         Some(head)
     }
 
-    fn len(&mut self) -> Option<usize> {
+    pub(super) fn len(&mut self) -> Option<usize> {
         let bytes: [u8; 4] = self.take(4)?.try_into().ok()?;
         usize::try_from(u32::from_le_bytes(bytes)).ok()
     }
@@ -278,11 +278,11 @@ impl Decoder<'_> {
         std::str::from_utf8(self.take(n)?).ok()
     }
 
-    fn string(&mut self) -> Option<String> {
+    pub(super) fn string(&mut self) -> Option<String> {
         self.str().map(str::to_owned)
     }
 
-    fn strs(&mut self) -> Option<Vec<String>> {
+    pub(super) fn strs(&mut self) -> Option<Vec<String>> {
         (0..self.len()?).map(|_| self.string()).collect()
     }
 

@@ -11,6 +11,7 @@
 
 pub mod compiled;
 pub mod gates;
+pub mod memo;
 mod read;
 mod schema;
 mod write;

@@ -1,0 +1,175 @@
+//! Incremental compile: a commit that differs from one compiled before in a few workflow
+//! files compiles only those files, and takes every other workflow's artifacts from the
+//! earlier ring state.
+//!
+//! A workflow's artifacts and problems depend only on its own document (its file's path
+//! and bytes), on every document that is not a workflow (rings, groups, blueprints,
+//! modules, transports, template files), on the ring, the secrets and the build. So a
+//! manifest file that holds only workflows can be reused when its path and bytes, and
+//! the digest of every other file ([`Memo::global`]), are those of the earlier compile.
+//! What crosses workflows is checked here: a reused workflow's name must not be taken by
+//! another, and workflows that ring `overrides` name are always compiled. Any problem
+//! makes the caller compile the whole bundle, so problems are reported exactly as a full
+//! compile reports them. Owns the [`Memo`]; may not read files or secrets itself.
+
+use super::compile::{Compiled, Inventory, Rings, compile_with_inventory};
+use super::params::SecretSource;
+use crate::model::desired::sha256_hex;
+use crate::model::{Bundle, DesiredState};
+use rayon::prelude::*;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+/// What a compile of one ring leaves for the next one to reuse.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Memo {
+    /// Name of the compiled-state entry that holds the ring's artifacts.
+    pub entry: String,
+    /// Digest of every file that is not a workflow-only file, the root and the ring.
+    pub global: String,
+    /// Workflows that some ring's `overrides` name.
+    pub overridden: BTreeSet<String>,
+    /// Workflow-only manifest files by path.
+    pub files: BTreeMap<String, MemoFile>,
+}
+
+/// One workflow-only manifest file of a memo.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemoFile {
+    /// [`file_digest`] of the file.
+    pub digest: String,
+    /// The workflows it holds.
+    pub workflows: Vec<String>,
+}
+
+impl Memo {
+    /// The memo of a compile of `ring` of `bundle` whose artifacts are in `entry`.
+    pub fn new(bundle: &Bundle, ring: &str, inventory: &Inventory, entry: &str) -> Self {
+        let files = bundle
+            .files
+            .par_iter()
+            .filter_map(|(path, bytes)| {
+                let workflows = inventory.workflow_files.get(path)?.clone();
+                let digest = file_digest(path, bytes);
+                Some((path.clone(), MemoFile { digest, workflows }))
+            })
+            .collect();
+        Memo {
+            entry: entry.to_owned(),
+            global: global_digest(bundle, ring, |p| inventory.workflow_files.contains_key(p)),
+            overridden: inventory.overridden.clone(),
+            files,
+        }
+    }
+}
+
+/// sha256 over a file's path and bytes.
+pub fn file_digest(path: &str, bytes: &[u8]) -> String {
+    let mut text = Vec::with_capacity(path.len() + bytes.len() + 16);
+    text.extend_from_slice(&(path.len() as u64).to_le_bytes());
+    text.extend_from_slice(path.as_bytes());
+    text.extend_from_slice(bytes);
+    sha256_hex(&text)
+}
+
+/// sha256 over the root, the ring and every file of `bundle` but those `skip` names.
+fn global_digest(bundle: &Bundle, ring: &str, skip: impl Fn(&str) -> bool + Sync) -> String {
+    let digests: Vec<String> = bundle
+        .files
+        .par_iter()
+        .filter(|(path, _)| !skip(path))
+        .map(|(path, bytes)| file_digest(path, bytes))
+        .collect();
+    let text = format!("root {}\nring {ring}\n{}", bundle.root, digests.join("\n"));
+    sha256_hex(text.as_bytes())
+}
+
+/// Compiles `ring` of `bundle` reusing what `memo` allows, with the earlier ring state
+/// from `base` (`None` when it is gone or its secrets no longer resolve as they did).
+/// `None` whenever the result could differ from a full compile's, or the bundle has any
+/// problem: the caller then compiles the whole bundle.
+pub fn compile_reusing(
+    bundle: &Bundle,
+    secrets: &(dyn SecretSource + Sync),
+    ring: &str,
+    memo: &Memo,
+    base: impl FnOnce() -> Option<DesiredState>,
+) -> Option<(Compiled, Inventory)> {
+    let reused = reusable(bundle, memo);
+    if reused.is_empty() {
+        return None;
+    }
+    let reduced = Bundle {
+        commit: bundle.commit.clone(),
+        tree: bundle.tree.clone(),
+        root: bundle.root.clone(),
+        files: bundle
+            .files
+            .iter()
+            .filter(|(path, _)| !reused.contains_key(path.as_str()))
+            .map(|(path, bytes)| (path.clone(), bytes.clone()))
+            .collect(),
+    };
+    let (result, mut inventory) = compile_with_inventory(&reduced, secrets, Rings::One(ring));
+    let mut compiled = result.ok()?;
+    let global = global_digest(&reduced, ring, |p| inventory.workflow_files.contains_key(p));
+    let names: HashSet<&str> = reused
+        .values()
+        .flat_map(|f| f.workflows.iter().map(String::as_str))
+        .collect();
+    let clash = names
+        .iter()
+        .any(|n| inventory.workflows.contains_key(*n) || inventory.overridden.contains(*n));
+    if global != memo.global || clash {
+        return None;
+    }
+    let state = compiled.states.get_mut(ring)?;
+    merge(state, base()?, &names)?;
+    for (path, file) in reused {
+        for name in &file.workflows {
+            inventory.workflows.insert(name.clone(), path.to_owned());
+        }
+        inventory
+            .workflow_files
+            .insert(path.to_owned(), file.workflows.clone());
+    }
+    Some((compiled, inventory))
+}
+
+/// The workflow-only files of `bundle` that are as the memo knows them, and hold no
+/// workflow that ring overrides name.
+fn reusable<'m>(bundle: &Bundle, memo: &'m Memo) -> BTreeMap<&'m str, &'m MemoFile> {
+    bundle
+        .files
+        .par_iter()
+        .filter_map(|(path, bytes)| {
+            let (path, file) = memo.files.get_key_value(path)?;
+            let overridden = file.workflows.iter().any(|w| memo.overridden.contains(w));
+            (!overridden && file.digest == file_digest(path, bytes))
+                .then_some((path.as_str(), file))
+        })
+        .collect()
+}
+
+/// Adds to `state` the artifacts of the workflows `names` from `base`, the state they
+/// were compiled into; `None` when the two do not have the same workers.
+fn merge(state: &mut DesiredState, base: DesiredState, names: &HashSet<&str>) -> Option<()> {
+    if base.ring != state.ring || base.workers.len() != state.workers.len() {
+        return None;
+    }
+    let mut pairs = Vec::with_capacity(state.workers.len());
+    for ((name, worker), (base_name, base_worker)) in state.workers.iter_mut().zip(base.workers) {
+        if *name != base_name {
+            return None;
+        }
+        pairs.push((worker, base_worker.artifacts));
+    }
+    pairs.into_par_iter().for_each(|(worker, mut artifacts)| {
+        artifacts.retain(|path, _| {
+            let workflow = path.split_once('/').map_or(path.as_str(), |(w, _)| w);
+            names.contains(workflow)
+        });
+        artifacts.append(&mut worker.artifacts);
+        worker.artifacts = artifacts;
+    });
+    Some(())
+}
