@@ -190,6 +190,10 @@ impl SecretSource for Recording<'_> {
 }
 
 #[cfg(test)]
+#[path = "compile_incremental_tests.rs"]
+mod incremental_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -173,3 +173,102 @@ fn merge(state: &mut DesiredState, base: DesiredState, names: &HashSet<&str>) ->
     });
     Some(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleetgen::{FleetOptions, bundle, generate};
+    use crate::model::Artifact;
+    use crate::pipeline::NoSecrets;
+
+    fn fleet() -> BTreeMap<String, String> {
+        generate(&FleetOptions {
+            workflows: 8,
+            steps: 3,
+            workers: 8,
+            ..FleetOptions::default()
+        })
+    }
+
+    /// The memo and `dev` state of a full compile of `files`.
+    fn base(files: &BTreeMap<String, String>) -> (Memo, DesiredState) {
+        let b = bundle(files, "");
+        let (result, inventory) = compile_with_inventory(&b, &NoSecrets, Rings::One("dev"));
+        let mut compiled = result.expect("the fleet compiles");
+        let state = compiled.states.remove("dev").expect("dev");
+        (Memo::new(&b, "dev", &inventory, "entry"), state)
+    }
+
+    /// `state` with every artifact of workflow `wf` replaced by a marker.
+    fn marked(mut state: DesiredState, wf: &str) -> DesiredState {
+        for w in state.workers.values_mut() {
+            for (path, a) in w.artifacts.iter_mut() {
+                if path.starts_with(&format!("{wf}/")) {
+                    *a = Artifact::new("marker".to_owned(), vec![], vec![]);
+                }
+            }
+        }
+        state
+    }
+
+    #[test]
+    fn unchanged_workflows_come_from_the_base_and_changed_ones_are_compiled() {
+        let mut files = fleet();
+        let (memo, state) = base(&files);
+        let path = "workflows/wf-0002.yaml";
+        let text = files[path].replacen("threads: ", "threads: 9", 1);
+        files.insert(path.to_owned(), text);
+        let b = bundle(&files, "");
+        let base_state = || Some(marked(marked(state.clone(), "wf-0005"), "wf-0002"));
+        let (compiled, _) =
+            compile_reusing(&b, &NoSecrets, "dev", &memo, base_state).expect("reused");
+        let full = crate::pipeline::compile(&b, &NoSecrets, Rings::One("dev")).expect("ok");
+        let got = &compiled.states["dev"];
+        let want = &full.states["dev"];
+        assert_eq!(
+            got.workers.keys().collect::<Vec<_>>(),
+            want.workers.keys().collect::<Vec<_>>()
+        );
+        for (name, worker) in &got.workers {
+            for (p, a) in &worker.artifacts {
+                let expected = &want.workers[name].artifacts[p];
+                if p.starts_with("wf-0005/") {
+                    assert_eq!(&*a.content, "marker", "{p} is taken from the base");
+                } else {
+                    assert_eq!(a, expected, "{p}");
+                }
+            }
+            assert_eq!(worker.artifacts.len(), want.workers[name].artifacts.len());
+        }
+    }
+
+    #[test]
+    fn nothing_is_reused_when_another_file_changed() {
+        let mut files = fleet();
+        let (memo, state) = base(&files);
+        for (path, from, to) in [
+            ("rings.yaml", "bucket_prefix: dev", "bucket_prefix: dev2"),
+            ("groups.yaml", "address: 10.11.0.1,", "address: 10.11.0.9,"),
+            (
+                "blueprints/templates/stream-processor.toml.j2",
+                "\n",
+                "\n# edited\n",
+            ),
+        ] {
+            let mut changed = files.clone();
+            let text = changed[path].replacen(from, to, 1);
+            assert_ne!(text, changed[path], "{path}");
+            changed.insert(path.to_owned(), text);
+            let b = bundle(&changed, "");
+            let got = compile_reusing(&b, &NoSecrets, "dev", &memo, || Some(state.clone()));
+            assert!(got.is_none(), "{path} changed: nothing may be reused");
+        }
+        // A workflow that takes the name of a reused one is a clash: a full compile tells.
+        files.insert(
+            "workflows/copy.yaml".to_owned(),
+            files["workflows/wf-0004.yaml"].clone(),
+        );
+        let b = bundle(&files, "");
+        assert!(compile_reusing(&b, &NoSecrets, "dev", &memo, || Some(state.clone())).is_none());
+    }
+}
