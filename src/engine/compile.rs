@@ -1,13 +1,16 @@
 //! Compiling one ring of a bundle read from Git, through the compiled-state cache
-//! ([`crate::adapters::store::compiled`]): a commit planned or applied before is not
-//! compiled again.
+//! ([`crate::adapters::store::compiled`]) and the incremental-compile memo
+//! ([`crate::adapters::store::memo`]): a commit compiled before is read back, and one
+//! that differs from the memo's in a few workflow files compiles only those
+//! ([`crate::pipeline::incremental`]).
 //!
 //! An entry is keyed by everything the compiler's output depends on: the manifest
 //! folder's tree id and path, the ring, and this ringops build (version and binary). The
 //! secrets the compile looked up are checked when the entry is read: it is used only when
-//! each resolves as it did. Bundles from a work tree (no tree id), failed compiles,
-//! states with sensitive artifacts and state folders that do not exist yet are never
-//! cached.
+//! each resolves as it did. A memo is kept per ring, root and build, and points at the
+//! entry of the last compile stored. Bundles from a work tree (no tree id), failed
+//! compiles, states with sensitive artifacts, state folders that do not exist yet and
+//! compiles that reused all but a few files of the memo's are never stored.
 
 use crate::adapters::store::compiled::{Cached, CompiledCache, holds_sensitive};
 use crate::adapters::store::memo::MemoStore;
@@ -52,7 +55,12 @@ pub fn compile_ring(
         })
     });
     let (compiled, inventory) = match reused {
-        Some(done) => done,
+        // Close enough to the memo's compile: storing this one would cost more than
+        // compiling its few files again next time.
+        Some(r) if r.fresh_files * REBASE_SHARE <= r.fresh_files + r.reused_files => {
+            return Ok(r.compiled);
+        }
+        Some(r) => (r.compiled, r.inventory),
         None => {
             let (result, inventory) = compile_with_inventory(bundle, &recording, Rings::One(ring));
             (result?, inventory)
@@ -75,6 +83,11 @@ pub fn compile_ring(
     }
     Ok(compiled)
 }
+
+/// A compile that had to compile more than one in this many workflow files afresh
+/// (because they changed) is stored, with a new memo, for the next ones to start from;
+/// one closer to its memo's compile is not stored at all.
+const REBASE_SHARE: usize = 20;
 
 /// Writes the memo of a compile whose state is cached as `entry`; best effort.
 fn remember(

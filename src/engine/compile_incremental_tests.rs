@@ -13,7 +13,7 @@ const SECRET_OVERRIDE: &str =
 
 fn base_files() -> BTreeMap<String, String> {
     let opts = FleetOptions {
-        workflows: 12,
+        workflows: 40,
         steps: 3,
         workers: 8,
         ..FleetOptions::default()

@@ -62,6 +62,20 @@ impl Memo {
     }
 }
 
+/// A compile that reused part of an earlier one.
+#[derive(Debug)]
+pub struct Reused {
+    /// The result, the same as a full compile's.
+    pub compiled: Compiled,
+    /// The bundle's inventory.
+    pub inventory: Inventory,
+    /// Workflow-only files compiled afresh because they changed (not counting those
+    /// that ring overrides name, which are always compiled).
+    pub fresh_files: usize,
+    /// Workflow-only files whose artifacts were taken from the earlier compile.
+    pub reused_files: usize,
+}
+
 /// sha256 over a file's path and bytes.
 pub fn file_digest(path: &str, bytes: &[u8]) -> String {
     let mut text = Vec::with_capacity(path.len() + bytes.len() + 16);
@@ -93,7 +107,7 @@ pub fn compile_reusing(
     ring: &str,
     memo: &Memo,
     base: impl FnOnce() -> Option<DesiredState>,
-) -> Option<(Compiled, Inventory)> {
+) -> Option<Reused> {
     let reused = reusable(bundle, memo);
     if reused.is_empty() {
         return None;
@@ -124,6 +138,12 @@ pub fn compile_reusing(
     }
     let state = compiled.states.get_mut(ring)?;
     merge(state, base()?, &names)?;
+    let fresh_files = inventory
+        .workflow_files
+        .values()
+        .filter(|names| !names.iter().any(|n| inventory.overridden.contains(n)))
+        .count();
+    let reused_files = reused.len();
     for (path, file) in reused {
         for name in &file.workflows {
             inventory.workflows.insert(name.clone(), path.to_owned());
@@ -132,7 +152,12 @@ pub fn compile_reusing(
             .workflow_files
             .insert(path.to_owned(), file.workflows.clone());
     }
-    Some((compiled, inventory))
+    Some(Reused {
+        compiled,
+        inventory,
+        fresh_files,
+        reused_files,
+    })
 }
 
 /// The workflow-only files of `bundle` that are as the memo knows them, and hold no
@@ -168,7 +193,10 @@ fn merge(state: &mut DesiredState, base: DesiredState, names: &HashSet<&str>) ->
             let workflow = path.split_once('/').map_or(path.as_str(), |(w, _)| w);
             names.contains(workflow)
         });
-        artifacts.append(&mut worker.artifacts);
+        // The few compiled afresh go into the many reused, not the other way round.
+        for (path, artifact) in std::mem::take(&mut worker.artifacts) {
+            artifacts.insert(path, artifact);
+        }
         worker.artifacts = artifacts;
     });
     Some(())
@@ -215,13 +243,16 @@ mod tests {
     fn unchanged_workflows_come_from_the_base_and_changed_ones_are_compiled() {
         let mut files = fleet();
         let (memo, state) = base(&files);
-        let path = "workflows/wf-0002.yaml";
+        let path = "workflows/wf-0004.yaml";
         let text = files[path].replacen("threads: ", "threads: 9", 1);
         files.insert(path.to_owned(), text);
         let b = bundle(&files, "");
-        let base_state = || Some(marked(marked(state.clone(), "wf-0005"), "wf-0002"));
-        let (compiled, _) =
-            compile_reusing(&b, &NoSecrets, "dev", &memo, base_state).expect("reused");
+        let base_state = || Some(marked(marked(state.clone(), "wf-0005"), "wf-0004"));
+        let reused = compile_reusing(&b, &NoSecrets, "dev", &memo, base_state).expect("reused");
+        // wf-0004 changed; wf-0001, wf-0002 and wf-0007 (named by ring overrides) are
+        // compiled too but not counted.
+        assert_eq!((reused.fresh_files, reused.reused_files), (1, 4));
+        let compiled = reused.compiled;
         let full = crate::pipeline::compile(&b, &NoSecrets, Rings::One("dev")).expect("ok");
         let got = &compiled.states["dev"];
         let want = &full.states["dev"];
