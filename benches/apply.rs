@@ -7,8 +7,9 @@
 //! - first apply: `apply --ring dev --rev HEAD~1 --yes` into an empty state folder;
 //! - no-op plan: `plan --ring dev --head HEAD~1` against the workers just written;
 //! - 1% apply: `apply --ring dev --rev HEAD --yes`, reset between runs by applying
-//!   `HEAD~1` again (the reset is the same change backwards and is reported too). Only
-//!   the first run compiles HEAD; the others read it from the compiled-state cache;
+//!   `HEAD~1` again (the reset is the same change backwards and is reported too). The
+//!   reset reads `HEAD~1` from the compiled-state cache; `HEAD` is compiled incrementally
+//!   each time (a commit this close to the memo's compile is not stored);
 //! - 1% apply of a commit never compiled: `apply --ring dev --rev fresh-N --yes`, where
 //!   each tag `fresh-N` is the base with another 1% of the workflows changed
 //!   (`FleetOptions::revision` N), reset between runs by applying `HEAD~1` again. Every
