@@ -15,7 +15,7 @@
 use crate::adapters::store::compiled::{Cached, CompiledCache, holds_sensitive};
 use crate::adapters::store::memo::MemoStore;
 use crate::model::desired::sha256_hex;
-use crate::model::{Bundle, Diagnostic};
+use crate::model::{Bundle, DesiredState, Diagnostic};
 use crate::pipeline::incremental::{Memo, compile_reusing};
 use crate::pipeline::{Compiled, Inventory, Rings, SecretSource, compile, compile_with_inventory};
 use std::collections::BTreeMap;
@@ -66,22 +66,42 @@ pub fn compile_ring(
             (result?, inventory)
         }
     };
-    let Some(state) = compiled.states.get(ring).filter(|s| !holds_sensitive(s)) else {
-        return Ok(compiled);
-    };
-    let looked_up = recording.into_looked_up();
+    if let Some(state) = compiled.states.get(ring).filter(|s| !holds_sensitive(s))
+        && store(
+            &cache,
+            &key,
+            recording.into_looked_up(),
+            &compiled.rings,
+            state,
+        )
+    {
+        remember(&memos, &memo_key, bundle, ring, &inventory, &key);
+    }
+    Ok(compiled)
+}
+
+/// Stores a compiled ring state without sensitive artifacts as `key`; true when it was
+/// written (best effort: a cache that cannot be written only costs the next compile).
+fn store(
+    cache: &CompiledCache,
+    key: &str,
+    looked_up: BTreeMap<String, Option<String>>,
+    rings: &[String],
+    state: &DesiredState,
+) -> bool {
     let cached = Cached {
         secret_names: looked_up.keys().cloned().collect(),
         secrets_digest: secrets_digest(&looked_up),
-        rings: compiled.rings.clone(),
+        rings: rings.to_vec(),
         state: state.clone(),
     };
-    // Best effort: a cache that cannot be written only costs the next compile.
-    match cache.write(&key, &cached) {
-        Ok(()) => remember(&memos, &memo_key, bundle, ring, &inventory, &key),
-        Err(e) => tracing::debug!("compiled-state cache not written: {e}"),
+    match cache.write(key, &cached) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!("compiled-state cache not written: {e}");
+            false
+        }
     }
-    Ok(compiled)
 }
 
 /// A compile that had to compile more than one in this many workflow files afresh

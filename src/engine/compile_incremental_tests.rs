@@ -200,3 +200,42 @@ fn a_corrupt_or_truncated_memo_is_ignored() {
         assert_same(dir.path(), &b, &secrets, &format!("damage {i}"));
     }
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn no_secret_value_is_written_to_the_cache_or_the_memo() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = "hunter2-not-on-disk";
+    let secrets = BTreeMap::from([("h".to_owned(), secret.to_owned())]);
+    let mut files = base_files();
+    assert_same(dir.path(), &bundle_at(&files, "t0"), &secrets, "base");
+    for n in 1..4 {
+        edit(0, n, n, &mut files, &mut BTreeMap::new());
+        assert_same(
+            dir.path(),
+            &bundle_at(&files, &format!("t{n}")),
+            &secrets,
+            "edit",
+        );
+    }
+    let written = files_under(&dir.path().join("cache"));
+    assert!(written.iter().any(|p| p.to_string_lossy().contains("memo")));
+    for path in written {
+        let bytes = std::fs::read(&path).expect("cache file");
+        let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+        assert!(!found, "{} holds the secret", path.display());
+    }
+}
