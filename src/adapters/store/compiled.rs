@@ -82,32 +82,38 @@ impl CompiledCache {
         if holds_sensitive(&cached.state) {
             return Err(CacheError::Sensitive);
         }
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| CacheError::Io { path, source }
-        };
-        create_private_dir(&self.dir).map_err(io(&self.dir))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(io(&self.dir))?;
-        tmp.write_all(&encode(cached)).map_err(io(tmp.path()))?;
-        let path = self.dir.join(key);
-        tmp.persist(&path).map_err(|e| io(&path)(e.error))?;
-        self.evict();
-        Ok(())
+        store_file(&self.dir, key, &encode(cached))
     }
+}
 
-    /// Removes all but the [`KEEP`] most recently used entries; best effort.
-    fn evict(&self) {
-        let Ok(entries) = fs::read_dir(&self.dir) else {
-            return;
-        };
-        let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
-            .flatten()
-            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-            .collect();
-        files.sort_by_key(|f| std::cmp::Reverse(f.0));
-        for (_, path) in files.into_iter().skip(KEEP) {
-            let _ = fs::remove_file(path);
-        }
+/// Writes `bytes` as `dir/key` (a private folder) in one rename, then drops all but
+/// the [`KEEP`] most recently used files of `dir` (best effort).
+pub(super) fn store_file(dir: &Path, key: &str, bytes: &[u8]) -> Result<(), CacheError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| CacheError::Io { path, source }
+    };
+    create_private_dir(dir).map_err(io(dir))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io(dir))?;
+    tmp.write_all(bytes).map_err(io(tmp.path()))?;
+    let path = dir.join(key);
+    tmp.persist(&path).map_err(|e| io(&path)(e.error))?;
+    evict(dir);
+    Ok(())
+}
+
+/// Removes all but the [`KEEP`] most recently used files of `dir`; best effort.
+fn evict(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    files.sort_by_key(|f| std::cmp::Reverse(f.0));
+    for (_, path) in files.into_iter().skip(KEEP) {
+        let _ = fs::remove_file(path);
     }
 }
 

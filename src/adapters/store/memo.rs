@@ -6,14 +6,13 @@
 //! ([`crate::pipeline::incremental`]). Holds only names, paths and digests, never an
 //! artifact or a secret value. Files are private to the owner, written atomically and
 //! checked against a trailing sha256 when read; a damaged, foreign or unreadable file is
-//! a miss. Only the [`KEEP`] most recently written memos are kept.
+//! a miss. Only the [`KEEP`](super::compiled::KEEP) most recently written memos are kept.
 
-use super::compiled::{CacheError, Decoder, Encoder, KEEP, create_private_dir};
+use super::compiled::{CacheError, Decoder, Encoder, store_file};
 use crate::pipeline::incremental::{Memo, MemoFile};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// First bytes of every memo, with the format version.
@@ -38,34 +37,9 @@ impl MemoStore {
         decode(&fs::read(self.dir.join(key)).ok()?)
     }
 
-    /// Stores `memo` as `key` (hex), then drops all but the [`KEEP`] newest memos.
+    /// Stores `memo` as `key` (hex), then drops all but the [`KEEP`](super::compiled::KEEP) newest memos.
     pub fn write(&self, key: &str, memo: &Memo) -> Result<(), CacheError> {
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| CacheError::Io { path, source }
-        };
-        create_private_dir(&self.dir).map_err(io(&self.dir))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(io(&self.dir))?;
-        tmp.write_all(&encode(memo)).map_err(io(tmp.path()))?;
-        let path = self.dir.join(key);
-        tmp.persist(&path).map_err(|e| io(&path)(e.error))?;
-        self.evict();
-        Ok(())
-    }
-
-    /// Removes all but the [`KEEP`] newest memos; best effort.
-    fn evict(&self) {
-        let Ok(entries) = fs::read_dir(&self.dir) else {
-            return;
-        };
-        let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
-            .flatten()
-            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-            .collect();
-        files.sort_by_key(|f| std::cmp::Reverse(f.0));
-        for (_, path) in files.into_iter().skip(KEEP) {
-            let _ = fs::remove_file(path);
-        }
+        store_file(&self.dir, key, &encode(memo))
     }
 }
 
