@@ -21,7 +21,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -119,23 +119,13 @@ fn internal(what: &str, e: &dyn std::fmt::Display) -> Response {
 
 /// Refuses any request without the agent's token.
 async fn require_token(State(agent): State<AppState>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(crate::daemon::http::bearer);
-    if !presented.is_some_and(|p| agent.token.matches(p.as_bytes())) {
+    if !crate::daemon::http::presents(request.headers(), &agent.token) {
         tracing::warn!(path = %request.uri().path(), "request refused: missing or wrong token");
-        let mut response = error(
+        return crate::daemon::http::challenge(error(
             StatusCode::UNAUTHORIZED,
             ErrorKind::Unauthorized,
             "this agent needs Authorization: Bearer <agent token>",
-        );
-        let challenge = HeaderValue::from_static("Bearer");
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, challenge);
-        return response;
+        ));
     }
     next.run(request).await
 }

@@ -195,23 +195,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 /// Refuses a guarded route without the API token, when one is set.
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let Some(token) = &state.service.api_token {
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer);
-        if !presented.is_some_and(|p| token.matches(p.as_bytes())) {
-            let mut response = error(
-                StatusCode::UNAUTHORIZED,
-                "this endpoint needs Authorization: Bearer <api token>",
-            );
-            let challenge = HeaderValue::from_static("Bearer");
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, challenge);
-            return response;
-        }
+    if let Some(token) = &state.service.api_token
+        && !presents(request.headers(), token)
+    {
+        return challenge(error(
+            StatusCode::UNAUTHORIZED,
+            "this endpoint needs Authorization: Bearer <api token>",
+        ));
     }
     next.run(request).await
 }
@@ -220,6 +210,23 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
 pub fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Whether `headers` carry `Authorization: Bearer` with `token` (constant time).
+pub fn presents(headers: &HeaderMap, token: &Secret) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer)
+        .is_some_and(|p| token.matches(p.as_bytes()))
+}
+
+/// `response` (a 401) with the `WWW-Authenticate: Bearer` challenge.
+pub fn challenge(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
 }
 
 /// Bounds every request by [`REQUEST_TIMEOUT`].

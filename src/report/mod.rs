@@ -32,6 +32,19 @@ pub fn short(commit: &str) -> &str {
     commit.get(..12).unwrap_or(commit)
 }
 
+/// `text` on one line (whitespace runs become one space), at most `max` bytes of it.
+pub fn one_line(text: &str, max: usize) -> String {
+    let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if joined.len() <= max {
+        return joined;
+    }
+    let mut end = max;
+    while !joined.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &joined[..end])
+}
+
 /// `2 to create, 1 to update, 0 to delete on 2 workers (3 unchanged)`.
 pub fn summary_line(s: &PlanSummary) -> String {
     format!(

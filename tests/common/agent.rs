@@ -164,9 +164,7 @@ impl Agent {
     }
 
     fn listening(&self) -> Option<SocketAddr> {
-        let log = self.stderr();
-        let rest = log.split("agent listening addr=").nth(1)?;
-        rest.split_whitespace().next()?.parse().ok()
+        super::logged_address(&self.stderr(), "agent listening addr=")
     }
 
     pub fn stderr(&self) -> String {

@@ -81,9 +81,7 @@ impl Daemon {
 
     /// The address of the log line `HTTP API listening addr=...`.
     pub fn listening(&self) -> Option<SocketAddr> {
-        let log = self.stderr();
-        let rest = log.split("HTTP API listening addr=").nth(1)?;
-        rest.split_whitespace().next()?.parse().ok()
+        super::logged_address(&self.stderr(), "HTTP API listening addr=")
     }
 
     pub fn stderr(&self) -> String {

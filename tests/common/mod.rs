@@ -15,6 +15,12 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The address a process logged after `marker` (e.g. `listening addr=`), if it did.
+pub fn logged_address(log: &str, marker: &str) -> Option<std::net::SocketAddr> {
+    let rest = log.split(marker).nth(1)?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
 /// The project root (where `Cargo.toml` is).
 pub fn project() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -106,7 +106,7 @@ pub async fn http(client: &Client, url: &Url, timeout: Duration) -> Result<(), P
     let body = body_start(response).await;
     Err(ProbeFailure::Status {
         code: status.as_u16(),
-        body: one_line(&String::from_utf8_lossy(&body), BODY_KEPT),
+        body: crate::report::one_line(&String::from_utf8_lossy(&body), BODY_KEPT),
     })
 }
 
@@ -194,17 +194,4 @@ pub fn tail(text: &str, max: usize) -> String {
         start += 1;
     }
     format!("…{}", &text[start..])
-}
-
-/// `text` on one line (whitespace runs become one space), at most `max` bytes of it.
-pub fn one_line(text: &str, max: usize) -> String {
-    let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if joined.len() <= max {
-        return joined;
-    }
-    let mut end = max;
-    while !joined.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &joined[..end])
 }

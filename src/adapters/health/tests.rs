@@ -281,7 +281,7 @@ fn kept_output_is_bounded() {
     assert_eq!(probe::tail("short", 10), "short");
     assert_eq!(probe::tail("0123456789", 4), "…6789");
     assert_eq!(probe::tail("ééé", 3), "…é");
-    assert_eq!(probe::one_line("a\n  b\tc", 10), "a b c");
-    assert_eq!(probe::one_line("abcdef", 3), "abc…");
-    assert_eq!(probe::one_line("ééé", 3), "é…");
+    assert_eq!(crate::report::one_line("a\n  b\tc", 10), "a b c");
+    assert_eq!(crate::report::one_line("abcdef", 3), "abc…");
+    assert_eq!(crate::report::one_line("ééé", 3), "é…");
 }

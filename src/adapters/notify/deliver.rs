@@ -254,7 +254,7 @@ pub fn summary(event: &Event) -> String {
     if !event.actor.is_empty() {
         line.push_str(&format!(" by {}", event.actor));
     }
-    let reason = one_line(&event.reason, REASON_KEPT);
+    let reason = crate::report::one_line(&event.reason, REASON_KEPT);
     if !reason.is_empty() {
         line.push_str(&format!(": {reason}"));
     }
@@ -276,17 +276,4 @@ fn slack_escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
-}
-
-/// `text` on one line (whitespace runs become one space), at most `max` bytes of it.
-fn one_line(text: &str, max: usize) -> String {
-    let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if joined.len() <= max {
-        return joined;
-    }
-    let mut end = max;
-    while !joined.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &joined[..end])
 }
