@@ -1,19 +1,18 @@
 //! What the agent remembers across restarts: the last generation it applied (every
 //! file's bytes, the generation it produced, its deployment and drift mode), kept in
-//! `.ringops/agent.json` next to `managed.json`. Written atomically (a temporary file,
-//! fsync, rename, fsync of the folder), so a restarted agent heals hot edits at once,
+//! `.ringops/agent.json` next to `managed.json`. Written atomically
+//! ([`WorkerDir::write_record`]), so a restarted agent heals hot edits at once,
 //! before the daemon sends anything. A memory whose generation is not the directory's
 //! is kept but never put back (self-heal compares the generations).
 //!
 //! Reads and writes only that file.
 
 use crate::adapters::transport::http::wire::{DriftMode, WireFile};
-use crate::adapters::worker_dir::{Batch, FileSpec, RESERVED};
+use crate::adapters::worker_dir::{Batch, FileSpec, RESERVED, WorkerDir, WorkerDirError};
 use crate::model::desired::sha256_hex;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The file's name under `.ringops/`.
@@ -34,6 +33,9 @@ pub enum MemoryError {
         #[source]
         source: std::io::Error,
     },
+    /// Writing the file into the worker directory failed.
+    #[error(transparent)]
+    Write(#[from] WorkerDirError),
     /// The file is not a memory this build understands.
     #[error("{path}: {problem}")]
     Invalid {
@@ -73,10 +75,6 @@ pub fn path(root: &Path) -> PathBuf {
 /// Writes the memory of `root` as a whole, replacing the old one atomically.
 pub fn save(root: &Path, remembered: &Remembered) -> Result<(), MemoryError> {
     let file = path(root);
-    let io = |source| MemoryError::Io {
-        path: file.clone(),
-        source,
-    };
     let engine = base64::engine::general_purpose::STANDARD;
     let batch = &remembered.batch;
     let doc = Document {
@@ -101,16 +99,8 @@ pub fn save(root: &Path, remembered: &Remembered) -> Result<(), MemoryError> {
         path: file.clone(),
         problem: e.to_string(),
     })?;
-    let folder = root.join(RESERVED);
-    std::fs::create_dir_all(&folder).map_err(io)?;
-    let temporary = folder.join(format!("{FILE}.tmp"));
-    let mut out = std::fs::File::create(&temporary).map_err(io)?;
-    out.write_all(&bytes).map_err(io)?;
-    out.sync_all().map_err(io)?;
-    std::fs::rename(&temporary, &file).map_err(io)?;
-    std::fs::File::open(&folder)
-        .and_then(|f| f.sync_all())
-        .map_err(io)
+    WorkerDir::new(root).write_record(FILE, &bytes)?;
+    Ok(())
 }
 
 /// The memory of `root`; `None` when the agent never applied a generation there.

@@ -171,6 +171,16 @@ impl WorkerDir {
         &self.root
     }
 
+    /// Replaces `.ringops/<name>` with `bytes` as a whole (temporary file, flush, rename,
+    /// folder flush), creating `.ringops/` when needed: for records kept beside
+    /// `managed.json`.
+    pub fn write_record(&self, name: &str, bytes: &[u8]) -> Result<(), WorkerDirError> {
+        let disk = Disk::new(&self.root);
+        let folder = records::reserved(&disk);
+        std::fs::create_dir_all(&folder).map_err(|e| disk.err(&folder, e))?;
+        disk.write_atomic(&folder, name, bytes)
+    }
+
     /// The record and what is really on disk: for plans and drift. Takes no lock and
     /// writes nothing; a missing directory is empty at generation 0.
     ///
