@@ -485,7 +485,7 @@ pub async fn apply(
     objects.put_known(files.map(|f| (f.sha256.as_str(), &*f.content)))?;
     store.transition(id, DeploymentState::Deploying, "switching workers")?;
     let ring = new.ring.clone();
-    let batch = switch_and_record_until(store, id, &ring, &targets, until).await?;
+    let batch = switch_and_record(store, id, &ring, &targets, until).await?;
     let (touched, changed) = (batch.touched, batch.changed);
     if let Some(message) = batch.failure {
         let outcomes: BTreeMap<&str, &str> = batch
@@ -533,20 +533,10 @@ pub struct BatchOutcome {
     pub messages: BTreeMap<String, String>,
 }
 
-/// Switches `targets` (stopping at the first failure) and records how each fared, with
-/// the artifact set of those that hold the deployment's files, in one transaction.
+/// Switches `targets` (stopping at the first failure), waiting for unreachable workers
+/// until `until` (see [`switch_all_until`]), and records how each fared, with the
+/// artifact set of those that hold the deployment's files, in one transaction.
 pub async fn switch_and_record(
-    store: &mut Store,
-    id: DeploymentId,
-    ring: &str,
-    targets: &[Target],
-) -> Result<BatchOutcome, EngineError> {
-    switch_and_record_until(store, id, ring, targets, None).await
-}
-
-/// [`switch_and_record`], waiting for unreachable workers until `until` (see
-/// [`switch_all_until`]).
-pub async fn switch_and_record_until(
     store: &mut Store,
     id: DeploymentId,
     ring: &str,

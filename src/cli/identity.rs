@@ -67,15 +67,12 @@ pub fn identify<'a>(
         let Ok(want) = hex::decode(entry.token_sha256.trim()) else {
             continue;
         };
-        if constant_time_eq(&want, &digest) && found.is_none() {
+        let matches = crate::daemon::webhook::Secret::new(want).is_some_and(|w| w.matches(&digest));
+        if matches && found.is_none() {
             found = Some(entry);
         }
     }
     found.ok_or(IdentityError::Unknown)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -19,9 +19,9 @@ use std::time::Duration;
 pub async fn pass(
     store: &mut Store,
     paths: &Paths,
+    source: &Source,
     secrets: &HostSecrets,
 ) -> Result<Vec<Deployment>, PassError> {
-    let source = Source::open(&paths.repo.open_path(&paths.state_dir))?;
     let mut moved = Vec::new();
     for ring in store.rings()? {
         let Some(d) = store.history(Some(&ring), 1)?.pop() else {
@@ -34,7 +34,7 @@ pub async fn pass(
         if d.state != DeploymentState::Queued || !held {
             continue;
         }
-        if let Some(after) = move_on(store, paths, secrets, &source, &d, &rollout).await? {
+        if let Some(after) = move_on(store, paths, secrets, source, &d, &rollout).await? {
             moved.push(after);
         }
     }

@@ -15,7 +15,6 @@ use crate::model::deployment::{Deployment, DeploymentState, Drift, NewDeployment
 use crate::model::manifest::DriftMode;
 use crate::pipeline::plan::PlanInput;
 use crate::pipeline::policy::{RingPolicy, ring_policies};
-use crate::pipeline::{Rings, compile};
 use crate::report::history::WorkerSync;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -221,7 +220,7 @@ impl Reconciler {
                 None => self.note_outcome(&ring, &commit, false),
             }
         }
-        for moved in super::gates::pass(&mut store, paths, secrets).await? {
+        for moved in super::gates::pass(&mut store, paths, &source, secrets).await? {
             report.deployments.push((moved, String::new()));
         }
         self.last_commit = Some(commit);
@@ -569,7 +568,9 @@ async fn deploy_ring(
         ),
         rollback_of: None,
     };
-    let compiled = tokio::task::block_in_place(|| compile(bundle, secrets, Rings::One(ring)));
+    let compiled = tokio::task::block_in_place(|| {
+        engine::compile::compile_ring(&paths.state_dir, bundle, secrets, ring)
+    });
     let desired = match compiled.map(|mut c| c.states.remove(ring)) {
         Ok(Some(desired)) => desired,
         Ok(None) => return Ok(None),

@@ -7,7 +7,7 @@
 
 pub mod health;
 
-use super::{EngineError, Restore, Target, restore, switch_and_record_until};
+use super::{EngineError, Restore, Target, restore, switch_and_record};
 use crate::adapters::objects::ObjectStore;
 use crate::adapters::store::Store;
 use crate::adapters::store::gates::RolloutState;
@@ -22,16 +22,6 @@ use std::time::{Duration, Instant};
 pub trait HealthGate {
     /// `Ok` when every worker of `workers` is healthy, else why not (naming the workers).
     fn check(&self, workers: &[String]) -> impl Future<Output = Result<(), String>> + Send;
-}
-
-/// No health check: every batch is healthy once switched.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NoHealthCheck;
-
-impl HealthGate for NoHealthCheck {
-    async fn check(&self, _workers: &[String]) -> Result<(), String> {
-        Ok(())
-    }
 }
 
 /// How a rollout goes.
@@ -122,8 +112,7 @@ pub async fn roll_out(
         store.note(id, &format!("{label}: switching"))?;
         let until = started + spec.progress_deadline;
         let switched =
-            switch_and_record_until(store, id, &deployment.ring, &batch_targets, Some(until))
-                .await?;
+            switch_and_record(store, id, &deployment.ring, &batch_targets, Some(until)).await?;
         touched.extend(switched.touched);
         let failure = switched.failure;
         let failure = match failure {

@@ -75,7 +75,11 @@ impl fmt::Display for Unhealthy {
                     "{last} ({failed} of {probes} probes failed within {deadline}"
                 )?;
                 if self.flaps > 0 {
-                    let times = plural(self.flaps, "time");
+                    let times = format!(
+                        "{} {}",
+                        self.flaps,
+                        crate::report::plural(self.flaps as usize, "time", "times")
+                    );
                     write!(f, "; it passed, then failed again {times}")?;
                     write!(f, ", healthy for at most {longest} of the {min} needed")?;
                 }
@@ -90,15 +94,6 @@ impl fmt::Display for Unhealthy {
                 }
             }
         }
-    }
-}
-
-/// `n` and `word`, plural when `n` is not one.
-fn plural(n: u32, word: &str) -> String {
-    if n == 1 {
-        format!("{n} {word}")
-    } else {
-        format!("{n} {word}s")
     }
 }
 

@@ -235,7 +235,7 @@ impl HttpAgent {
     fn unreachable(&self, e: &reqwest::Error) -> AgentError {
         AgentError::Unreachable {
             target: self.base.clone(),
-            cause: chain(e),
+            cause: crate::adapters::causes(e),
         }
     }
 
@@ -276,7 +276,7 @@ impl HttpAgent {
         response.json().await.map_err(|e| AgentError::Failed {
             target: self.base.clone(),
             status,
-            message: format!("unexpected answer: {}", chain(&e)),
+            message: format!("unexpected answer: {}", crate::adapters::causes(&e)),
         })
     }
 
@@ -326,18 +326,6 @@ fn not_switched(e: AgentError) -> SwitchError {
     SwitchError::NotSwitched(TransportError::Agent(e))
 }
 
-/// An error and its causes, `: `-separated (reqwest hides the interesting part in them).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// The token from [`TOKEN_FILE_ENV`] or the credential [`TOKEN_CREDENTIAL`].
 fn read_token() -> Result<Token, String> {
     let path = match std::env::var_os(TOKEN_FILE_ENV) {
@@ -375,13 +363,18 @@ fn build_client() -> Result<reqwest::Client, String> {
         let path = PathBuf::from(path);
         let pem = std::fs::read(&path)
             .map_err(|e| format!("cannot read {CA_FILE_ENV} {}: {e}", path.display()))?;
-        let ca = reqwest::Certificate::from_pem(&pem)
-            .map_err(|e| format!("{CA_FILE_ENV} {}: {}", path.display(), chain(&e)))?;
+        let ca = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+            format!(
+                "{CA_FILE_ENV} {}: {}",
+                path.display(),
+                crate::adapters::causes(&e)
+            )
+        })?;
         builder = builder.tls_certs_only([ca]);
     }
     builder
         .build()
-        .map_err(|e| format!("cannot set up HTTPS: {}", chain(&e)))
+        .map_err(|e| format!("cannot set up HTTPS: {}", crate::adapters::causes(&e)))
 }
 
 /// What an agent's inventory says, as a local directory's would.
