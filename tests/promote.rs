@@ -1035,3 +1035,46 @@ fn a_rollback_to_an_older_commit_keeps_the_newer_gates() {
         held.stdout
     );
 }
+
+/// Production released once (its gates trusted from that commit), a new bundle queued
+/// for it awaiting approval, then a freeze of production pushed to the tracked head:
+/// the queued deployment's id.
+fn queued_then_frozen_at_the_head() -> (World, String) {
+    let world = World::new("", "");
+    world.release_production();
+    world.archive_as_avro();
+    world.fleet.repo.commit("archive as avro");
+    world.run(&["apply", "--ring", "dev", "--yes"]).expect(0);
+    world.run(&["promote", "staging"]).expect(0);
+    let id = deployment_id(&world.run(&["promote", "production"]));
+    world.fleet.repo.edit(
+        RINGS,
+        "  autoRevert: true\n  values: {log_level: warn",
+        "  autoRevert: true\n  freeze: true\n  values: {log_level: warn",
+    );
+    world.fleet.repo.commit("incident: freeze production");
+    (world, id)
+}
+
+#[test]
+fn the_cli_and_the_daemon_hold_a_queued_promotion_for_a_freeze_raised_at_the_head() {
+    let (world, id) = queued_then_frozen_at_the_head();
+    let approved = world.as_approver("approve", &id, "alice", &[]);
+    approved.expect(0);
+    assert!(
+        approved.stdout.contains("Queued: ring is frozen"),
+        "{}",
+        approved.stdout
+    );
+    assert_eq!(world.state_of(&id), "Queued");
+
+    let (world, id) = queued_then_frozen_at_the_head();
+    let daemon = start_daemon(&world, "200ms");
+    daemon.wait_log("held: ring is frozen");
+    assert_eq!(world.state_of(&id), "Queued");
+    assert!(
+        world.show(&id).contains("ring is frozen (`freeze: true`)"),
+        "{}",
+        world.show(&id)
+    );
+}

@@ -8,8 +8,8 @@ use ringops::adapters::objects::ObjectStore;
 use ringops::adapters::store::gates::RolloutState;
 use ringops::adapters::store::{DB_FILE, INTERRUPTED, ManualClock, Store, StoreError, StoreReader};
 use ringops::model::deployment::{
-    DeploymentId, DeploymentState, Drift, DriftKind, NewDeployment, Timestamp, WorkerOutcome,
-    WrittenArtifact,
+    DeploymentId, DeploymentState, Drift, DriftKind, NewDeployment, Timestamp, Waiting,
+    WorkerOutcome, WrittenArtifact,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -386,11 +386,7 @@ fn mark_interrupted_fails_work_left_in_progress() {
     let mut f = fixture();
     let queued = deployment_in(&mut f.store, "dev", "c0", Queued);
     let awaiting = deployment_in(&mut f.store, "prod", "c0", Queued);
-    let waiting = RolloutState {
-        waiting: "approval".into(),
-        emergency: false,
-        batches_done: 0,
-    };
+    let waiting = RolloutState::running(false, 0).waiting_for(Waiting::Approval);
     f.store.set_rollout(awaiting, &waiting).expect("rollout");
     let building = deployment_in(&mut f.store, "dev", "c1", Building);
     let deploying = deployment_in(&mut f.store, "staging", "c1", Deploying);

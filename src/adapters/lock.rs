@@ -254,14 +254,19 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let state_dir = dir.path().to_owned();
         let waiter = std::thread::spawn(move || {
+            let held = WriterLock::acquire(&state_dir, "waiter", false);
+            tx.send(matches!(held, Err(LockError::Held { .. })))
+                .expect("send");
             let lock = WriterLock::acquire(&state_dir, "waiter", true);
-            tx.send(()).expect("send");
+            tx.send(true).expect("send");
             lock
         });
+        let found_held = rx.recv_timeout(Duration::from_secs(10)).expect("tried");
         assert!(
-            rx.recv_timeout(Duration::from_millis(300)).is_err(),
-            "the waiter must wait while the lock is held"
+            found_held,
+            "the waiter found the lock free while it was held"
         );
+        assert!(rx.try_recv().is_err(), "the waiter got a held lock");
         drop(first);
         rx.recv_timeout(Duration::from_secs(10))
             .expect("waiter did not get the lock within 10 s of its release");
@@ -277,6 +282,7 @@ mod tests {
             .args([
                 "--exact",
                 "adapters::lock::tests::child_process_body",
+                "--ignored",
                 "--nocapture",
             ])
             .env(CHILD_ENV, dir)
@@ -300,12 +306,11 @@ mod tests {
         child
     }
 
-    /// The child's side of the cross-process tests; does nothing in a normal run.
+    /// The child's side of the cross-process tests, run only by them.
     #[test]
+    #[ignore = "a child process of the cross-process lock tests, not a test of its own"]
     fn child_process_body() {
-        let Some(dir) = std::env::var_os(CHILD_ENV) else {
-            return;
-        };
+        let dir = std::env::var_os(CHILD_ENV).expect("run by child_holding");
         let _lock = WriterLock::acquire(Path::new(&dir), "child apply", false).expect("child lock");
         println!("{CHILD_READY}");
         std::io::stdout().flush().expect("flush");

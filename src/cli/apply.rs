@@ -3,7 +3,6 @@
 
 use super::{Context, Failure, Outcome, Revision as Source, block_on, emit, engine_failure};
 use crate::adapters::lock::{LockError, WriterLock};
-use crate::adapters::objects::ObjectStore;
 use crate::adapters::store::Store;
 use crate::engine;
 use crate::model::deployment::NewDeployment;
@@ -180,7 +179,7 @@ pub fn with_read_ahead<T>(
 ) -> Result<(engine::ReadAhead, T), Failure> {
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
-        let ahead = scope.spawn(|| block_on(engine::read_ahead(ctx.state_dir(), ring, &stop)));
+        let ahead = scope.spawn(|| block_on(engine::read_ahead(&ctx.engine(), ring, &stop)));
         let compiled = compile();
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
         let ahead = ahead
@@ -211,7 +210,7 @@ pub fn plan_against_workers_with(
 ) -> Result<(Plan, ObservedState), Failure> {
     let (observed, changed_files) = std::thread::scope(|scope| {
         let changed = scope.spawn(|| super::changed_since_active(ctx, &desired.ring, bundle));
-        let observed = block_on(engine::observe_with(ctx.state_dir(), desired, ahead));
+        let observed = block_on(engine::observe_with(&ctx.engine(), desired, ahead));
         let changed = changed
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -295,44 +294,31 @@ pub fn confirm(question: &str) -> Result<bool, Failure> {
     Ok(answer.trim() == "yes")
 }
 
-/// Deploys a prepared ring: refused when its trusted gates need `promote`; batch by
-/// batch with health checks when its strategy or `health:` asks for it; else at once.
+/// Deploys a prepared ring: refused when its gates need `promote`; batch by batch with
+/// health checks when its strategy or `health:` asks for it; else at once.
 fn deploy(ctx: &Context, store: &mut Store, prepared: &Prepared, reason: &str) -> Outcome {
     let (bundle, desired) = (&prepared.bundle, &prepared.desired);
-    let spec = match super::promote::trusted_spec(ctx, store, &desired.ring) {
-        Ok(spec) => spec,
+    let ring = &desired.ring;
+    let gates = match super::promote::effective_gates(ctx, store, ring, Some(bundle))? {
+        Ok(gates) => gates,
         // A ring new in this commit has no trusted definition yet: its own is used, as
         // long as it takes no worker another ring deploys to.
-        Err(e) => {
-            let never_deployed = store
-                .active(&desired.ring)
-                .map_err(|e| Failure::Internal(e.into()))?
-                .is_none();
-            let own = crate::pipeline::policy::ring_spec(bundle, &desired.ring);
-            match own.filter(|_| never_deployed) {
-                Some(spec) => {
-                    refuse_taken_workers(store, desired)?;
-                    spec
-                }
-                None => return Err(e),
-            }
+        Err(e @ engine::EngineError::Untrusted { .. }) => {
+            engine::gates::of_new_ring(store, bundle, desired)
+                .map_err(engine_failure)?
+                .ok_or_else(|| engine_failure(e))?
         }
+        Err(e) => return Err(engine_failure(e)),
     };
-    let mut gates = super::promote::gates_of(&desired.ring, &spec)?;
-    // The commit being deployed may raise a freeze at once (never lift one by itself).
-    gates.freeze |=
-        crate::pipeline::policy::ring_spec(bundle, &desired.ring).is_some_and(|s| s.freeze);
     let held = gates.promotion_only();
     if !held.is_empty() {
         return Err(Failure::user(format!(
-            "ring `{}` is gated ({}); deploy it with `ringops promote {}`",
-            desired.ring,
+            "ring `{ring}` is gated ({}); deploy it with `ringops promote {ring}`",
             held.join(", "),
-            desired.ring
         )));
     }
     let new = NewDeployment {
-        ring: desired.ring.clone(),
+        ring: ring.clone(),
         commit: bundle.commit.clone().unwrap_or_default(),
         tree: bundle.tree.clone().unwrap_or_default(),
         // The plan's: computed from this desired state (104,139 artifacts take 0.04 s).
@@ -341,47 +327,27 @@ fn deploy(ctx: &Context, store: &mut Store, prepared: &Prepared, reason: &str) -
         reason: reason.to_owned(),
         rollback_of: None,
     };
-    if !gates.staged()
-        && let Some(pause) = store
-            .ring_pause(&desired.ring)
-            .map_err(|e| Failure::Internal(e.into()))?
-    {
-        return Err(Failure::user(format!(
-            "ring `{}` is paused ({}); `ringops resume {}` first; nothing was changed",
-            desired.ring, pause.reason, desired.ring
-        )));
-    }
     if gates.staged() {
         let deployment = store
             .create_deployment(&new)
             .map_err(|e| Failure::Internal(e.into()))?;
-        return super::promote::run(ctx, store, &deployment, &gates, desired, 0);
+        return super::promote::run(ctx, store, &deployment, &gates, desired);
+    }
+    if let Some(pause) = store
+        .ring_pause(ring)
+        .map_err(|e| Failure::Internal(e.into()))?
+    {
+        return Err(Failure::user(format!(
+            "ring `{ring}` is paused ({}); `ringops resume {ring}` first; nothing was changed",
+            pause.reason
+        )));
     }
     let targets = engine::targets_from_desired(ctx.state_dir(), desired)
         .map_err(engine_failure)?
         .into_iter()
-        .map(|t| engine::rollout::with_drift(t, gates.drift))
+        .map(|t| engine::targets::with_drift(t, gates.drift))
         .collect();
     run_rollout(ctx, store, targets, new)
-}
-
-/// Refuses a ring without a trusted definition that would write to a worker another
-/// ring's Active deployment holds (a renamed ring must not escape the old one's gates).
-fn refuse_taken_workers(store: &Store, desired: &DesiredState) -> Result<(), Failure> {
-    let internal = |e: crate::adapters::store::StoreError| Failure::Internal(e.into());
-    for ring in store.rings().map_err(internal)? {
-        let Some(active) = store.active(&ring).map_err(internal)? else {
-            continue;
-        };
-        let held = store.artifacts(active.id).map_err(internal)?;
-        if let Some(worker) = desired.workers.keys().find(|w| held.contains_key(*w)) {
-            return Err(Failure::user(format!(
-                "ring `{}` is new and would take worker {worker}, which ring `{ring}` runs ({}); promote it through `{ring}`'s gates or move the worker first",
-                desired.ring, active.id
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Whether the Active deployment put every worker where the desired state does, with
@@ -407,39 +373,44 @@ pub fn actor() -> String {
     std::env::var("USER").unwrap_or_else(|_| "cli".to_owned())
 }
 
-/// Switches the targets, records the deployment and says how it went.
+/// Records a deployment of `targets`, switches every worker to it at once (putting
+/// them back when one fails) and says how it went.
 pub fn run_rollout(
     ctx: &Context,
     store: &mut Store,
     targets: Vec<engine::Target>,
     new: NewDeployment,
 ) -> Outcome {
-    let objects = ObjectStore::new(ctx.state_dir());
     let workers = targets.len();
-    let outcome = block_on(engine::apply(
+    let deployment = store
+        .create_deployment(&new)
+        .map_err(|e| Failure::Internal(e.into()))?;
+    let rollout = engine::deploy::Rollout::direct(targets);
+    let deployed = block_on(engine::deploy::deploy(
+        &ctx.engine(),
         store,
-        &objects,
-        ctx.state_dir(),
-        targets,
-        new,
-        None,
+        &deployment,
+        &rollout,
     ))?
     .map_err(engine_failure)?;
-    let d = &outcome.deployment;
-    match &outcome.failure {
-        None => {
+    match deployed.end {
+        engine::deploy::RolloutEnd::Failed {
+            deployment: d,
+            reason,
+        } => Err(Failure::user(format!(
+            "deployment {} failed: {reason}; workers already switched were restored (see `ringops show {}`)",
+            d.id, d.id
+        ))),
+        end => {
+            let d = end.deployment();
             emit(&format!(
                 "Deployment {} is {} on ring {} ({} of {workers} workers changed).\n",
                 d.id,
                 d.state,
                 d.ring,
-                outcome.changed.len(),
+                deployed.changed.len(),
             ))?;
             Ok(ExitCode::SUCCESS)
         }
-        Some(message) => Err(Failure::user(format!(
-            "deployment {} failed: {message}; workers already switched were restored (see `ringops show {}`)",
-            d.id, d.id
-        ))),
     }
 }

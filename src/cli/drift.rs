@@ -138,7 +138,7 @@ async fn ring_drift(
         }
     }
     let list = transports.iter().map(|(n, t)| (n.clone(), t.clone()));
-    let inventories = engine::inventories(list.collect()).await;
+    let inventories = engine::inventories(&ctx.engine(), list.collect()).await;
     for (worker, inventory) in inventories {
         let inventory = match inventory {
             Ok(i) => i,
@@ -211,24 +211,23 @@ async fn file_diff(
 fn fix(ctx: &Context, report: &mut DriftReport) -> Result<(), Failure> {
     let state_dir = ctx.state_dir();
     let mut store = Store::open(state_dir).map_err(|e| Failure::Internal(e.into()))?;
-    let objects = ObjectStore::new(state_dir);
+    let engine = ctx.engine();
     for ring in &mut report.rings {
         if ring.workers.is_empty() {
             continue;
         }
         let names: Vec<String> = ring.workers.iter().map(|w| w.worker.clone()).collect();
         let targets = engine::targets_from_record(
+            &engine,
             &store,
-            &objects,
-            state_dir,
             ring.deployment,
             Some(&names),
             &ctx.secrets.all_values(),
         )
         .map_err(engine_failure)?;
         let deployment = ring.deployment.to_string();
-        let results =
-            block_on(engine::switch_all(&targets, &ring.ring, &deployment, true))?.results;
+        let how = engine::switch::Switching::repair(&ring.ring, &deployment);
+        let results = block_on(engine::switch_all(&engine, &targets, &how))?.results;
         let mut drift = Vec::new();
         for worker in &mut ring.workers {
             worker.fix = Some(match results.get(&worker.worker) {

@@ -274,6 +274,8 @@ pub struct Context {
     notify: Vec<crate::adapters::notify::TargetConfig>,
     /// Blobs read from the repository so far: each is inflated once per command.
     blobs: BlobMemo,
+    /// How many workers are read or switched at once.
+    concurrency: usize,
 }
 
 impl Context {
@@ -282,9 +284,6 @@ impl Context {
         let file = config::FileConfig::find(cli.config.as_deref(), &cwd)
             .map_err(|e| Failure::User(e.into()))?;
         let repo = file.repo_location(cli.repo.as_deref(), &cwd)?;
-        if let Some(n) = file.max_concurrent_workers {
-            crate::engine::set_max_concurrent_workers(n);
-        }
         // Absolute, because worker locations are recorded from it.
         let state_dir = cwd.join(
             cli.state_dir
@@ -302,6 +301,9 @@ impl Context {
             approvers: file.approvers,
             notify: file.notify,
             blobs: BlobMemo::default(),
+            concurrency: file
+                .max_concurrent_workers
+                .unwrap_or(crate::engine::MAX_CONCURRENT_WORKERS),
         })
     }
 
@@ -332,6 +334,11 @@ impl Context {
     /// The revision commands deploy by default: the tracked branch, or HEAD.
     pub fn default_rev(&self) -> String {
         self.branch.clone().unwrap_or_else(|| "HEAD".to_owned())
+    }
+
+    /// What the engine runs with for this command.
+    pub fn engine(&self) -> crate::engine::Context {
+        crate::engine::Context::new(&self.state_dir).with_concurrency(self.concurrency)
     }
 
     /// The state folder: `--state`, `state_dir` in the configuration, or `./.ringops`.

@@ -3,24 +3,22 @@
 //! strategy with health checks; `approve` / `reject` decide a queued deployment;
 //! `pause`, `resume` and `fail` let a person hold or stop a rollout.
 //!
-//! Gates are read from the trusted configuration: the ring's definition in its Active
-//! deployment's commit (or, before its first deployment, the tracked branch head), never
-//! from the bundle being promoted, so a commit cannot lower its own gate.
+//! Gates are those in force ([`engine::gates::effective`]) and what they say of a
+//! deployment is [`engine::promotion::next`]'s decision, as in the daemon; this module
+//! parses, confirms and prints.
 
 use super::apply::{actor, open_writer, plan_against_workers, refuse_unreachable};
 use super::identity::{ApproverEntry, identify, read_token};
 use super::{Context, Failure, Outcome, block_on, emit, engine_failure};
-use crate::adapters::objects::ObjectStore;
 use crate::adapters::store::gates::{RolloutState, Verdict};
 use crate::adapters::store::{Store, StoreError};
-use crate::engine;
-use crate::engine::rollout::RolloutEnd;
-use crate::model::deployment::{Deployment, DeploymentId, DeploymentState, NewDeployment};
-use crate::model::manifest::RingSpec;
+use crate::engine::deploy::RolloutEnd;
+use crate::engine::promotion::{self, Step};
+use crate::engine::{self, EngineError};
+use crate::model::deployment::{Deployment, DeploymentId, DeploymentState, NewDeployment, Waiting};
 use crate::model::plan::Revision;
 use crate::model::{Bundle, DesiredState};
-use crate::pipeline::policy::ring_spec;
-use crate::pipeline::rollout::{Decision, Gates, Queued};
+use crate::pipeline::rollout::Gates;
 use crate::report;
 use clap::Args;
 use std::path::PathBuf;
@@ -87,32 +85,17 @@ fn internal(e: StoreError) -> Failure {
 pub fn promote(ctx: &Context, args: &PromoteArgs) -> Outcome {
     let (_lock, mut store) = open_writer(ctx, "ringops promote", args.wait)?;
     if args.continue_ {
-        return continue_waiting(ctx, &mut store, &args.ring, "continue");
+        return continue_waiting(ctx, &mut store, &args.ring, Waiting::Continue);
     }
-    let trusted = trusted_spec(ctx, &store, &args.ring)?;
-    let mut gates = gates_of(&args.ring, &trusted)?;
-    let source_ring = trusted.promotes_from.as_ref().map(|s| s.value.clone()).ok_or_else(|| {
+    let gates = effective_gates(ctx, &store, &args.ring, None)?.map_err(engine_failure)?;
+    let source_ring = gates.promotes_from.clone().ok_or_else(|| {
         Failure::user(format!(
             "ring `{}` does not promote from another ring (no `promotesFrom`); deploy it with `ringops apply --ring {}`",
             args.ring, args.ring
         ))
     })?;
     refuse_unfinished(&store, &args.ring)?;
-    let source = store
-        .active(&source_ring)
-        .map_err(internal)?
-        .ok_or_else(|| {
-            Failure::user(format!(
-                "cannot promote `{}`: ring `{source_ring}` has no Active deployment to promote",
-                args.ring
-            ))
-        })?;
-    if let Some(pause) = store.ring_pause(&source_ring).map_err(internal)? {
-        return Err(Failure::user(format!(
-            "cannot promote `{}`: ring `{source_ring}` is paused ({}); it is not known healthy",
-            args.ring, pause.reason
-        )));
-    }
+    let source = promotable(&store, &source_ring, &args.ring)?;
     let emergency = match args.emergency {
         false => None,
         true => Some(emergency_approver(ctx, args, &gates)?),
@@ -121,8 +104,7 @@ pub fn promote(ctx: &Context, args: &PromoteArgs) -> Outcome {
         rev: Some(source.commit.clone()),
         worktree: false,
     })?;
-    // The bundle being promoted may raise a freeze at once (never lift one by itself).
-    gates.freeze |= ring_spec(&bundle, &args.ring).is_some_and(|s| s.freeze);
+    let gates = engine::gates::with_incoming(gates, &bundle, &args.ring);
     if emergency.is_none() {
         refuse_unhealthy(ctx, &store, &bundle, &source_ring, &args.ring)?;
     }
@@ -163,8 +145,34 @@ pub fn promote(ctx: &Context, args: &PromoteArgs) -> Outcome {
         reason,
         rollback_of: None,
     };
-    let deployment = store.create_deployment(&new).map_err(internal)?;
-    if emergency.is_some() {
+    let deployment = queue(&mut store, &new, emergency.is_some())?;
+    proceed(ctx, &mut store, &deployment, &gates, &desired)
+}
+
+/// The Active deployment of `source_ring` to promote into `ring`: refused while the
+/// source ring has none or is paused (it is not known healthy).
+fn promotable(store: &Store, source_ring: &str, ring: &str) -> Result<Deployment, Failure> {
+    let source = store
+        .active(source_ring)
+        .map_err(internal)?
+        .ok_or_else(|| {
+            Failure::user(format!(
+                "cannot promote `{ring}`: ring `{source_ring}` has no Active deployment to promote"
+            ))
+        })?;
+    if let Some(pause) = store.ring_pause(source_ring).map_err(internal)? {
+        return Err(Failure::user(format!(
+            "cannot promote `{ring}`: ring `{source_ring}` is paused ({}); it is not known healthy",
+            pause.reason
+        )));
+    }
+    Ok(source)
+}
+
+/// Records the promotion as a Queued deployment (noted as an emergency when it is one).
+fn queue(store: &mut Store, new: &NewDeployment, emergency: bool) -> Result<Deployment, Failure> {
+    let deployment = store.create_deployment(new).map_err(internal)?;
+    if emergency {
         store
             .note(
                 deployment.id,
@@ -172,17 +180,13 @@ pub fn promote(ctx: &Context, args: &PromoteArgs) -> Outcome {
             )
             .map_err(internal)?;
     }
-    let state = RolloutState {
-        waiting: String::new(),
-        emergency: emergency.is_some(),
-        batches_done: 0,
-    };
+    let state = RolloutState::running(emergency, 0);
     store.set_rollout(deployment.id, &state).map_err(internal)?;
-    proceed(ctx, &mut store, &deployment, &gates, &desired)
+    Ok(deployment)
 }
 
-/// Refuses to promote from `source_ring` while its health check (from its trusted
-/// definition) fails on any of its workers.
+/// Refuses to promote from `source_ring` while its health check (from its gates in
+/// force) fails on any of its workers.
 fn refuse_unhealthy(
     ctx: &Context,
     store: &Store,
@@ -190,7 +194,7 @@ fn refuse_unhealthy(
     source_ring: &str,
     ring: &str,
 ) -> Result<(), Failure> {
-    let gates = gates_of(source_ring, &trusted_spec(ctx, store, source_ring)?)?;
+    let gates = effective_gates(ctx, store, source_ring, None)?.map_err(engine_failure)?;
     if gates.probe.is_none() {
         return Ok(());
     }
@@ -199,9 +203,9 @@ fn refuse_unhealthy(
             "ring `{source_ring}` does not compile"
         )));
     };
-    let health = crate::engine::rollout::health::RingHealth::new(ctx.state_dir(), &gates, &desired);
+    let health = engine::health::RingHealth::new(ctx.state_dir(), &gates, &desired);
     let workers: Vec<String> = desired.workers.keys().cloned().collect();
-    let checked = block_on(crate::engine::rollout::HealthGate::check(&health, &workers))?;
+    let checked = block_on(health.check(&workers))?;
     checked.map_err(|why| {
         Failure::user(format!(
             "cannot promote `{ring}`: ring `{source_ring}` is not healthy: {why}"
@@ -263,51 +267,57 @@ fn approver(ctx: &Context, file: Option<&PathBuf>) -> Result<ApproverEntry, Fail
 
 /// Refuses a promotion while the ring has a deployment queued or half rolled out.
 fn refuse_unfinished(store: &Store, ring: &str) -> Result<(), Failure> {
-    if let Some(d) = unfinished(store, ring)? {
-        let waiting = store.rollout(d.id).map_err(internal)?.map(|r| r.waiting);
+    if let Some(d) = store.unfinished(ring).map_err(internal)? {
+        let waiting = store
+            .rollout(d.id)
+            .map_err(internal)?
+            .and_then(|r| r.waiting);
         return Err(Failure::user(format!(
             "ring `{ring}` already has {} {} ({}); approve, reject, continue or `ringops fail {ring} --reason ...` it first",
             d.id,
             d.state,
-            describe_wait(waiting.as_deref().unwrap_or_default())
+            describe_wait(waiting)
         )));
     }
     Ok(())
 }
 
-/// The ring's newest deployment when it is Queued or in progress.
-fn unfinished(store: &Store, ring: &str) -> Result<Option<Deployment>, Failure> {
-    let newest = store.history(Some(ring), 1).map_err(internal)?.pop();
-    Ok(newest.filter(|d| d.state == DeploymentState::Queued || d.state.is_in_progress()))
+fn describe_wait(waiting: Option<Waiting>) -> &'static str {
+    waiting.map_or("in progress", Waiting::describe)
 }
 
-fn describe_wait(waiting: &str) -> &'static str {
-    match waiting {
-        "approval" => "awaiting approval",
-        "window" => "waiting for its window",
-        "freeze" => "held by a freeze",
-        "continue" => "paused after its canary",
-        "paused" => "its ring is paused",
-        _ => "in progress",
-    }
-}
-
-/// The ring's trusted definition ([`crate::engine::rollout::trusted_spec`]).
-pub(super) fn trusted_spec(ctx: &Context, store: &Store, ring: &str) -> Result<RingSpec, Failure> {
+/// The gates in force for `ring` ([`engine::gates::effective`]), the tracked branch's
+/// head read now; `incoming` is the bundle being deployed, if any. The outer error is
+/// the command's (the repository cannot be read); the inner one the engine's, for a
+/// caller that treats a ring without a trusted definition specially.
+pub(super) fn effective_gates(
+    ctx: &Context,
+    store: &Store,
+    ring: &str,
+    incoming: Option<&Bundle>,
+) -> Result<Result<Gates, EngineError>, Failure> {
     let source = ctx.source()?;
-    let head = ctx.default_rev();
-    crate::engine::rollout::trusted_spec(store, &source, &ctx.path, ring, &head)
-        .map_err(engine_failure)?
-        .ok_or_else(|| {
-            Failure::user(format!(
-                "ring `{ring}` has no trusted definition (not in the commit of its last gated deployment, nor at `{head}`)"
-            ))
-        })
-}
-
-pub(super) fn gates_of(ring: &str, spec: &RingSpec) -> Result<Gates, Failure> {
-    Gates::from_spec(spec)
-        .map_err(|e| Failure::user(format!("ring `{ring}`'s gates cannot be used: {e}")))
+    let rev = ctx.default_rev();
+    let at_head = incoming
+        .filter(|b| b.commit.is_some() && source.resolve(&rev).ok().as_ref() == b.commit.as_ref());
+    let read;
+    let head = match at_head {
+        Some(bundle) => bundle,
+        None => {
+            read = ctx.bundle(&super::Revision {
+                rev: Some(rev.clone()),
+                worktree: false,
+            })?;
+            &read
+        }
+    };
+    let trust = engine::gates::Trust {
+        source: &source,
+        path: &ctx.path,
+        rev: &rev,
+        head,
+    };
+    Ok(engine::gates::effective(store, &trust, ring, incoming))
 }
 
 /// Compiles `ring` of `bundle`; `None` after printing the manifests' errors.
@@ -333,101 +343,41 @@ fn proceed(
     gates: &Gates,
     desired: &DesiredState,
 ) -> Outcome {
-    let rollout = store.rollout(deployment.id).map_err(internal)?;
-    let emergency = rollout.as_ref().is_some_and(|r| r.emergency);
-    if let Some(waiting) = hold(store, deployment, gates, emergency)? {
-        let state = RolloutState {
-            waiting: waiting.0.to_owned(),
-            emergency,
-            batches_done: 0,
-        };
-        store.set_rollout(deployment.id, &state).map_err(internal)?;
-        store.note(deployment.id, &waiting.1).map_err(internal)?;
-        emit(&format!(
-            "Deployment {} of ring {} is Queued: {}.\n",
-            deployment.id, deployment.ring, waiting.1
-        ))?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    run(ctx, store, deployment, gates, desired, 0)
-}
-
-/// What holds a queued deployment, if anything: `(waiting, explanation)`. A rejected
-/// deployment, or one whose approvals timed out (then marked Failed), is an error.
-fn hold(
-    store: &mut Store,
-    deployment: &Deployment,
-    gates: &Gates,
-    emergency: bool,
-) -> Result<Option<(&'static str, String)>, Failure> {
-    let verdicts = store.verdicts(deployment.id).map_err(internal)?;
-    if let Some(no) = verdicts.iter().find(|v| v.verdict == Verdict::Rejected) {
-        return Err(Failure::user(format!(
-            "{} was rejected by {}",
-            deployment.id, no.approver
-        )));
-    }
-    let approvals = crate::adapters::store::gates::approvals(&verdicts);
-    let id = deployment.id.to_string();
-    let queued = Queued {
-        id: &id,
-        fingerprint: &deployment.fingerprint,
-        approvals: &approvals,
-        waited: waited(store, deployment),
-        emergency,
-    };
-    match gates.decide(&queued, chrono::Utc::now()) {
-        Decision::Go => Ok(None),
-        Decision::Wait { waiting, why } => Ok(Some((waiting, why))),
-        Decision::TimedOut => {
-            let why = "approval timed out";
-            store
-                .transition(deployment.id, DeploymentState::Failed, why)
-                .map_err(internal)?;
+    let step = promotion::next(store, deployment, gates, chrono::Utc::now()).map_err(internal)?;
+    match step {
+        Step::Start => run(ctx, store, deployment, gates, desired),
+        Step::Wait { waiting, why } => {
+            promotion::hold(store, deployment, waiting, &why).map_err(internal)?;
+            emit(&format!(
+                "Deployment {} of ring {} is Queued: {why}.\n",
+                deployment.id, deployment.ring
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Step::Reject { why } => {
+            promotion::reject(store, deployment, &why).map_err(internal)?;
             Err(Failure::user(format!("{}: {why}; rejected", deployment.id)))
         }
     }
 }
 
-fn waited(store: &Store, deployment: &Deployment) -> std::time::Duration {
-    let now = store.now().0;
-    let ms = u64::try_from(now.saturating_sub(deployment.created_at.0)).unwrap_or(0);
-    std::time::Duration::from_millis(ms)
-}
-
-/// Rolls the deployment out from batch `done` on and reports how it ended.
+/// Rolls the deployment out from where it stopped and reports how it ended.
 pub(super) fn run(
     ctx: &Context,
     store: &mut Store,
     deployment: &Deployment,
     gates: &Gates,
     desired: &DesiredState,
-    done: usize,
 ) -> Outcome {
-    if desired.fingerprint() != deployment.fingerprint {
-        let why = "what would be written changed since it was queued (workers, secrets or ringops); promote again";
-        let end = abandon(ctx, store, deployment, gates.auto_revert, why.to_owned())?;
-        return Err(Failure::user(format!("{} is {}: {why}", end.id, end.state)));
-    }
-    let emergency = store
-        .rollout(deployment.id)
-        .map_err(internal)?
-        .is_some_and(|r| r.emergency);
     let batches = {
         let names: Vec<String> = desired.workers.keys().cloned().collect();
         gates.strategy.batches(&names).len()
     };
-    let end = block_on(crate::engine::rollout::run_gated(
-        store,
-        ctx.state_dir(),
-        desired,
-        deployment,
-        gates,
-        done,
-        emergency,
-    ))?
-    .map_err(engine_failure)?;
-    match end {
+    let redact = ctx.secrets.all_values();
+    let engine = ctx.engine();
+    let run = promotion::run(&engine, store, deployment, desired, gates, &redact);
+    let deployed = block_on(run)?.map_err(engine_failure)?;
+    match deployed.end {
         RolloutEnd::Active(d) => {
             emit(&format!(
                 "Deployment {} is Active on ring {} ({} batch(es)).\n",
@@ -440,18 +390,16 @@ pub(super) fn run(
             reason,
             done,
         } => {
+            let next = match reason {
+                Waiting::Continue => format!(
+                    "canary healthy, continue with `ringops promote {} --continue`",
+                    d.ring
+                ),
+                _ => format!("ring paused, continue with `ringops resume {}`", d.ring),
+            };
             emit(&format!(
-                "Deployment {} of ring {}: {done} of {} batch(es) done; {}.\n",
-                d.id,
-                d.ring,
-                batches,
-                match reason.as_str() {
-                    "continue" => format!(
-                        "canary healthy, continue with `ringops promote {} --continue`",
-                        d.ring
-                    ),
-                    _ => format!("ring paused, continue with `ringops resume {}`", d.ring),
-                }
+                "Deployment {} of ring {}: {done} of {batches} batch(es) done; {next}.\n",
+                d.id, d.ring
             ))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -466,72 +414,44 @@ pub(super) fn run(
 }
 
 /// Goes on with the ring's deployment waiting for `waiting` (`continue` after a canary,
-/// `paused` after a pause was lifted).
-fn continue_waiting(ctx: &Context, store: &mut Store, ring: &str, waiting: &str) -> Outcome {
-    let Some(d) = unfinished(store, ring)? else {
+/// `paused` after a pause was lifted), when its gates let it now.
+fn continue_waiting(ctx: &Context, store: &mut Store, ring: &str, waiting: Waiting) -> Outcome {
+    let Some(d) = store.unfinished(ring).map_err(internal)? else {
         return Err(Failure::user(format!(
             "ring `{ring}` has no rollout to continue"
         )));
     };
-    let rollout = store
-        .rollout(d.id)
-        .map_err(internal)?
-        .unwrap_or(RolloutState {
-            waiting: String::new(),
-            emergency: false,
-            batches_done: 0,
-        });
-    if rollout.waiting != waiting {
+    let rollout = store.rollout(d.id).map_err(internal)?.unwrap_or_default();
+    if rollout.waiting != Some(waiting) {
         return Err(Failure::user(format!(
             "{} of ring `{ring}` is not waiting to be continued ({})",
             d.id,
-            describe_wait(&rollout.waiting)
+            describe_wait(rollout.waiting)
         )));
     }
-    let (mut gates, _, desired) = gates_and_desired(ctx, store, &d)?;
-    if !rollout.emergency {
-        refuse_closed(ctx, &mut gates, &d)?;
+    let (gates, _, desired) = gates_and_desired(ctx, store, &d)?;
+    match promotion::next(store, &d, &gates, chrono::Utc::now()).map_err(internal)? {
+        // What the person said goes on: the canary continued, the pause lifted.
+        Step::Start => {}
+        Step::Wait { waiting: w, .. } if w == waiting => {}
+        Step::Wait { why, .. } | Step::Reject { why } => {
+            return Err(Failure::user(format!(
+                "{} of ring `{}` does not go on now: {why}; it stays where it is",
+                d.id, d.ring
+            )));
+        }
     }
-    let running = RolloutState {
-        waiting: String::new(),
-        ..rollout.clone()
-    };
-    store.set_rollout(d.id, &running).map_err(internal)?;
-    run(
-        ctx,
-        store,
-        &d,
-        &gates,
-        &desired,
-        rollout.batches_done as usize,
-    )
+    run(ctx, store, &d, &gates, &desired)
 }
 
-/// Refuses to go on with `d` while its ring is frozen (by its trusted definition, or
-/// at once by the tracked branch's head) or outside its window; nothing changes.
-fn refuse_closed(ctx: &Context, gates: &mut Gates, d: &Deployment) -> Result<(), Failure> {
-    let head = ctx.bundle(&super::Revision {
-        rev: Some(ctx.default_rev()),
-        worktree: false,
-    })?;
-    gates.freeze |= ring_spec(&head, &d.ring).is_some_and(|s| s.freeze);
-    match gates.closed(chrono::Utc::now()) {
-        None => Ok(()),
-        Some((_, why)) => Err(Failure::user(format!(
-            "{} of ring `{}` does not go on now: {why}; it stays where it is",
-            d.id, d.ring
-        ))),
-    }
-}
-
-/// The trusted gates of the deployment's ring and its desired state, compiled again
+/// The gates in force for the deployment's ring and its desired state, compiled again
 /// from its commit (deterministic: the fingerprint says whether anything changed).
 fn gates_and_desired(
     ctx: &Context,
     store: &Store,
     d: &Deployment,
 ) -> Result<(Gates, Bundle, DesiredState), Failure> {
-    let gates = gates_of(&d.ring, &trusted_spec(ctx, store, &d.ring)?)?;
+    let gates = effective_gates(ctx, store, &d.ring, None)?.map_err(engine_failure)?;
     let bundle = ctx.bundle(&super::Revision {
         rev: Some(d.commit.clone()),
         worktree: false,
@@ -558,26 +478,7 @@ pub fn reject(ctx: &Context, args: &VerdictArgs) -> Outcome {
 fn verdict(ctx: &Context, args: &VerdictArgs, verdict: Verdict) -> Outcome {
     let approver = approver(ctx, args.token_file.as_ref())?;
     let (_lock, mut store) = open_writer(ctx, "ringops approve", args.wait)?;
-    let id: DeploymentId = args
-        .deployment
-        .parse()
-        .map_err(|e| Failure::User(anyhow::Error::new(e)))?;
-    let d = match store.get(id) {
-        Ok(d) => d,
-        Err(StoreError::NotFound(_)) => {
-            return Err(Failure::user(format!(
-                "no deployment {id} (see `ringops history`)"
-            )));
-        }
-        Err(e) => return Err(internal(e)),
-    };
-    let waiting = store.rollout(id).map_err(internal)?.map(|r| r.waiting);
-    if d.state != DeploymentState::Queued || waiting.as_deref() != Some("approval") {
-        return Err(Failure::user(format!(
-            "{id} is {} and not awaiting approval",
-            d.state
-        )));
-    }
+    let d = awaiting_approval(&store, &args.deployment)?;
     let (gates, bundle, desired) = gates_and_desired(ctx, &store, &d)?;
     let allowed = gates
         .approvals
@@ -602,70 +503,40 @@ fn verdict(ctx: &Context, args: &VerdictArgs, verdict: Verdict) -> Outcome {
     // queued (then it counts for nothing).
     let fingerprint = desired.fingerprint();
     store
-        .record_verdict(id, &approver.name, verdict, &fingerprint, &args.reason)
+        .record_verdict(d.id, &approver.name, verdict, &fingerprint, &args.reason)
         .map_err(internal)?;
     if verdict == Verdict::Rejected {
         let why = format!("rejected by {}: {}", approver.name, args.reason);
-        store
-            .set_rollout(
-                id,
-                &RolloutState {
-                    waiting: String::new(),
-                    emergency: false,
-                    batches_done: 0,
-                },
-            )
-            .map_err(internal)?;
-        store
-            .transition(id, DeploymentState::Failed, &why)
-            .map_err(internal)?;
-        emit(&format!("Deployment {id} rejected; it is Failed.\n"))?;
+        promotion::reject(&mut store, &d, &why).map_err(internal)?;
+        emit(&format!("Deployment {} rejected; it is Failed.\n", d.id))?;
         return Ok(ExitCode::SUCCESS);
     }
-    emit(&format!("Approved {id} as {}.\n", approver.name))?;
+    emit(&format!("Approved {} as {}.\n", d.id, approver.name))?;
     proceed(ctx, &mut store, &d, &gates, &desired)
 }
 
-/// Ends an unfinished deployment for `reason`: a Queued one fails; one under way fails
-/// too, or with `auto_revert` puts back every worker it recorded (from the object
-/// store, so it needs no compile) on the previous Active deployment.
-fn abandon(
-    ctx: &Context,
-    store: &mut Store,
-    d: &Deployment,
-    auto_revert: bool,
-    reason: String,
-) -> Result<Deployment, Failure> {
-    let touched: Vec<String> = store
-        .workers(d.id)
-        .map_err(internal)?
-        .into_iter()
-        .filter(|w| w.outcome != crate::model::deployment::WorkerOutcome::Skipped)
-        .map(|w| w.worker)
-        .collect();
-    if d.state == DeploymentState::Queued || touched.is_empty() {
-        return store
-            .transition(d.id, DeploymentState::Failed, &reason)
-            .map_err(internal);
+/// The deployment `id` names, refused unless it is Queued awaiting approval.
+fn awaiting_approval(store: &Store, id: &str) -> Result<Deployment, Failure> {
+    let id: DeploymentId = id
+        .parse()
+        .map_err(|e| Failure::User(anyhow::Error::new(e)))?;
+    let d = match store.get(id) {
+        Ok(d) => d,
+        Err(StoreError::NotFound(_)) => {
+            return Err(Failure::user(format!(
+                "no deployment {id} (see `ringops history`)"
+            )));
+        }
+        Err(e) => return Err(internal(e)),
+    };
+    let waiting = store.rollout(id).map_err(internal)?.and_then(|r| r.waiting);
+    if d.state != DeploymentState::Queued || waiting != Some(Waiting::Approval) {
+        return Err(Failure::user(format!(
+            "{id} is {} and not awaiting approval",
+            d.state
+        )));
     }
-    let objects = ObjectStore::new(ctx.state_dir());
-    let redact = ctx.secrets.all_values();
-    let targets =
-        engine::targets_from_record(store, &objects, ctx.state_dir(), d.id, None, &redact)
-            .map_err(engine_failure)?;
-    let previous = store.active(&d.ring).map_err(internal)?;
-    block_on(engine::rollout::stop(
-        store,
-        &objects,
-        ctx.state_dir(),
-        &targets,
-        d,
-        previous.as_ref(),
-        &touched,
-        auto_revert,
-        reason,
-    ))?
-    .map_err(engine_failure)
+    Ok(d)
 }
 
 /// `ringops pause RING`: no new batch of the ring starts until `resume`.
@@ -690,12 +561,15 @@ pub fn unpause(ctx: &Context, store: &mut Store, ring: &str) -> Result<Option<Ex
         return Ok(None);
     }
     emit(&format!("Ring {ring} unpaused.\n"))?;
-    let waiting = match unfinished(store, ring)? {
-        Some(d) => store.rollout(d.id).map_err(internal)?.map(|r| r.waiting),
+    let waiting = match store.unfinished(ring).map_err(internal)? {
+        Some(d) => store
+            .rollout(d.id)
+            .map_err(internal)?
+            .and_then(|r| r.waiting),
         None => None,
     };
-    if waiting.as_deref() == Some("paused") {
-        return continue_waiting(ctx, store, ring, "paused").map(Some);
+    if waiting == Some(Waiting::Paused) {
+        return continue_waiting(ctx, store, ring, Waiting::Paused).map(Some);
     }
     Ok(Some(ExitCode::SUCCESS))
 }
@@ -707,15 +581,18 @@ pub fn fail(ctx: &Context, args: &HoldArgs) -> Outcome {
         return Err(Failure::user("`fail` needs a --reason"));
     }
     let (_lock, mut store) = open_writer(ctx, "ringops fail", args.wait)?;
-    let Some(d) = unfinished(&store, &args.ring)? else {
+    let Some(d) = store.unfinished(&args.ring).map_err(internal)? else {
         return Err(Failure::user(format!(
             "ring `{}` has no rollout to fail",
             args.ring
         )));
     };
     let reason = format!("failed by {}: {}", actor(), args.reason);
-    let gates = gates_of(&d.ring, &trusted_spec(ctx, &store, &d.ring)?)?;
-    let end = abandon(ctx, &mut store, &d, gates.auto_revert, reason)?;
+    let gates = effective_gates(ctx, &store, &d.ring, None)?.map_err(engine_failure)?;
+    let redact = ctx.secrets.all_values();
+    let engine = ctx.engine();
+    let abandon = promotion::abandon(&engine, &mut store, &d, gates.auto_revert, reason, &redact);
+    let end = block_on(abandon)?.map_err(engine_failure)?;
     emit(&format!("Deployment {} is {}.\n", end.id, end.state))?;
     Ok(ExitCode::SUCCESS)
 }

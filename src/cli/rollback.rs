@@ -4,7 +4,6 @@
 
 use super::apply::{actor, confirm, open_writer, refuse_unreachable, run_rollout};
 use super::{Context, Failure, Outcome, block_on, emit, engine_failure};
-use crate::adapters::objects::ObjectStore;
 use crate::adapters::store::Store;
 use crate::engine::{self, Target};
 use crate::model::deployment::{Deployment, DeploymentId, NewDeployment};
@@ -43,12 +42,11 @@ pub fn run(ctx: &Context, args: &RollbackArgs) -> Outcome {
     }
     let (_lock, mut store) = open_writer(ctx, "ringops rollback", args.wait)?;
     let target = rollback_target(&store, &args.ring, args.to.as_deref())?;
-    let objects = ObjectStore::new(ctx.state_dir());
+    let engine = ctx.engine();
     let redact = ctx.secrets.all_values();
-    let mut targets =
-        engine::targets_from_record(&store, &objects, ctx.state_dir(), target.id, None, &redact)
-            .map_err(engine_failure)?;
-    targets.extend(newer_workers(ctx, &store, &objects, &args.ring, &targets)?);
+    let mut targets = engine::targets_from_record(&engine, &store, target.id, None, &redact)
+        .map_err(engine_failure)?;
+    targets.extend(newer_workers(ctx, &store, &args.ring, &targets)?);
     let desired = desired_of(&args.ring, &targets);
     let input = PlanInput {
         path: String::new(),
@@ -59,7 +57,7 @@ pub fn run(ctx: &Context, args: &RollbackArgs) -> Outcome {
         },
         changed_files: Default::default(),
     };
-    let (plan, _) = block_on(engine::plan_ring(ctx.state_dir(), &desired, input))?;
+    let (plan, _) = block_on(engine::plan_ring(&engine, &desired, input))?;
     emit(&report::text::render(&plan, true))?;
     refuse_unreachable(&plan)?;
     let question = format!(
@@ -145,7 +143,6 @@ pub fn resume(ctx: &Context, args: &ResumeArgs) -> Outcome {
 fn newer_workers(
     ctx: &Context,
     store: &Store,
-    objects: &ObjectStore,
     ring: &str,
     targets: &[Target],
 ) -> Result<Vec<Target>, Failure> {
@@ -164,15 +161,8 @@ fn newer_workers(
     if known.is_empty() {
         return Ok(Vec::new());
     }
-    let extra = engine::targets_from_record(
-        store,
-        objects,
-        ctx.state_dir(),
-        active.id,
-        Some(&known),
-        &[],
-    )
-    .map_err(engine_failure)?;
+    let extra = engine::targets_from_record(&ctx.engine(), store, active.id, Some(&known), &[])
+        .map_err(engine_failure)?;
     Ok(extra
         .into_iter()
         .map(|mut t| {

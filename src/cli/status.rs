@@ -36,7 +36,7 @@ pub fn run(ctx: &Context, args: &StatusArgs) -> Outcome {
     let state_dir = ctx.state_dir();
     let rings = match open_reader(state_dir)? {
         None => Vec::new(),
-        Some(reader) => rings(&reader, state_dir, args.ring.as_deref())?,
+        Some(reader) => rings(&reader, &ctx.engine(), args.ring.as_deref())?,
     };
     let status = Status {
         rings,
@@ -51,7 +51,7 @@ pub fn run(ctx: &Context, args: &StatusArgs) -> Outcome {
 
 fn rings(
     reader: &StoreReader,
-    state_dir: &Path,
+    ctx: &engine::Context,
     only: Option<&str>,
 ) -> Result<Vec<RingStatus>, super::Failure> {
     let names = match only {
@@ -65,7 +65,7 @@ fn rings(
         };
         let active = reader.active(&ring).map_err(store_failure)?;
         let workers = match &active {
-            Some(a) => workers_sync(reader, state_dir, a.id)?,
+            Some(a) => workers_sync(reader, ctx, a.id)?,
             None => Vec::new(),
         };
         let latest = (active.as_ref().map(|a| a.id) != Some(newest.id)).then_some(newest);
@@ -97,7 +97,7 @@ fn recorded_workers(
 /// and compared with what it recorded.
 fn workers_sync(
     reader: &StoreReader,
-    state_dir: &Path,
+    ctx: &engine::Context,
     id: crate::model::deployment::DeploymentId,
 ) -> Result<Vec<WorkerStatus>, super::Failure> {
     let recorded = recorded_workers(reader, id)?;
@@ -105,7 +105,7 @@ fn workers_sync(
     let mut reachable = Vec::new();
     let mut unreachable = BTreeMap::new();
     for worker in recorded.keys() {
-        match engine::recorded_transport(state_dir, worker, placements.get(worker)) {
+        match engine::recorded_transport(&ctx.state_dir, worker, placements.get(worker)) {
             Ok(WorkerTransport::Local(dir)) if !dir.root().is_dir() => {
                 let reason = format!("no worker directory at {}", dir.root().display());
                 unreachable.insert(worker.clone(), reason);
@@ -116,7 +116,7 @@ fn workers_sync(
             }
         }
     }
-    let mut inventories = super::block_on(engine::inventories(reachable))?;
+    let mut inventories = super::block_on(engine::inventories(ctx, reachable))?;
     Ok(recorded
         .into_iter()
         .map(|(worker, artifacts)| {

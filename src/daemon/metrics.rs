@@ -118,6 +118,8 @@ pub struct Metrics {
     notifications: Family<ResultLabels, Counter>,
     /// The notifier's totals at the last [`Metrics::notified`]: delivered, failed, dropped.
     notified_before: Mutex<[u64; 3]>,
+    /// The workers the daemon's switches wait for now (shared with its engine context).
+    waiting: crate::engine::waiting::WaitingSet,
 }
 
 impl fmt::Debug for Metrics {
@@ -133,6 +135,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The set of workers switches wait for, which these metrics show unreachable: give
+    /// it to the engine context that switches.
+    pub fn waiting(&self) -> &crate::engine::waiting::WaitingSet {
+        &self.waiting
+    }
+
     /// A registry with every metric; the webhook results and fetch errors start at 0.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("ringops");
@@ -213,6 +221,7 @@ impl Metrics {
             webhook_requests,
             notifications,
             notified_before: Mutex::default(),
+            waiting: crate::engine::waiting::WaitingSet::default(),
         }
     }
 
@@ -266,7 +275,7 @@ impl Metrics {
                 .set(i64::from(*down));
         }
         series.reached.extend(fresh);
-        self.show_waiting(&mut series, crate::engine::waiting::waiting_for());
+        self.show_waiting(&mut series, self.waiting.now());
     }
 
     /// Shows the workers a switch waits for now (`(ring, worker)`) as unreachable; those
@@ -359,7 +368,7 @@ impl Metrics {
                 .worker_series
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            self.show_waiting(&mut series, crate::engine::waiting::waiting_for());
+            self.show_waiting(&mut series, self.waiting.now());
         }
         let mut out = String::new();
         if let Err(e) = encode(&mut out, &self.registry) {
@@ -552,8 +561,8 @@ mod tests {
                 &[("ring", ring), ("worker", worker)],
             )
         };
-        let a = crate::engine::waiting::Waiting::new(ring, "a");
-        let b = crate::engine::waiting::Waiting::new(ring, "b");
+        let a = m.waiting().enter(ring, "a");
+        let b = m.waiting().enter(ring, "b");
         assert_eq!(value(&m, "a"), Some(1.0));
         assert_eq!(value(&m, "b"), Some(1.0));
         drop((a, b));

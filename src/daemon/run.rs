@@ -71,6 +71,7 @@ pub async fn run(
     let mut workers = WorkerWatch::new(drift_tx).map_err(|e| DaemonError::Setup(e.to_string()))?;
     let mut refs = ref_watch(&settings, &shared.trigger);
     let mut reconciler = Reconciler::new(settings.retry_backoff);
+    reconciler.waiting = shared.metrics.waiting().clone();
 
     let mut pending = Pending::default();
     let grace = settings.stop_grace;

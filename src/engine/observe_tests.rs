@@ -3,7 +3,10 @@
 
 use super::*;
 use crate::adapters::worker_dir::WorkerDir;
+use crate::adapters::worker_dir::{Batch, FileSpec};
+use crate::engine::targets::ARTIFACT_MODE;
 use crate::model::Artifact;
+use std::path::Path;
 
 fn desired(target: &Path) -> DesiredState {
     let mut state = WorkerState {
@@ -37,7 +40,7 @@ async fn an_inventory_read_ahead_is_used_only_at_the_worker_s_location() {
     // Read at another location (the worker moved): read again, and the file is there.
     let elsewhere = format!("dir:{}", there.display());
     let ahead = ReadAhead(BTreeMap::from([("w1".to_owned(), (elsewhere, empty()))]));
-    let observed = observe_with(tmp.path(), &desired, ahead).await;
+    let observed = observe_with(&Context::new(tmp.path()), &desired, ahead).await;
     assert_eq!(
         observed.workers["w1"].managed.keys().collect::<Vec<_>>(),
         ["wf/job/a.conf"]
@@ -46,7 +49,7 @@ async fn an_inventory_read_ahead_is_used_only_at_the_worker_s_location() {
     // Read at its location: taken as read (here, a stand-in that saw nothing).
     let at = format!("dir:{}", here.display());
     let ahead = ReadAhead(BTreeMap::from([("w1".to_owned(), (at, empty()))]));
-    let observed = observe_with(tmp.path(), &desired, ahead).await;
+    let observed = observe_with(&Context::new(tmp.path()), &desired, ahead).await;
     assert!(observed.workers["w1"].managed.is_empty());
     assert_eq!(observed.digests["w1"], inventory_digest(&empty()));
 }

@@ -1,42 +1,50 @@
 //! The workers switches are waiting for right now because they do not answer, so that
 //! the daemon's metrics can show them unreachable while a deployment waits (its loop,
-//! busy with the deployment, runs no drift pass meanwhile).
+//! busy with the deployment, runs no drift pass meanwhile). One set is shared by the
+//! engine context that switches and the metrics that read it.
 
 use std::collections::BTreeSet;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
-static WAITING: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
+/// The `(ring, worker)` pairs switches are waiting for; clones share one set.
+#[derive(Clone, Debug, Default)]
+pub struct WaitingSet(Arc<Mutex<BTreeSet<(String, String)>>>);
 
-/// Every `(ring, worker)` a switch is waiting for now.
-pub fn waiting_for() -> BTreeSet<(String, String)> {
-    WAITING
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone()
-}
+impl WaitingSet {
+    /// Every `(ring, worker)` a switch is waiting for now.
+    pub fn now(&self) -> BTreeSet<(String, String)> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
 
-/// A worker being waited for, until dropped (however the wait ends: switched, given up,
-/// or the daemon stopping).
-#[derive(Debug)]
-pub(crate) struct Waiting {
-    key: (String, String),
-}
-
-impl Waiting {
-    /// Notes that a switch waits for `worker` of `ring`.
-    pub(crate) fn new(ring: &str, worker: &str) -> Waiting {
+    /// Notes that a switch waits for `worker` of `ring`, until the guard is dropped
+    /// (however the wait ends: switched, given up, or the daemon stopping).
+    pub fn enter(&self, ring: &str, worker: &str) -> Waiting {
         let key = (ring.to_owned(), worker.to_owned());
-        WAITING
+        self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(key.clone());
-        Waiting { key }
+        Waiting {
+            set: self.clone(),
+            key,
+        }
     }
+}
+
+/// A worker being waited for, until dropped.
+#[derive(Debug)]
+pub struct Waiting {
+    set: WaitingSet,
+    key: (String, String),
 }
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        WAITING
+        self.set
+            .0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&self.key);
@@ -49,9 +57,14 @@ mod tests {
 
     #[test]
     fn a_worker_is_waited_for_until_its_guard_is_dropped() {
-        let guard = Waiting::new("ring-waiting-test", "w1");
-        assert!(waiting_for().contains(&("ring-waiting-test".to_owned(), "w1".to_owned())));
+        let set = WaitingSet::default();
+        let guard = set.enter("dev", "w1");
+        assert!(set.now().contains(&("dev".to_owned(), "w1".to_owned())));
+        assert!(
+            WaitingSet::default().now().is_empty(),
+            "sets are not global"
+        );
         drop(guard);
-        assert!(!waiting_for().iter().any(|(r, _)| r == "ring-waiting-test"));
+        assert!(set.now().is_empty());
     }
 }

@@ -157,6 +157,73 @@ impl DeploymentState {
     }
 }
 
+/// What an unfinished rollout waits for before its next step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Waiting {
+    /// Approvals its ring's gate needs.
+    Approval,
+    /// Its ring's deployment window to open.
+    Window,
+    /// Its ring's freeze to be lifted.
+    Freeze,
+    /// `promote --continue` after a healthy canary.
+    Continue,
+    /// `resume` of its ring, which a person paused.
+    Paused,
+}
+
+impl Waiting {
+    /// Every reason, in declaration order.
+    pub const ALL: &'static [Waiting] = &[
+        Waiting::Approval,
+        Waiting::Window,
+        Waiting::Freeze,
+        Waiting::Continue,
+        Waiting::Paused,
+    ];
+
+    /// The word stored in the state (an empty word there means "running").
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Waiting::Approval => "approval",
+            Waiting::Window => "window",
+            Waiting::Freeze => "freeze",
+            Waiting::Continue => "continue",
+            Waiting::Paused => "paused",
+        }
+    }
+
+    /// Whether only time or a gate's verdict moves it on (the daemon looks at these),
+    /// rather than a person's `--continue` or `resume`.
+    pub fn is_gate(self) -> bool {
+        matches!(self, Waiting::Approval | Waiting::Window | Waiting::Freeze)
+    }
+
+    /// The stored word read back: `None` for the empty word (running) and for a word this
+    /// version does not know.
+    pub fn from_stored(word: &str) -> Option<Waiting> {
+        Self::ALL.iter().copied().find(|w| w.as_str() == word)
+    }
+
+    /// How a person would say it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Waiting::Approval => "awaiting approval",
+            Waiting::Window => "waiting for its window",
+            Waiting::Freeze => "held by a freeze",
+            Waiting::Continue => "paused after its canary",
+            Waiting::Paused => "its ring is paused",
+        }
+    }
+}
+
+impl fmt::Display for Waiting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A point in time: milliseconds since the Unix epoch, UTC. Shown as RFC 3339.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(pub i64);

@@ -2,6 +2,7 @@
 //! batches a strategy switches workers in, whether approvals are complete, and whether
 //! a deployment window is open. The clock is an argument, never read here.
 
+use crate::model::deployment::Waiting;
 use crate::model::manifest::{DriftMode, RingSpec, StrategyKind};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
@@ -29,6 +30,8 @@ pub struct Gates {
     pub auto_deploy: bool,
     /// What the ring does about drift (agents are told with each generation).
     pub drift: DriftMode,
+    /// The ring whose Active bundle `promote` brings in, if any.
+    pub promotes_from: Option<String>,
 }
 
 /// `approvals:` of a ring.
@@ -199,6 +202,7 @@ impl Gates {
             freeze: spec.freeze,
             auto_deploy: spec.auto_deploy,
             drift: spec.drift,
+            promotes_from: spec.promotes_from.as_ref().map(|p| p.value.clone()),
         })
     }
 }
@@ -305,10 +309,10 @@ impl ApprovalGate {
 pub enum Decision {
     /// Nothing holds it: roll it out.
     Go,
-    /// Held: `waiting` (`freeze`, `approval`, `window`) and why, in words.
+    /// Held: what it waits for (a freeze, approvals, a window) and why, in words.
     Wait {
         /// What it waits for.
-        waiting: &'static str,
+        waiting: Waiting,
         /// Why, for the record and the person.
         why: String,
     },
@@ -355,7 +359,7 @@ impl Gates {
                         queued.id
                     );
                     return Decision::Wait {
-                        waiting: "approval",
+                        waiting: Waiting::Approval,
                         why,
                     };
                 }
@@ -369,16 +373,19 @@ impl Gates {
 
     /// What keeps the ring shut at `now` whatever was approved: a freeze or a closed
     /// window, as `(waiting, explanation)`. A rollout checks it again before it goes on.
-    pub fn closed(&self, now: DateTime<Utc>) -> Option<(&'static str, String)> {
+    pub fn closed(&self, now: DateTime<Utc>) -> Option<(Waiting, String)> {
         if self.freeze {
-            return Some(("freeze", "ring is frozen (`freeze: true`)".to_owned()));
+            return Some((
+                Waiting::Freeze,
+                "ring is frozen (`freeze: true`)".to_owned(),
+            ));
         }
         let window = self.window.as_ref().filter(|w| !w.is_open(now))?;
         let opens = window
             .next_open(now)
             .map_or_else(|| "never".to_owned(), |t| t.to_rfc3339());
         Some((
-            "window",
+            Waiting::Window,
             format!("waiting for the ring's window (opens {opens})"),
         ))
     }
@@ -543,6 +550,7 @@ mod tests {
             freeze: true,
             auto_deploy: false,
             drift: DriftMode::Revert,
+            promotes_from: None,
         };
         let none: [Approval; 0] = [];
         let one = [approval("bob", "f1")];
@@ -559,7 +567,7 @@ mod tests {
         };
         assert_eq!(
             waiting(gates.decide(&queued(&one, 0, false), at(2))),
-            "freeze"
+            Waiting::Freeze
         );
         assert_eq!(gates.decide(&queued(&none, 0, true), at(9)), Decision::Go);
         gates.freeze = false;
@@ -573,7 +581,7 @@ mod tests {
         );
         assert_eq!(
             waiting(gates.decide(&queued(&one, 0, false), at(9))),
-            "window"
+            Waiting::Window
         );
         assert_eq!(gates.decide(&queued(&one, 0, false), at(3)), Decision::Go);
     }

@@ -4,7 +4,7 @@
 use super::read::map_err;
 use super::write::add_event;
 use super::{Result, Store, StoreReader};
-use crate::model::deployment::{DeploymentId, Timestamp};
+use crate::model::deployment::{DeploymentId, Timestamp, Waiting};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use std::path::Path;
@@ -44,15 +44,33 @@ pub struct ApprovalRecord {
 }
 
 /// What an unfinished rollout waits for.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct RolloutState {
-    /// `approval`, `window`, `freeze`, `continue` (a canary done), `paused` (the ring was
-    /// paused), or empty while it runs.
-    pub waiting: String,
+    /// What it waits for; `None` while it runs.
+    pub waiting: Option<Waiting>,
     /// Promoted with `--emergency`: windows and gates bypassed.
     pub emergency: bool,
     /// Batches already switched and healthy.
     pub batches_done: u32,
+}
+
+impl RolloutState {
+    /// A rollout running (waiting for nothing) with `done` batches behind it.
+    pub fn running(emergency: bool, done: usize) -> Self {
+        RolloutState {
+            waiting: None,
+            emergency,
+            batches_done: u32::try_from(done).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The same rollout waiting for `waiting`.
+    pub fn waiting_for(&self, waiting: Waiting) -> Self {
+        RolloutState {
+            waiting: Some(waiting),
+            ..self.clone()
+        }
+    }
 }
 
 /// A ring paused by a person: no batch starts until it is resumed.
@@ -120,7 +138,7 @@ impl Store {
              batches_done = excluded.batches_done",
             params![
                 id.to_string(),
-                state.waiting,
+                state.waiting.map_or("", Waiting::as_str),
                 i64::from(state.emergency),
                 i64::from(state.batches_done)
             ],
@@ -212,7 +230,7 @@ fn rollout(conn: &Connection, path: &Path, id: DeploymentId) -> Result<Option<Ro
     .and_then(|mut s| {
         s.query_row([id.to_string()], |row| {
             Ok(RolloutState {
-                waiting: row.get(0)?,
+                waiting: Waiting::from_stored(&row.get::<_, String>(0)?),
                 emergency: row.get::<_, i64>(1)? != 0,
                 batches_done: u32::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
             })
@@ -280,17 +298,10 @@ mod tests {
         );
 
         assert_eq!(reader.rollout(id).unwrap(), None);
-        let waiting = RolloutState {
-            waiting: "approval".into(),
-            emergency: false,
-            batches_done: 0,
-        };
+        let waiting = RolloutState::running(false, 0).waiting_for(Waiting::Approval);
         store.set_rollout(id, &waiting).unwrap();
-        let running = RolloutState {
-            waiting: String::new(),
-            batches_done: 2,
-            ..waiting
-        };
+        assert_eq!(reader.rollout(id).unwrap(), Some(waiting));
+        let running = RolloutState::running(false, 2);
         store.set_rollout(id, &running).unwrap();
         assert_eq!(reader.rollout(id).unwrap(), Some(running));
 

@@ -383,6 +383,16 @@ macro_rules! reads {
                 read::latest_of_commit(&self.conn, &self.path, ring, commit)
             }
 
+            /// The ring's newest deployment when it is unfinished: Queued, or in
+            /// progress (Building, Deploying, Validating, RollingBack).
+            pub fn unfinished(&self, ring: &str) -> Result<Option<Deployment>> {
+                let newest = self.history(Some(ring), 1)?.pop();
+                Ok(newest.filter(|d| {
+                    d.state == crate::model::deployment::DeploymentState::Queued
+                        || d.state.is_in_progress()
+                }))
+            }
+
             /// Drift events, newest first, of one ring or all; pruned ones left out.
             pub fn drift_events(
                 &self,

@@ -1,7 +1,6 @@
 //! A ring's `health:` as a rollout's health gate: each batch's workers probed with
 //! [`HealthChecker`] until healthy for `minHealthy`, or not by `healthyDeadline`.
 
-use super::HealthGate;
 use crate::adapters::health::{HealthCheck, HealthChecker, Probe, Worker, all_healthy};
 use crate::adapters::transport::WorkerTransport;
 use crate::model::DesiredState;
@@ -10,12 +9,21 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// A ring's health check, ready for its workers.
+#[derive(Clone, Debug)]
 pub struct RingHealth {
     checker: Result<Option<HealthChecker>, String>,
     workers: BTreeMap<String, Worker>,
 }
 
 impl RingHealth {
+    /// No check: every batch is healthy once switched.
+    pub fn none() -> Self {
+        RingHealth {
+            checker: Ok(None),
+            workers: BTreeMap::new(),
+        }
+    }
+
     /// The check `gates` carry, for the workers of `desired` (local ones under
     /// `state_dir`).
     pub fn new(state_dir: &Path, gates: &Gates, desired: &DesiredState) -> Self {
@@ -58,8 +66,9 @@ impl RingHealth {
     }
 }
 
-impl HealthGate for RingHealth {
-    async fn check(&self, workers: &[String]) -> Result<(), String> {
+impl RingHealth {
+    /// `Ok` when every worker of `workers` is healthy, else why not (naming them).
+    pub async fn check(&self, workers: &[String]) -> Result<(), String> {
         let checker = match &self.checker {
             Ok(None) => return Ok(()),
             Ok(Some(c)) => c,
