@@ -14,7 +14,8 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 /// Whether the tests run in CI: `CI` set to anything but empty, `0` or `false` (CI
 /// services set `CI=true`; `.ci/run` does too). There a test never skips: a missing
@@ -474,4 +475,95 @@ pub fn worker_files(root: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     walk(root, root, &mut out);
     out
+}
+
+/// A process started in the background with its stdout and stderr in files, so a test
+/// can wait for what it prints while it runs. Killed when dropped.
+pub struct Background {
+    child: Child,
+    logs: tempfile::TempDir,
+}
+
+/// How long a background process may take to print or end: generous, for a debug
+/// build on a busy two-core machine.
+const BACKGROUND_BOUND: Duration = Duration::from_secs(30);
+
+impl Background {
+    /// Starts `cmd` with no input and its output in files.
+    pub fn spawn(cmd: &mut Command) -> Background {
+        let logs = tempfile::Builder::new()
+            .prefix("ringops-test-child-")
+            .tempdir()
+            .expect("temp dir");
+        let file = |name: &str| std::fs::File::create(logs.path().join(name)).expect("log");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file("stdout"))
+            .stderr(file("stderr"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        Background { child, logs }
+    }
+
+    /// What it printed on stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.logs.path().join("stdout")).unwrap_or_default()
+    }
+
+    /// What it printed on stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.logs.path().join("stderr")).unwrap_or_default()
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Waits until its stderr holds `text`; panics, showing its output, when it ends
+    /// first or after 30 s.
+    #[track_caller]
+    pub fn wait_stderr(&mut self, text: &str) {
+        let deadline = Instant::now() + BACKGROUND_BOUND;
+        while !self.stderr().contains(text) {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!(
+                    "it ended ({status}) before printing `{text}`\n--- stderr\n{}",
+                    self.stderr()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`{text}` not printed within {BACKGROUND_BOUND:?}\n--- stderr\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits (at most 30 s) for it to end; its exit status.
+    #[track_caller]
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + BACKGROUND_BOUND;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "it did not end within {BACKGROUND_BOUND:?}\n--- stderr\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
