@@ -321,8 +321,11 @@ struct Pki {
 }
 
 impl Pki {
-    /// `None`, with a note, when `openssl` is not installed.
+    /// `None` when `openssl` is not installed (a skip note; under CI a failure).
     fn new() -> Option<Pki> {
+        if !common::require_tool("openssl", "openssl") {
+            return None;
+        }
         let dir = tempfile::tempdir().expect("temp dir");
         let d = dir.path();
         std::fs::write(
@@ -385,18 +388,16 @@ impl Pki {
             ],
         ];
         for args in steps {
-            match std::process::Command::new("openssl")
+            let out = std::process::Command::new("openssl")
                 .args(args)
                 .current_dir(d)
                 .output()
-            {
-                Ok(out) if out.status.success() => {}
-                Ok(out) => panic!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr)),
-                Err(e) => {
-                    eprintln!("note: cannot run openssl ({e}); the agent's TLS is not tested");
-                    return None;
-                }
-            }
+                .unwrap_or_else(|e| panic!("cannot run openssl: {e}"));
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Some(Pki { dir })
     }
@@ -435,13 +436,9 @@ fn agents_over_tls_are_reached_through_the_private_ca() {
 }
 
 /// `systemd/ringops-agent.service` starting the binary under test, in a temporary
-/// folder; `None` (with a note) without `systemd-analyze`.
+/// folder; `None` without `systemd-analyze` (a skip note; under CI a failure).
 fn agent_unit() -> Option<(tempfile::TempDir, PathBuf)> {
-    let found = std::process::Command::new("systemd-analyze")
-        .arg("--version")
-        .output();
-    if !found.is_ok_and(|o| o.status.success()) {
-        eprintln!("note: systemd-analyze is not installed; the agent's unit is not checked");
+    if !common::require_tool("systemd-analyze", "systemd") {
         return None;
     }
     let unit = std::fs::read_to_string(common::project().join("systemd/ringops-agent.service"))
@@ -475,7 +472,7 @@ fn the_agent_unit_verifies_reads_its_token_credential_and_stays_hardened() {
     security.args(["security", "--offline=yes", "--no-pager", "--threshold=11"]);
     let run = output(security.arg(&unit));
     if run.stderr.contains("--offline") || run.stderr.contains("--threshold") {
-        eprintln!("note: this systemd-analyze has no offline security check (systemd < 250)");
+        common::skip(common::NO_OFFLINE_SECURITY);
         return;
     }
     let overall = run.stdout.lines().last().unwrap_or_default();

@@ -92,9 +92,10 @@ fn the_daemon_deploys_dev_at_start_and_then_every_new_commit() {
     assert_eq!(newest["commit"], head.as_str());
     assert_eq!(newest["actor"], "daemon");
     assert_eq!(first["state"], "Superseded");
-    // Another drift scan goes by: the daemon's own writes are not drift.
+    // Full drift scans go by (counted in the metrics): the daemon's own writes are not
+    // drift.
     let scans = daemon.stderr().matches("drift").count();
-    std::thread::sleep(Duration::from_millis(1200));
+    daemon.wait_drift_scans(2);
     let drift = daemon.get("/api/v1/drift").json();
     assert_eq!(drift["drift_events"], Value::Array(vec![]), "{drift:#}");
     assert_eq!(daemon.stderr().matches("drift").count(), scans);
@@ -289,8 +290,10 @@ fn the_webhook_checks_signatures_and_limits_and_a_good_call_triggers_a_deploy() 
     let (_outside, worktree) = blind_worktree(&fleet);
     let secrets = common::secrets_dir(&[("webhook", "s3cret\n")]);
     let mut cmd = ringops_in(&worktree);
+    // Drift scans every 200 ms: they never deploy, but show the daemon's loop going
+    // round (a deploy the refused calls triggered would run before the next scan).
     cmd.args(["daemon", "--listen", "127.0.0.1:0", "--poll-interval", "1h"])
-        .args(["--drift-interval", "1h", "--repo"])
+        .args(["--drift-interval", "200ms", "--repo"])
         .arg(&worktree)
         .args(["--path", FLEET, "--state"])
         .arg(fleet.state.path())
@@ -317,8 +320,9 @@ fn the_webhook_checks_signatures_and_limits_and_a_good_call_triggers_a_deploy() 
     let signed = format!("sha256={}", hmac_hex(b"s3cret", &huge));
     let too_large = post(&[("X-Hub-Signature-256", &signed)], &huge);
     assert_eq!(too_large.status, 413, "{}", too_large.body);
-    // Refused calls trigger nothing, and nothing else wakes this daemon: still 90.
-    std::thread::sleep(Duration::from_millis(500));
+    // Refused calls trigger nothing, and nothing else deploys for this daemon: once its
+    // loop has gone round past them (two scans), still 90.
+    daemon.wait_drift_scans(2);
     assert!(
         read(&ini).contains(&retention(90)),
         "deployed without a webhook call"
@@ -537,8 +541,9 @@ fn a_rollback_pins_the_ring_until_a_new_commit() {
     );
     assert!(read(&ini).contains(&retention(90)));
 
-    // Several polls and drift scans go by: the daemon leaves the ring where it is.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Several polls and drift scans go by (two scans, at least a second of 200 ms
+    // polls): the daemon leaves the ring where it is.
+    daemon.wait_drift_scans(2);
     assert!(
         read(&ini).contains(&retention(90)),
         "the pinned commit came back"
@@ -1335,13 +1340,15 @@ fn a_deployment_that_failed_on_a_worker_is_tried_again_with_backoff_until_it_suc
         &format!("features: [disk]\n  check: {{command: [sh, -c, {check:?}]}}"),
     );
     fleet.repo.commit("check hook");
+    // No polls: only the ref watch and the retry timer deploy. Drift scans every
+    // 200 ms never deploy; they show the loop going round at the end.
     let daemon = Daemon::of(
         &fleet,
         &[
             "--poll-interval",
             "1h",
             "--drift-interval",
-            "1h",
+            "200ms",
             "--retry-backoff",
             "300ms",
         ],
@@ -1356,6 +1363,14 @@ fn a_deployment_that_failed_on_a_worker_is_tried_again_with_backoff_until_it_suc
     set_retention(&fleet.repo, 91);
     daemon.wait_log("trying again in 300ms");
     daemon.wait_log("trying again in 600ms");
+    // The backoff was waited: the second attempt failed at least 300 ms after the first.
+    let first = daemon.log_time("trying again in 300ms", 1);
+    let second = daemon.log_time("trying again in 600ms", 1);
+    assert!(
+        second - first >= chrono::TimeDelta::milliseconds(300),
+        "tried again {:?} after the first failure",
+        second - first
+    );
     assert!(
         read(&ini).contains(&retention(90)),
         "a failed check switched the worker"
@@ -1370,8 +1385,16 @@ fn a_deployment_that_failed_on_a_worker_is_tried_again_with_backoff_until_it_suc
     daemon.wait_until("the retried deployment on core-dev-1", || {
         read(&ini).contains(&retention(91))
     });
+    daemon.wait_log_times("state=Active", 2);
+    let succeeded = daemon.log_time("state=Active", 2);
+    assert!(
+        succeeded - second >= chrono::TimeDelta::milliseconds(600),
+        "succeeded {:?} after the second failure, before its 600 ms backoff",
+        succeeded - second
+    );
+    // The loop goes round (two scans, any due retry served first): no retry follows.
     let attempts = daemon.stderr().matches("trying again in").count();
-    std::thread::sleep(Duration::from_millis(1500));
+    daemon.wait_drift_scans(2);
     assert_eq!(
         daemon.stderr().matches("trying again in").count(),
         attempts,
@@ -1435,7 +1458,8 @@ fn a_dev_canary_waiting_to_be_continued_is_not_deployed_again_on_every_poll() {
     );
     fleet.repo.commit("dev is a canary");
     let daemon = Daemon::ready(&fleet);
-    std::thread::sleep(Duration::from_millis(600));
+    // Polls go by (two drift scans, at least a second of 200 ms polls).
+    daemon.wait_drift_scans(2);
     assert_eq!(history(&fleet).len(), 1, "the same commit deployed again");
     set_retention(&fleet.repo, 91);
     daemon.wait_log("not deploying: d-000001 is under way");

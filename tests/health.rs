@@ -2,7 +2,8 @@
 //! scripted per request (healthy, turning bad on cue, flapping, recovering, redirecting),
 //! a listener that never answers, a refused port, and command checks that pass, fail,
 //! time out or cannot start. Verdicts depend on the sequence of answers, not on timing;
-//! the only time bounds are generous outer ones.
+//! the only time bounds are generous outer ones, and a probe that times out is checked
+//! to have waited its timeout.
 
 use axum::Router;
 use axum::extract::State;
@@ -17,7 +18,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Outer bound on any one check: far beyond what the checks below need.
 const BOUND: Duration = Duration::from_secs(30);
@@ -205,7 +206,13 @@ async fn an_endpoint_that_never_answers_times_out() {
         healthy_deadline: Duration::from_millis(100),
     })
     .unwrap();
+    let started = Instant::now();
     let u = unhealthy(verdict(&checker, &worker("edge-1", &address)).await);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(200),
+        "gave up after {waited:?}"
+    );
     assert_eq!(
         u.last_failure,
         Some(ProbeFailure::TimedOut {
@@ -346,7 +353,13 @@ async fn a_command_that_prints_a_lot_keeps_only_the_end() {
 async fn a_command_that_hangs_times_out() {
     let dir = tempfile::tempdir().unwrap();
     let checker = command_check("sleep 30", 200, 100);
+    let started = Instant::now();
     let u = unhealthy(verdict(&checker, &worker_in(dir.path())).await);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(200),
+        "gave up after {waited:?}"
+    );
     assert_eq!(
         u.last_failure,
         Some(ProbeFailure::TimedOut {

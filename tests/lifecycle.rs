@@ -4,10 +4,9 @@
 
 mod common;
 
-use common::{FLEET, Fleet};
+use common::{Background, FLEET, Fleet};
 use ringops::adapters::lock::WriterLock;
 use std::path::Path;
-use std::time::Duration;
 
 const WRITER_INI: &str = "invoices/archive.store/writer.ini";
 
@@ -414,17 +413,19 @@ fn a_writer_with_wait_goes_on_once_the_lock_is_released() {
     let fleet = Fleet::new();
     let held =
         WriterLock::acquire(fleet.state.path(), "test holding the lock", false).expect("lock");
-    let mut child = fleet
-        .command(&["apply", "--ring", "dev", "--yes", "--wait"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(child.try_wait().expect("wait").is_none(), "it waits");
+    let mut child =
+        Background::spawn(&mut fleet.command(&["apply", "--ring", "dev", "--yes", "--wait"]));
+    // It found the lock held and says it waits for it: only then is "nothing yet" news.
+    child.wait_stderr("waiting for the writer lock (pid ");
+    assert!(
+        child.stderr().contains("test holding the lock"),
+        "{}",
+        child.stderr()
+    );
+    assert!(child.running(), "it waits");
     assert!(!fleet.worker("core-dev-1").exists());
     drop(held);
-    let status = child.wait().expect("wait");
-    assert!(status.success());
+    let status = child.wait_exit();
+    assert!(status.success(), "{}", child.stderr());
     assert!(fleet.worker("core-dev-1").join(WRITER_INI).is_file());
 }

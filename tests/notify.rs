@@ -25,6 +25,8 @@ const BOUND: Duration = Duration::from_secs(30);
 struct Post {
     headers: HeaderMap,
     body: serde_json::Value,
+    /// When it arrived.
+    at: Instant,
 }
 
 #[derive(Clone)]
@@ -38,9 +40,10 @@ struct Script {
 }
 
 async fn record(State(s): State<Script>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let at = Instant::now();
     let n = s.hits.fetch_add(1, Ordering::SeqCst);
     let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-    let _ = s.posts.send(Post { headers, body });
+    let _ = s.posts.send(Post { headers, body, at });
     let mut gate = s.gate.clone();
     let _ = gate.wait_for(|open| *open).await;
     (s.status)(n)
@@ -229,7 +232,7 @@ async fn a_slack_receiver_gets_one_line_of_text() {
 
 #[tokio::test]
 async fn a_receiver_that_fails_twice_gets_the_event_on_the_third_attempt() {
-    let rx = receiver(true, |n| {
+    let mut rx = receiver(true, |n| {
         if n < 2 {
             StatusCode::SERVICE_UNAVAILABLE
         } else {
@@ -237,10 +240,25 @@ async fn a_receiver_that_fails_twice_gets_the_event_on_the_third_attempt() {
         }
     })
     .await;
-    let notifier = Notifier::start(settings(vec![target(TargetKind::Webhook, &rx.url)])).unwrap();
+    let backoff = Duration::from_millis(50);
+    let notifier = Notifier::start(NotifySettings {
+        backoff,
+        ..settings(vec![target(TargetKind::Webhook, &rx.url)])
+    })
+    .unwrap();
     notifier.send(event(7, DeploymentState::Active));
     flushed(&notifier).await;
     assert_eq!(rx.hits.load(Ordering::SeqCst), 3);
+    // It backed off between attempts: the pause, then twice the pause.
+    let mut at = Vec::new();
+    for _ in 0..3 {
+        at.push(rx.next().await.at);
+    }
+    let gaps = [at[1] - at[0], at[2] - at[1]];
+    assert!(
+        gaps[0] >= backoff && gaps[1] >= backoff * 2,
+        "attempts {gaps:?} apart, backoff {backoff:?}"
+    );
     let stats = only(&notifier);
     assert_eq!(
         (stats.delivered, stats.failed, stats.retried),

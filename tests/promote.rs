@@ -17,6 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 const RINGS: &str = "examples/fleet/rings.yaml";
 
+/// Twice the approval timeout of [`queued_with_approval_timeout`].
+const HOURS_2: std::time::Duration = std::time::Duration::from_secs(2 * 3600);
+
 /// The rings of these tests: staging rolls 2 at a time behind a command check that
 /// fails for a worker while `<state>/sick-<worker>` exists; production is a canary of
 /// one then 2 at a time, behind 2 of 3 approvers and an HTTP check on loopback.
@@ -223,6 +226,27 @@ impl World {
         let id = self.canary_production();
         self.run(&["promote", "production", "--continue"]).expect(0);
         id
+    }
+
+    /// Moves `id`'s creation `ago` into the past, as if it had been queued that much
+    /// longer. The approval timeout counts from a deployment's creation and the binary
+    /// reads the wall clock (it takes no clock to inject), so this is how a test passes
+    /// the timeout without waiting for it. Only while no ringops process runs.
+    fn backdate(&self, id: &str, ago: std::time::Duration) {
+        let db = self
+            .fleet
+            .state
+            .path()
+            .join(ringops::adapters::store::DB_FILE);
+        let conn = rusqlite::Connection::open(&db).expect("open the state");
+        let ms = i64::try_from(ago.as_millis()).expect("fits");
+        let changed = conn
+            .execute(
+                "UPDATE deployments SET created_at = created_at - ?1 WHERE id = ?2",
+                rusqlite::params![ms, id],
+            )
+            .expect("backdate");
+        assert_eq!(changed, 1, "no deployment {id} to backdate");
     }
 
     fn show(&self, id: &str) -> String {
@@ -511,15 +535,16 @@ fn a_rejection_fails_the_deployment_and_an_expired_wait_is_rejected() {
     );
 }
 
-/// A world whose production ring rejects after 1 s without approvals, and a
-/// deployment of it queued.
+/// A world whose production ring rejects a deployment that waited an hour without its
+/// approvals, and a deployment of it queued. Nothing times out by itself while a test
+/// runs; [`World::backdate`] moves the deployment past the hour.
 fn queued_with_approval_timeout() -> (World, String) {
     let world = World::new("", "");
     // The approval timeout is part of the trusted definition: at the branch head.
     world.fleet.repo.edit(
         RINGS,
         "approvers: [alice, bob, carol]}",
-        "approvers: [alice, bob, carol], timeout: 1s}",
+        "approvers: [alice, bob, carol], timeout: 1h}",
     );
     world.fleet.repo.commit("approval timeout");
     world.run(&["apply", "--ring", "dev", "--yes"]).expect(0);
@@ -531,7 +556,16 @@ fn queued_with_approval_timeout() -> (World, String) {
 #[test]
 fn approvals_time_out() {
     let (world, id) = queued_with_approval_timeout();
-    std::thread::sleep(std::time::Duration::from_millis(1200));
+    // Within the hour an approval counts (1 of 2) and the deployment waits on.
+    let early = world.as_approver("approve", &id, "alice", &[]);
+    early.expect(0);
+    assert!(
+        early.stdout.contains(&format!("Approved {id} as alice")),
+        "{}",
+        early.stdout
+    );
+    assert_eq!(world.state_of(&id), "Queued");
+    world.backdate(&id, HOURS_2);
     let late = world.as_approver("approve", &id, "alice", &[]);
     late.expect(1);
     assert!(
@@ -849,6 +883,7 @@ fn every_state_a_promotion_enters_is_posted_to_the_webhook_and_slack() {
 fn the_daemon_rejects_a_promotion_whose_approvals_timed_out() {
     let (world, id) = queued_with_approval_timeout();
     assert_eq!(world.state_of(&id), "Queued");
+    world.backdate(&id, HOURS_2);
     let daemon = start_daemon(&world, "200ms");
     daemon.wait_log_times("approval timed out", 1);
     assert_eq!(world.state_of(&id), "Failed");

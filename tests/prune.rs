@@ -9,15 +9,14 @@
 mod common;
 
 use DeploymentState::*;
-use common::{Repo, Run, World, project};
+use common::{Background, Repo, Run, World, project};
 use ringops::adapters::lock::WriterLock;
 use ringops::adapters::store::{ManualClock, Store, StoreReader};
 use ringops::model::deployment::{
     DeploymentId, DeploymentState, Drift, DriftKind, NewDeployment, Timestamp,
 };
 use serde_json::Value;
-use std::process::Stdio;
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// 2023-11-14T22:13:20Z: far more than 30 days before any run of these tests.
@@ -328,28 +327,22 @@ fn a_held_lock_is_named_and_nothing_changes() {
 fn wait_waits_for_the_holder_then_prunes() {
     let world = aged();
     let held = WriterLock::acquire(&world.state(), "apply --ring dev", false).expect("lock");
-    let mut child = world
-        .command(&["history", "--prune", "--older-than", "30d", "--wait"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ringops");
-    std::thread::sleep(Duration::from_millis(500));
-    let waiting = child.try_wait().expect("try_wait");
-    assert!(waiting.is_none(), "ringops did not wait: {waiting:?}");
+    let mut child = Background::spawn(&mut world.command(&[
+        "history",
+        "--prune",
+        "--older-than",
+        "30d",
+        "--wait",
+    ]));
+    // It found the lock held and says it waits for it: only then is "nothing yet" news.
+    child.wait_stderr("waiting for the writer lock (pid ");
+    assert!(child.running(), "ringops did not wait: {}", child.stderr());
     assert_eq!(world.stored().1, 3, "nothing pruned while it waits");
 
     drop(held);
-    let (done_tx, done_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done_tx.send(child.wait_with_output());
-    });
-    let out = done_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("ringops did not finish within 30 s of the lock's release")
-        .expect("wait for ringops");
-    assert!(out.status.success(), "{out:?}");
-    let stdout = String::from_utf8(out.stdout).expect("UTF-8");
+    let status = child.wait_exit();
+    assert!(status.success(), "{status}: {}", child.stderr());
+    let stdout = child.stdout();
     assert!(
         stdout.starts_with("pruned from history: 3 deployments and 2 drift events"),
         "{stdout}"

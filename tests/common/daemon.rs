@@ -138,6 +138,53 @@ impl Daemon {
         });
     }
 
+    /// The value of one series of `/metrics`, named as the exposition writes it
+    /// (`ringops_source_fetch_errors_total`, `ringops_deployments{ring="dev",state="Active"}`),
+    /// if it is there.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.get("/metrics").body;
+        let line = text.lines().find(|l| {
+            l.strip_prefix(series)
+                .is_some_and(|rest| rest.starts_with(' '))
+        })?;
+        line[series.len()..].trim().parse().ok()
+    }
+
+    /// How many full drift scans (every ring's workers) the daemon finished so far.
+    pub fn drift_scans(&self) -> f64 {
+        self.metric("ringops_drift_scan_duration_seconds_count")
+            .unwrap_or(0.0)
+    }
+
+    /// Waits until `more` full drift scans finished after this call. The daemon's loop
+    /// runs one trigger at a time and serves a due poll, retry or trigger before a scan,
+    /// so two scans ending prove the loop went round for at least a drift interval and
+    /// handled whatever else was due: the positive event before asserting that nothing
+    /// else happened. `more` should be 2 or more (a scan under way at the call counts).
+    #[track_caller]
+    pub fn wait_drift_scans(&self, more: u32) {
+        let from = self.drift_scans();
+        self.wait_until(
+            &format!("{more} more full drift scans (from {from})"),
+            || self.drift_scans() >= from + f64::from(more),
+        );
+    }
+
+    /// When the daemon wrote the `nth` (from 1) log line holding `text`: the time at
+    /// the start of the line. Panics, with the log, when there are fewer such lines.
+    #[track_caller]
+    pub fn log_time(&self, text: &str, nth: usize) -> chrono::DateTime<chrono::FixedOffset> {
+        let log = self.stderr();
+        let line = log
+            .lines()
+            .filter(|l| l.contains(text))
+            .nth(nth - 1)
+            .unwrap_or_else(|| panic!("no log line #{nth} holding `{text}`\n--- stderr\n{log}"));
+        let stamp = line.split_whitespace().next().unwrap_or_default();
+        chrono::DateTime::parse_from_rfc3339(stamp)
+            .unwrap_or_else(|e| panic!("no time at the start of `{line}`: {e}"))
+    }
+
     pub fn signal(&self, signal: libc::c_int) {
         let pid = libc::pid_t::try_from(self.child.borrow().id()).expect("pid");
         // SAFETY: kill(2) has no memory-safety preconditions; the pid is our child's,

@@ -12,8 +12,63 @@ pub mod daemon;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Whether the tests run in CI: `CI` set to anything but empty, `0` or `false` (CI
+/// services set `CI=true`; `.ci/run` does too). There a test never skips: a missing
+/// tool fails it.
+pub fn in_ci() -> bool {
+    std::env::var("CI")
+        .is_ok_and(|v| !matches!(v.to_ascii_lowercase().as_str(), "" | "0" | "false"))
+}
+
+/// Whether `cmd` (a name looked up in `PATH`, or a path with a `/`) is installed, for a
+/// test that needs it. When it is not: under CI this panics naming the Debian `package`
+/// to install; elsewhere it prints a skip note and returns false, and the test returns
+/// without checking anything.
+#[track_caller]
+pub fn require_tool(cmd: &str, package: &str) -> bool {
+    if installed(cmd) {
+        return true;
+    }
+    skip(&format!("needs `{cmd}` (apt-get install {package})"));
+    false
+}
+
+/// Notes that the calling test skips the rest of its checks for `why`: a visible line on
+/// the real stderr (not the output libtest captures and hides for passing tests); under
+/// CI a panic instead, since CI must check everything.
+#[track_caller]
+pub fn skip(why: &str) {
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    assert!(
+        !in_ci(),
+        "{test}: {why}; CI is set, so this fails instead of skipping"
+    );
+    let _ = writeln!(std::io::stderr().lock(), "{test}: skipped: {why}");
+}
+
+/// Why a check of a unit's `systemd-analyze security` exposure is skipped when the
+/// installed systemd-analyze has no offline check.
+pub const NO_OFFLINE_SECURITY: &str = "needs `systemd-analyze security --offline`, from systemd 250 or later \
+     (apt-get install systemd on Debian 12 or later)";
+
+/// An executable file at `cmd`, or named `cmd` in a folder of `PATH`.
+fn installed(cmd: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |path: &Path| {
+        path.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if cmd.contains('/') {
+        return executable(Path::new(cmd));
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| executable(&dir.join(cmd))))
+}
 
 /// The address a process logged after `marker` (e.g. `listening addr=`), if it did.
 pub fn logged_address(log: &str, marker: &str) -> Option<std::net::SocketAddr> {
@@ -113,6 +168,12 @@ pub struct Repo {
 impl Repo {
     /// `git init -b main` in a new temporary folder.
     pub fn init() -> Repo {
+        // Nearly every test drives the `git` command line: without it they fail (under
+        // CI or not), naming the package rather than skipping.
+        assert!(
+            installed("git"),
+            "these tests need `git` (apt-get install git)"
+        );
         let dir = tempfile::Builder::new()
             .prefix("ringops-test-repo-")
             .tempdir()
@@ -414,4 +475,95 @@ pub fn worker_files(root: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     walk(root, root, &mut out);
     out
+}
+
+/// A process started in the background with its stdout and stderr in files, so a test
+/// can wait for what it prints while it runs. Killed when dropped.
+pub struct Background {
+    child: Child,
+    logs: tempfile::TempDir,
+}
+
+/// How long a background process may take to print or end: generous, for a debug
+/// build on a busy two-core machine.
+const BACKGROUND_BOUND: Duration = Duration::from_secs(30);
+
+impl Background {
+    /// Starts `cmd` with no input and its output in files.
+    pub fn spawn(cmd: &mut Command) -> Background {
+        let logs = tempfile::Builder::new()
+            .prefix("ringops-test-child-")
+            .tempdir()
+            .expect("temp dir");
+        let file = |name: &str| std::fs::File::create(logs.path().join(name)).expect("log");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file("stdout"))
+            .stderr(file("stderr"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        Background { child, logs }
+    }
+
+    /// What it printed on stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.logs.path().join("stdout")).unwrap_or_default()
+    }
+
+    /// What it printed on stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.logs.path().join("stderr")).unwrap_or_default()
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Waits until its stderr holds `text`; panics, showing its output, when it ends
+    /// first or after 30 s.
+    #[track_caller]
+    pub fn wait_stderr(&mut self, text: &str) {
+        let deadline = Instant::now() + BACKGROUND_BOUND;
+        while !self.stderr().contains(text) {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!(
+                    "it ended ({status}) before printing `{text}`\n--- stderr\n{}",
+                    self.stderr()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`{text}` not printed within {BACKGROUND_BOUND:?}\n--- stderr\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits (at most 30 s) for it to end; its exit status.
+    #[track_caller]
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + BACKGROUND_BOUND;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "it did not end within {BACKGROUND_BOUND:?}\n--- stderr\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
