@@ -26,11 +26,11 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(Failure::User(e)) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", ringops::adapters::causes(e.as_ref()));
             ExitCode::from(1)
         }
         Err(Failure::Internal(e)) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", ringops::adapters::causes(e.as_ref()));
             ExitCode::from(if detailed { 1 } else { 2 })
         }
     }

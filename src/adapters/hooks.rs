@@ -69,7 +69,7 @@ pub struct HookOutput {
 
 /// Why a hook did not succeed. The output in it is redacted and bounded like
 /// [`HookOutput::output`]. [`HookError::Spawn`] and [`HookError::Wait`] keep the cause
-/// as their `source`; print them with `{:#}` (anyhow) to show it.
+/// as their `source`; print them with [`crate::adapters::causes`] to show it.
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
     /// The program could not be started (missing, not executable, bad folder).

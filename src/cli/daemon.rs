@@ -127,7 +127,7 @@ pub fn run(cli: &Cli, ctx: &Context, args: &DaemonArgs) -> Outcome {
 
 fn message(failure: &Failure) -> String {
     match failure {
-        Failure::User(e) | Failure::Internal(e) => format!("{e:#}"),
+        Failure::User(e) | Failure::Internal(e) => crate::adapters::causes(e.as_ref()),
     }
 }
 

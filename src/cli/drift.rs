@@ -134,7 +134,7 @@ async fn ring_drift(
             Ok(t) => {
                 transports.insert(worker.clone(), t);
             }
-            Err(e) => ring.unreachable.push((worker.clone(), engine::chain(&e))),
+            Err(e) => ring.unreachable.push((worker.clone(), crate::adapters::causes(&e))),
         }
     }
     let list = transports.iter().map(|(n, t)| (n.clone(), t.clone()));
@@ -143,7 +143,7 @@ async fn ring_drift(
         let inventory = match inventory {
             Ok(i) => i,
             Err(e) => {
-                ring.unreachable.push((worker, engine::chain(&e)));
+                ring.unreachable.push((worker, crate::adapters::causes(&e)));
                 continue;
             }
         };
@@ -198,7 +198,7 @@ async fn file_diff(
     let after = match transport.read(path).await {
         Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
         Ok(None) => return "(not a regular file any more)".to_owned(),
-        Err(e) => return format!("(cannot read it: {})", engine::chain(&e)),
+        Err(e) => return format!("(cannot read it: {})", crate::adapters::causes(&e)),
     };
     if before == after {
         return "(content unchanged: only the permissions differ)".to_owned();
@@ -232,7 +232,7 @@ fn fix(ctx: &Context, report: &mut DriftReport) -> Result<(), Failure> {
         for worker in &mut ring.workers {
             worker.fix = Some(match results.get(&worker.worker) {
                 Some(Ok(_)) => FixOutcome::Restored,
-                Some(Err(e)) => FixOutcome::Failed(engine::chain(e.error())),
+                Some(Err(e)) => FixOutcome::Failed(crate::adapters::causes(e.error())),
                 None => FixOutcome::Failed("not attempted".to_owned()),
             });
             let fixed = matches!(worker.fix, Some(FixOutcome::Restored));

@@ -237,8 +237,8 @@ mod tests {
 
     fn message(failure: Failure) -> (bool, String) {
         match failure {
-            Failure::User(e) => (true, format!("{e:#}")),
-            Failure::Internal(e) => (false, format!("{e:#}")),
+            Failure::User(e) => (true, crate::adapters::causes(e.as_ref())),
+            Failure::Internal(e) => (false, crate::adapters::causes(e.as_ref())),
         }
     }
 

@@ -112,7 +112,7 @@ fn workers_sync(
             }
             Ok(t) => reachable.push((worker.clone(), t)),
             Err(e) => {
-                unreachable.insert(worker.clone(), engine::chain(&e));
+                unreachable.insert(worker.clone(), crate::adapters::causes(&e));
             }
         }
     }
@@ -124,7 +124,7 @@ fn workers_sync(
                 (Some(reason), _) => WorkerSync::Unreachable { reason },
                 (None, Some(Ok(inventory))) => compare(&artifacts, &inventory),
                 (None, Some(Err(e))) => WorkerSync::Unreachable {
-                    reason: engine::chain(&e),
+                    reason: crate::adapters::causes(&e),
                 },
                 (None, None) => WorkerSync::Unreachable {
                     reason: "not read (a bug in ringops)".to_owned(),
@@ -145,7 +145,7 @@ fn writer(state_dir: &Path) -> Writer {
             since: holder.map(|h| h.since),
         },
         Err(e) => Writer::Unknown {
-            reason: format!("{:#}", anyhow::Error::new(e)),
+            reason: crate::adapters::causes(&e),
         },
     }
 }

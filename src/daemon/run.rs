@@ -401,7 +401,7 @@ async fn pass_deploy(
         Ok(_) => Pass::Done,
         Err(e) => {
             shared.metrics.fetch_error();
-            let e = crate::engine::chain(&e);
+            let e = crate::adapters::causes(&e);
             tracing::error!("deploy pass failed (retried on the next trigger): {e}");
             Pass::Failed
         }
@@ -415,7 +415,7 @@ async fn fetch(remote: &Remote, settings: &Settings, shared: &Shared) -> bool {
     let fetched = tokio::task::spawn_blocking(move || remote.fetch(&state_dir)).await;
     let error = match fetched {
         Ok(Ok(())) => return true,
-        Ok(Err(e)) => crate::engine::chain(&e),
+        Ok(Err(e)) => crate::adapters::causes(&e),
         Err(e) => e.to_string(),
     };
     shared.metrics.fetch_error();
@@ -446,7 +446,7 @@ async fn pass_repair(
             busy
         }
         Err(e) => {
-            let e = crate::engine::chain(&e);
+            let e = crate::adapters::causes(&e);
             tracing::error!("drift pass failed (retried on the next event): {e}");
             false
         }

@@ -2,7 +2,8 @@
 //! compares with the desired one, and the plan itself. Inventories of the Active
 //! deployment's workers may be read ahead while the ring compiles.
 
-use super::{Context, EngineError, chain, recorded_transport, transport};
+use crate::adapters::causes;
+use super::{Context, EngineError, recorded_transport, transport};
 use crate::adapters::transport::{Transport, TransportError, WorkerTransport};
 use crate::adapters::worker_dir::{Inventory, OnDisk};
 use crate::model::observed::{ManagedFile, ObservedState, ObservedWorker, PresentFile};
@@ -100,7 +101,7 @@ pub async fn observe_with(
                 _ => reachable.push((name.clone(), t)),
             },
             Err(e) => {
-                observed.unreachable.insert(name.clone(), chain(&e));
+                observed.unreachable.insert(name.clone(), causes(&e));
             }
         }
     }
@@ -125,7 +126,7 @@ pub async fn observe_with(
             }
             Err(e) => {
                 let e = EngineError::worker(&name, e);
-                observed.unreachable.insert(name, chain(&e));
+                observed.unreachable.insert(name, causes(&e));
             }
         }
     }

@@ -2,8 +2,9 @@
 //! deployment touched, and ringops' files removed from where a worker that moved used
 //! to be.
 
+use crate::adapters::causes;
 use super::switch::hooks;
-use super::{Context, EngineError, Target, chain, recorded_transport, targets_from_record};
+use super::{Context, EngineError, Target, recorded_transport, targets_from_record};
 use crate::adapters::store::Store;
 use crate::adapters::transport::{Hooks, Transport};
 use crate::adapters::worker_dir::Batch;
@@ -66,7 +67,7 @@ async fn put_back(
     let only = std::slice::from_ref(&current.name);
     let before = match back.previous {
         Some(p) => targets_from_record(ctx, store, p.id, Some(only), &current.redact)
-            .map_err(|e| chain(&e))?
+            .map_err(|e| causes(&e))?
             .pop(),
         None => None,
     };
@@ -85,7 +86,7 @@ async fn put_back(
         .switch(batch, hooks)
         .await
         .map(|_| ())
-        .map_err(|e| chain(e.error()))
+        .map_err(|e| causes(e.error()))
 }
 
 /// Removes ringops' files where the previous deployment put a worker that now lives
@@ -122,11 +123,11 @@ pub(super) async fn clear_old_locations(
                         "{}: cannot remove its files from {}: {}",
                         t.name,
                         old.location,
-                        chain(e.error())
+                        causes(e.error())
                     ),
                 }
             }
-            Err(e) => format!("{}: {}", t.name, chain(&e)),
+            Err(e) => format!("{}: {}", t.name, causes(&e)),
         };
         store.note(id, &message)?;
     }

@@ -3,7 +3,8 @@
 //! down) is tried again with backoff until a deadline; the outcome of each worker is
 //! recorded with the deployment.
 
-use super::{Context, EngineError, Target, chain};
+use crate::adapters::causes;
+use super::{Context, EngineError, Target};
 use crate::adapters::store::{Store, WorkerEntry};
 use crate::adapters::transport::{Hooks, SwitchError, Transport, TransportError, WorkerTransport};
 use crate::adapters::worker_dir::{Applied, Batch};
@@ -152,7 +153,7 @@ impl One<'_> {
             tracing::warn!(
                 worker = self.worker,
                 attempts,
-                error = %chain(&error),
+                error = %causes(&error),
                 "worker unreachable; trying again in {}",
                 humantime::format_duration(wait.min(left))
             );
@@ -245,7 +246,7 @@ fn outcome_of(
         }
         Some(Ok(applied)) => (WorkerOutcome::Applied, summary(applied)),
         Some(Err(e)) => {
-            let message = chain(&EngineError::worker(name, clone_error(e.error())));
+            let message = causes(&EngineError::worker(name, clone_error(e.error())));
             (WorkerOutcome::Failed, message)
         }
         None => (
@@ -266,5 +267,5 @@ fn summary(applied: &Applied) -> String {
 
 /// A transport error again, as text (they hold IO errors, which do not clone).
 fn clone_error(e: &TransportError) -> TransportError {
-    TransportError::Hook(chain(e))
+    TransportError::Hook(causes(e))
 }

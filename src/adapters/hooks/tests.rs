@@ -39,7 +39,7 @@ async fn check(command: &[&str], timeout: Duration) -> Result<HookOutput, HookEr
 
 /// The message as `main` prints it: the error and its causes.
 fn message(e: HookError) -> String {
-    format!("{:#}", anyhow::Error::new(e))
+    crate::adapters::causes(&e)
 }
 
 /// Whether a process runs (a zombie, dead but not yet reaped by its parent, does not).

@@ -112,7 +112,7 @@ async fn run_hook(
     };
     match crate::adapters::hooks::run(hook, run).await {
         Ok(_) => Ok(()),
-        Err(e) => Err(TransportError::Hook(format!("{:#}", anyhow::Error::new(e)))),
+        Err(e) => Err(TransportError::Hook(crate::adapters::causes(&e))),
     }
 }
 

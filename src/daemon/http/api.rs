@@ -54,7 +54,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(_) => Self::NotFound(e.to_string()),
             e if e.is_transient() => Self::Busy,
-            e => Self::Failed(crate::engine::chain(&e)),
+            e => Self::Failed(crate::adapters::causes(&e)),
         }
     }
 }

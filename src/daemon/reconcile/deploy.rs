@@ -165,7 +165,7 @@ pub(crate) fn gates_in_force(
         Ok(gates) => Ok(Some(gates)),
         Err(EngineError::Untrusted { .. }) => Ok(None),
         Err(e @ EngineError::Gates { .. }) => {
-            tracing::error!(ring, "{}", engine::chain(&e));
+            tracing::error!(ring, "{}", crate::adapters::causes(&e));
             Ok(None)
         }
         Err(e) => Err(e.into()),

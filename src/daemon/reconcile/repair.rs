@@ -172,7 +172,7 @@ impl Reconciler {
                         fixed.insert(name);
                     }
                     Err(e) => tracing::error!(
-                        ring, worker = %name, error = %engine::chain(e.error()),
+                        ring, worker = %name, error = %crate::adapters::causes(e.error()),
                         "cannot revert drift"
                     ),
                 }
@@ -235,7 +235,7 @@ async fn drifted_workers(
         let inventory = match inventory {
             Ok(i) => i,
             Err(e) => {
-                tracing::warn!(worker, error = %engine::chain(&e), "cannot read worker");
+                tracing::warn!(worker, error = %crate::adapters::causes(&e), "cannot read worker");
                 unreachable.insert(worker);
                 continue;
             }
