@@ -5,6 +5,7 @@
 pub mod gates;
 pub mod http;
 pub mod metrics;
+mod passes;
 pub mod queue;
 pub mod reconcile;
 pub mod run;
