@@ -1,7 +1,7 @@
 //! The daemon's loop, shaped as a controller: every trigger (a push through the ref
 //! watch, the webhook or the poll; a hot edit seen by the worker watch; the full drift
 //! scan; SIGHUP) sends a [`Request`] into one bounded channel (see [`super::triggers`]);
-//! the loop merges them in a [`Queue`], runs one at a time through [`Controller::handle`]
+//! the loop merges them in a [`Queue`], runs one at a time through `Controller::handle`
 //! (which says when to wake next: soon when the writer lock was held, when a failed
 //! deployment's backoff ends), tells systemd how it goes and stops cleanly on SIGTERM.
 
