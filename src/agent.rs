@@ -21,10 +21,10 @@ pub mod heal;
 pub mod memory;
 pub mod tls;
 
+use crate::adapters::http_auth::Secret;
 use crate::adapters::transport::LocalDir;
 use crate::adapters::transport::http::wire::{DRIFT_KEPT, DriftMode, DriftSeen};
 use crate::adapters::worker_dir::{Batch, OnDisk};
-use crate::daemon::webhook::Secret;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -5,6 +5,7 @@ pub mod config_file;
 pub mod git;
 pub mod health;
 pub mod hooks;
+pub mod http_auth;
 pub mod lock;
 pub mod notify;
 pub mod objects;

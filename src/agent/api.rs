@@ -119,9 +119,9 @@ fn internal(what: &str, e: &dyn std::fmt::Display) -> Response {
 
 /// Refuses any request without the agent's token.
 async fn require_token(State(agent): State<AppState>, request: Request, next: Next) -> Response {
-    if !crate::daemon::http::presents(request.headers(), &agent.token) {
+    if !crate::adapters::http_auth::presents(request.headers(), &agent.token) {
         tracing::warn!(path = %request.uri().path(), "request refused: missing or wrong token");
-        return crate::daemon::http::challenge(error(
+        return crate::adapters::http_auth::challenge(error(
             StatusCode::UNAUTHORIZED,
             ErrorKind::Unauthorized,
             "this agent needs Authorization: Bearer <agent token>",

@@ -1,6 +1,6 @@
 //! `agent.toml`: raw keys → checked [`Settings`], every problem reported with its line.
 
-use crate::daemon::http::is_loopback;
+use crate::adapters::http_auth::is_loopback;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -3,9 +3,9 @@
 
 use super::daemon::{LogFormat, init_logging};
 use super::{Failure, Outcome};
+use crate::adapters::http_auth::{Secret, read_secret};
 use crate::agent::config::{self, Serving, Settings, TOKEN_CREDENTIAL};
 use crate::agent::{Agent, api, heal, tls};
-use crate::daemon::webhook::{Secret, read_secret};
 use clap::Args;
 use std::path::Path;
 use std::process::ExitCode;

@@ -3,11 +3,11 @@
 
 use super::config::FileConfig;
 use super::{Cli, Context, Failure, Outcome};
+use crate::adapters::http_auth::{Secret, is_loopback, read_secret};
 use crate::adapters::secrets::HostSecrets;
 use crate::daemon::http::{self, Service};
 use crate::daemon::reconcile::Paths;
 use crate::daemon::run::{self, Settings, Shared};
-use crate::daemon::webhook::{Secret, read_secret};
 use clap::{Args, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -76,7 +76,7 @@ pub fn run(cli: &Cli, ctx: &Context, args: &DaemonArgs) -> Outcome {
         args.api_token_file.clone().or(file.api_token_file.clone()),
         "api-token",
     )?;
-    if !http::is_loopback(&listen) && api_token.is_none() {
+    if !is_loopback(&listen) && api_token.is_none() {
         return Err(Failure::user(format!(
             "refusing to serve the API on {listen} without an API token: set api_token_file, or listen on 127.0.0.1"
         )));
@@ -168,6 +168,10 @@ fn settings_from(
             (None, None) => Duration::from_secs(30),
             (flag, key) => duration(flag, key, "stop_grace")?,
         },
+        concurrency: file
+            .max_concurrent_workers
+            .unwrap_or(crate::engine::MAX_CONCURRENT_WORKERS)
+            .max(1),
     })
 }
 

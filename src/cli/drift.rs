@@ -134,7 +134,9 @@ async fn ring_drift(
             Ok(t) => {
                 transports.insert(worker.clone(), t);
             }
-            Err(e) => ring.unreachable.push((worker.clone(), crate::adapters::causes(&e))),
+            Err(e) => ring
+                .unreachable
+                .push((worker.clone(), crate::adapters::causes(&e))),
         }
     }
     let list = transports.iter().map(|(n, t)| (n.clone(), t.clone()));

@@ -15,9 +15,11 @@
 //! "(token)": when [`Service::api_token`] is set, these need `Authorization: Bearer
 //! <token>` (401 otherwise). Health and readiness stay open for probes; the webhook has
 //! its own signature. The daemon refuses to listen on a non-loopback address without a
-//! token ([`is_loopback`] is the test it uses), so the state is never readable remotely
-//! without one. Every JSON document carries `format_version: 1`; errors are
-//! `{"format_version":1,"error":"..."}` (5xx with a generic message, the cause logged).
+//! token ([`crate::adapters::http_auth::is_loopback`] is the test it uses), so the state
+//! is never readable remotely without one. The token check and its challenge are
+//! [`crate::adapters::http_auth`]'s, shared with the agent. Every JSON document carries
+//! `format_version: 1`; errors are `{"format_version":1,"error":"..."}` (5xx with a
+//! generic message, the cause logged).
 //!
 //! The webhook: with no [`Service::webhook_secret`] the route answers 404 (the webhook
 //! is off and says so). Otherwise, in this order: a body over [`BODY_LIMIT`] gets 413;
@@ -37,8 +39,9 @@ pub(crate) mod openmetrics;
 #[cfg(test)]
 mod tests;
 
+use crate::adapters::http_auth::{Secret, challenge, presents};
 use crate::daemon::metrics::{Metrics, WebhookResult};
-use crate::daemon::webhook::{self, Secret};
+use crate::daemon::webhook;
 use crate::report::history::FORMAT_VERSION;
 use axum::Router;
 use axum::body::Bytes;
@@ -52,7 +55,6 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -148,13 +150,6 @@ pub async fn serve(
         .await
 }
 
-/// Whether `addr` is reachable only from this host: 127.0.0.0/8, `::1`, or loopback IPv4
-/// mapped into IPv6 (`::ffff:127.0.0.1`); not the unspecified `0.0.0.0` or `::`. The daemon
-/// refuses any other listen address unless an API token is set.
-pub fn is_loopback(addr: &SocketAddr) -> bool {
-    addr.ip().to_canonical().is_loopback()
-}
-
 /// A JSON document (`format_version` first, pretty, ending with a newline) with `status`.
 pub(crate) fn document(status: StatusCode, document: &impl Serialize) -> Response {
     match serde_json::to_string_pretty(document) {
@@ -204,29 +199,6 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
         ));
     }
     next.run(request).await
-}
-
-/// The token of an `Authorization: Bearer <token>` value.
-pub fn bearer(value: &str) -> Option<&str> {
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
-/// Whether `headers` carry `Authorization: Bearer` with `token` (constant time).
-pub fn presents(headers: &HeaderMap, token: &Secret) -> bool {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer)
-        .is_some_and(|p| token.matches(p.as_bytes()))
-}
-
-/// `response` (a 401) with the `WWW-Authenticate: Bearer` challenge.
-pub fn challenge(mut response: Response) -> Response {
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    response
 }
 
 /// Bounds every request by [`REQUEST_TIMEOUT`].

@@ -5,7 +5,10 @@
 pub mod gates;
 pub mod http;
 pub mod metrics;
+mod passes;
+pub mod queue;
 pub mod reconcile;
 pub mod run;
+pub mod triggers;
 pub mod watch;
 pub mod webhook;

@@ -8,17 +8,17 @@
 //! - GitLab: `X-Gitlab-Token: <secret>`, the secret itself.
 //!
 //! The first header present decides; a request is never retried against another style.
-//! Every comparison is constant-time ([`Mac::verify_slice`]; a token is compared through
-//! HMACs of both sides). Owns no IO but [`read_secret`]; the HTTP side is `daemon::http`.
+//! Every comparison is constant-time ([`Secret::signed`], [`Secret::matches`]). Owns no
+//! IO; the secret and reading it from a file are [`crate::adapters::http_auth`]'s, the
+//! HTTP side is `daemon::http`.
 
 use crate::daemon::metrics::WebhookResult;
 use axum::http::HeaderMap;
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
 use std::fmt;
-use std::path::{Path, PathBuf};
 
-type HmacSha256 = Hmac<Sha256>;
+/// The shared secret, from the HTTP-auth adapter (re-exported for the callers that
+/// name it here).
+pub use crate::adapters::http_auth::Secret;
 
 /// GitHub's signature header.
 pub const GITHUB_SIGNATURE: &str = "x-hub-signature-256";
@@ -26,79 +26,6 @@ pub const GITHUB_SIGNATURE: &str = "x-hub-signature-256";
 pub const GITEA_SIGNATURE: &str = "x-gitea-signature";
 /// GitLab's token header.
 pub const GITLAB_TOKEN: &str = "x-gitlab-token";
-
-/// A shared secret (the webhook's, or the API's bearer token). Never empty; its `Debug`
-/// never shows the bytes, and it is compared only in constant time ([`Secret::matches`]).
-#[derive(Clone)]
-pub struct Secret(Box<[u8]>);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-impl Secret {
-    /// A secret of these bytes; `None` when there are none.
-    pub fn new(bytes: impl Into<Vec<u8>>) -> Option<Self> {
-        let bytes = bytes.into();
-        (!bytes.is_empty()).then(|| Self(bytes.into_boxed_slice()))
-    }
-
-    /// Whether `candidate` is this secret, in time independent of where they differ:
-    /// HMACs (keyed with the secret) of both are compared with [`Mac::verify_slice`].
-    pub fn matches(&self, candidate: &[u8]) -> bool {
-        let expected = self.mac().chain_update(&self.0).finalize().into_bytes();
-        self.mac()
-            .chain_update(candidate)
-            .verify_slice(&expected)
-            .is_ok()
-    }
-
-    /// A fresh HMAC-SHA256 keyed with the secret.
-    fn mac(&self) -> HmacSha256 {
-        // HMAC takes keys of any length, so this cannot fail.
-        <HmacSha256 as KeyInit>::new_from_slice(&self.0).expect("HMAC accepts any key length")
-    }
-}
-
-/// Why a secret file could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum SecretError {
-    /// The file could not be read.
-    #[error("cannot read the secret file {path}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The file holds nothing (or only a newline).
-    #[error("the secret file {path} is empty; write the shared secret into it")]
-    Empty {
-        /// The file.
-        path: PathBuf,
-    },
-}
-
-/// Reads a secret from `path` (a file, or `$CREDENTIALS_DIRECTORY/<name>` under systemd),
-/// dropping one trailing newline (`\n` or `\r\n`) as editors and `echo` add it. An empty
-/// secret is refused.
-pub fn read_secret(path: &Path) -> Result<Secret, SecretError> {
-    let mut bytes = std::fs::read(path).map_err(|source| SecretError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    if bytes.last() == Some(&b'\n') {
-        bytes.pop();
-        if bytes.last() == Some(&b'\r') {
-            bytes.pop();
-        }
-    }
-    Secret::new(bytes).ok_or_else(|| SecretError::Empty {
-        path: path.to_owned(),
-    })
-}
 
 /// Which forge's scheme a call was signed with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -229,12 +156,10 @@ fn check_hmac(
             reason: "expected 64 hex digits (HMAC-SHA256)",
         });
     }
-    secret
-        .mac()
-        .chain_update(body)
-        .verify_slice(&tag)
-        .map(|()| style)
-        .map_err(|_| WebhookError::BadSignature { style })
+    if !secret.signed(body, &tag) {
+        return Err(WebhookError::BadSignature { style });
+    }
+    Ok(style)
 }
 
 /// The `ref` of a push event's JSON body (`refs/heads/main`), if any.

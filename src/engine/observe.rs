@@ -2,8 +2,8 @@
 //! compares with the desired one, and the plan itself. Inventories of the Active
 //! deployment's workers may be read ahead while the ring compiles.
 
-use crate::adapters::causes;
 use super::{Context, EngineError, recorded_transport, transport};
+use crate::adapters::causes;
 use crate::adapters::transport::{Transport, TransportError, WorkerTransport};
 use crate::adapters::worker_dir::{Inventory, OnDisk};
 use crate::model::observed::{ManagedFile, ObservedState, ObservedWorker, PresentFile};

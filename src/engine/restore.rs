@@ -2,9 +2,9 @@
 //! deployment touched, and ringops' files removed from where a worker that moved used
 //! to be.
 
-use crate::adapters::causes;
 use super::switch::hooks;
 use super::{Context, EngineError, Target, recorded_transport, targets_from_record};
+use crate::adapters::causes;
 use crate::adapters::store::Store;
 use crate::adapters::transport::{Hooks, Transport};
 use crate::adapters::worker_dir::Batch;

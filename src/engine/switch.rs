@@ -3,8 +3,8 @@
 //! down) is tried again with backoff until a deadline; the outcome of each worker is
 //! recorded with the deployment.
 
-use crate::adapters::causes;
 use super::{Context, EngineError, Target};
+use crate::adapters::causes;
 use crate::adapters::store::{Store, WorkerEntry};
 use crate::adapters::transport::{Hooks, SwitchError, Transport, TransportError, WorkerTransport};
 use crate::adapters::worker_dir::{Applied, Batch};

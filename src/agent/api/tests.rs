@@ -2,10 +2,10 @@
 //! of the wire protocol tested together. Every wait is bounded.
 
 use super::*;
+use crate::adapters::http_auth::Secret;
 use crate::adapters::transport::HttpAgent;
 use crate::adapters::transport::http::AgentError;
 use crate::adapters::worker_dir::WorkerDir;
-use crate::daemon::webhook::Secret;
 use std::collections::BTreeMap;
 use tokio::sync::oneshot;
 
