@@ -5,7 +5,6 @@
 //!   [`MAY_IMPORT`] lets it, so the agent and the daemon share what they need through an
 //!   adapter, not through each other, and only `cli` (and `main`, `lib`) reach `cli`.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 const PURE: [&str; 5] = [
@@ -97,13 +96,6 @@ const MAY_IMPORT: [(&str, &[&str]); 9] = [
     ),
 ];
 
-/// Imports against [`MAY_IMPORT`] that exist today, as (file, layer reached), each to be
-/// removed: the engine still returns the report's `WorkerSync` (and `DriftedFile`) until
-/// they move into the model (issue 12). Empty it then: an entry that no longer happens
-/// fails the test, so the list cannot go stale.
-const ENGINE_TO_REPORT_UNTIL_WORKER_SYNC_MOVES: [(&str, &str); 1] =
-    [("src/engine/sync.rs", "report")];
-
 /// One `crate::<layer>` path in production code.
 struct Import {
     file: PathBuf,
@@ -119,7 +111,6 @@ fn dependencies_between_layers_point_down() {
     sources(&src, &mut files);
     let tests = test_only_files(&files);
     let mut offences = Vec::new();
-    let mut allowed_seen = BTreeSet::new();
     let mut imports_seen = 0;
     for file in files
         .iter()
@@ -139,33 +130,18 @@ fn dependencies_between_layers_point_down() {
                 continue;
             }
             let rel = import.file.strip_prefix(root).unwrap_or(&import.file);
-            let rel = rel.to_string_lossy().replace('\\', "/");
-            let known = ENGINE_TO_REPORT_UNTIL_WORKER_SYNC_MOVES
-                .iter()
-                .find(|(f, l)| *f == rel && *l == import.layer);
-            match known {
-                Some(entry) => {
-                    allowed_seen.insert(*entry);
-                }
-                None => offences.push(format!(
-                    "{rel}:{}: `{from}` imports `crate::{}`",
-                    import.line, import.layer
-                )),
-            }
+            offences.push(format!(
+                "{}:{}: `{from}` imports `crate::{}`",
+                rel.display(),
+                import.line,
+                import.layer
+            ));
         }
     }
     assert!(
         imports_seen > 100,
         "found only {imports_seen} crate:: paths"
     );
-    for entry in ENGINE_TO_REPORT_UNTIL_WORKER_SYNC_MOVES {
-        if !allowed_seen.contains(&entry) {
-            offences.push(format!(
-                "{}: no longer imports `crate::{}`: remove it from ENGINE_TO_REPORT_UNTIL_WORKER_SYNC_MOVES",
-                entry.0, entry.1
-            ));
-        }
-    }
     assert!(
         offences.is_empty(),
         "dependencies must point down (see MAY_IMPORT):\n{}",

@@ -6,13 +6,14 @@ use super::history::{Format, open_reader, store_failure};
 use super::{Context, Failure, Outcome, block_on, emit, engine_failure};
 use crate::adapters::objects::ObjectStore;
 use crate::adapters::store::{Store, StoreReader};
-use crate::adapters::transport::{Transport, WorkerTransport};
+use crate::adapters::transport::{SwitchError, Transport, WorkerTransport};
+use crate::adapters::worker_dir::Applied;
 use crate::engine;
-use crate::engine::sync::{compare, drift_kind};
+use crate::engine::sync::compare;
 use crate::model::deployment::{Deployment, Drift, Placement, WrittenArtifact};
+use crate::model::observed::{Difference, DriftedFile, WorkerSync};
 use crate::pipeline::plan::unified_diff;
 use crate::report::drift::{self as report, DriftReport, FileDrift, FixOutcome, RingDrift};
-use crate::report::history::WorkerSync;
 use clap::Args;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -157,13 +158,40 @@ async fn ring_drift(
         let sensitive = placements
             .get(&worker)
             .map_or(&[][..], |p| p.sensitive.as_slice());
+        let seen = Seen {
+            objects: &objects,
+            transport: &transports[&worker],
+            written,
+            sensitive,
+        };
+        let files = seen.files(drifted).await;
+        ring.workers.push(report::WorkerDrift {
+            worker,
+            files,
+            fix: None,
+        });
+    }
+    Ok(ring)
+}
+
+/// One drifted worker as read, for the diffs of its edited files.
+struct Seen<'a> {
+    objects: &'a ObjectStore,
+    transport: &'a WorkerTransport,
+    written: &'a [WrittenArtifact],
+    sensitive: &'a [String],
+}
+
+impl Seen<'_> {
+    /// The drifted files as reported, edited ones with their diff.
+    async fn files(&self, drifted: Vec<DriftedFile>) -> Vec<FileDrift> {
         let mut files = Vec::new();
         for d in drifted {
-            let diff = match d.how.as_str() {
-                "edited" => {
-                    let deployed = written.iter().find(|a| a.path == d.path);
-                    let transport = &transports[&worker];
-                    Some(file_diff(&objects, transport, &d.path, deployed, sensitive).await)
+            let diff = match d.how {
+                Difference::Edited => {
+                    let deployed = self.written.iter().find(|a| a.path == d.path);
+                    let (objects, transport) = (self.objects, self.transport);
+                    Some(file_diff(objects, transport, &d.path, deployed, self.sensitive).await)
                 }
                 _ => None,
             };
@@ -173,13 +201,8 @@ async fn ring_drift(
                 diff,
             });
         }
-        ring.workers.push(report::WorkerDrift {
-            worker,
-            files,
-            fix: None,
-        });
+        files
     }
-    Ok(ring)
 }
 
 /// Deployed → on the worker, unless the artifact holds sensitive values.
@@ -230,32 +253,7 @@ fn fix(ctx: &Context, report: &mut DriftReport) -> Result<(), Failure> {
         let deployment = ring.deployment.to_string();
         let how = engine::switch::Switching::repair(&ring.ring, &deployment);
         let results = block_on(engine::switch_all(&engine, &targets, &how))?.results;
-        let mut drift = Vec::new();
-        for worker in &mut ring.workers {
-            worker.fix = Some(match results.get(&worker.worker) {
-                Some(Ok(_)) => FixOutcome::Restored,
-                Some(Err(e)) => FixOutcome::Failed(crate::adapters::causes(e.error())),
-                None => FixOutcome::Failed("not attempted".to_owned()),
-            });
-            let fixed = matches!(worker.fix, Some(FixOutcome::Restored));
-            for f in &worker.files {
-                drift.push(Drift {
-                    ring: ring.ring.clone(),
-                    worker: worker.worker.clone(),
-                    path: f.path.clone(),
-                    kind: drift_kind(&f.how),
-                    summary: format!(
-                        "{}; {}",
-                        f.how,
-                        if fixed {
-                            "restored by `ringops drift --fix`"
-                        } else {
-                            "restoring failed"
-                        }
-                    ),
-                });
-            }
-        }
+        let drift = fixed_drift(ring, &results);
         store
             .record_drift(&drift)
             .map_err(|e| Failure::Internal(e.into()))?;
@@ -273,4 +271,33 @@ fn fix(ctx: &Context, report: &mut DriftReport) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// Notes on each worker of `ring` how its repair went; the drift to record.
+fn fixed_drift(
+    ring: &mut RingDrift,
+    results: &BTreeMap<String, Result<Applied, SwitchError>>,
+) -> Vec<Drift> {
+    let mut drift = Vec::new();
+    for worker in &mut ring.workers {
+        worker.fix = Some(match results.get(&worker.worker) {
+            Some(Ok(_)) => FixOutcome::Restored,
+            Some(Err(e)) => FixOutcome::Failed(crate::adapters::causes(e.error())),
+            None => FixOutcome::Failed("not attempted".to_owned()),
+        });
+        let outcome = match worker.fix {
+            Some(FixOutcome::Restored) => "restored by `ringops drift --fix`",
+            _ => "restoring failed",
+        };
+        for f in &worker.files {
+            drift.push(Drift {
+                ring: ring.ring.clone(),
+                worker: worker.worker.clone(),
+                path: f.path.clone(),
+                kind: f.how.kind(),
+                summary: format!("{}; {outcome}", f.how),
+            });
+        }
+    }
+    drift
 }

@@ -236,7 +236,7 @@ fn desired_of(ring: &str, targets: &[Target]) -> DesiredState {
                 })
                 .collect();
             let state = WorkerState {
-                target: Some(t.placement.location.clone()),
+                target: t.placement.location.parse().ok(),
                 artifacts,
                 ..WorkerState::default()
             };

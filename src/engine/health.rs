@@ -48,8 +48,8 @@ impl RingHealth {
             .iter()
             .map(|(name, state)| {
                 let dir = match crate::engine::transport(state_dir, name, state) {
-                    Ok(WorkerTransport::Local(dir)) => Some(dir.root().to_owned()),
-                    _ => None,
+                    WorkerTransport::Local(dir) => Some(dir.root().to_owned()),
+                    WorkerTransport::Http(_) => None,
                 };
                 let worker = Worker {
                     name: name.clone(),

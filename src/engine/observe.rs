@@ -92,18 +92,13 @@ pub async fn observe_with(
     let mut reachable = Vec::new();
     let mut read = BTreeMap::new();
     for (name, state) in &desired.workers {
-        match transport(&ctx.state_dir, name, state) {
-            Ok(t) => match ahead.0.remove(name) {
-                Some((at, inventory)) if at == t.location() => {
-                    read.insert(name.clone(), Ok(inventory));
-                    reachable.push((name.clone(), t));
-                }
-                _ => reachable.push((name.clone(), t)),
-            },
-            Err(e) => {
-                observed.unreachable.insert(name.clone(), causes(&e));
-            }
+        let t = transport(&ctx.state_dir, name, state);
+        if let Some((at, inventory)) = ahead.0.remove(name)
+            && at == t.location()
+        {
+            read.insert(name.clone(), Ok(inventory));
         }
+        reachable.push((name.clone(), t));
     }
     let transports: BTreeMap<String, WorkerTransport> = reachable.iter().cloned().collect();
     let unread = reachable

@@ -10,7 +10,7 @@ use std::path::Path;
 
 fn desired(target: &Path) -> DesiredState {
     let mut state = WorkerState {
-        target: Some(format!("dir:{}", target.display())),
+        target: format!("dir:{}", target.display()).parse().ok(),
         ..WorkerState::default()
     };
     let artifact = Artifact::new("n=1\n".to_owned(), Vec::new(), Vec::new());

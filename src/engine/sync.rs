@@ -2,8 +2,8 @@
 //! `drift` and the daemon's drift watch share.
 
 use crate::adapters::worker_dir::{Inventory, OnDisk};
-use crate::model::deployment::{DriftKind, WrittenArtifact};
-use crate::report::history::{DriftedFile, WorkerSync};
+use crate::model::deployment::WrittenArtifact;
+use crate::model::observed::{Difference, DriftedFile, WorkerSync};
 use std::collections::BTreeSet;
 
 /// Compares the artifacts a deployment recorded with what a worker holds: every recorded
@@ -18,11 +18,13 @@ pub fn compare(recorded: &[WrittenArtifact], inventory: &Inventory) -> WorkerSyn
             {
                 continue;
             }
-            Some(OnDisk::File { .. }) => "edited".to_owned(),
-            Some(OnDisk::Missing) => "missing".to_owned(),
-            Some(OnDisk::NotAFile { what }) => format!("replaced by {what}"),
-            None if unmanaged.contains(artifact.path.as_str()) => "unmanaged".to_owned(),
-            None => "missing".to_owned(),
+            Some(OnDisk::File { .. }) => Difference::Edited,
+            Some(OnDisk::Missing) => Difference::Missing,
+            Some(OnDisk::NotAFile { what }) => Difference::Replaced {
+                what: (*what).to_owned(),
+            },
+            None if unmanaged.contains(artifact.path.as_str()) => Difference::Unmanaged,
+            None => Difference::Missing,
         };
         files.push(DriftedFile {
             path: artifact.path.clone(),
@@ -34,7 +36,7 @@ pub fn compare(recorded: &[WrittenArtifact], inventory: &Inventory) -> WorkerSyn
         if !paths.contains(path.as_str()) {
             files.push(DriftedFile {
                 path: path.clone(),
-                how: "extra".to_owned(),
+                how: Difference::Extra,
             });
         }
     }
@@ -51,19 +53,11 @@ pub fn compare(recorded: &[WrittenArtifact], inventory: &Inventory) -> WorkerSyn
     }
 }
 
-/// The recorded kind of a drifted file described by [`compare`].
-pub fn drift_kind(how: &str) -> DriftKind {
-    match how {
-        "missing" => DriftKind::Missing,
-        "extra" => DriftKind::Extra,
-        _ => DriftKind::Edited,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::adapters::worker_dir::{ManagedEntry, ManagedFile};
+    use crate::model::deployment::DriftKind;
     use std::collections::BTreeMap;
 
     fn artifact(path: &str, sha256: &str) -> WrittenArtifact {
@@ -122,22 +116,24 @@ mod tests {
             panic!("expected drift");
         };
         assert_eq!(files, recorded.len());
-        let got: Vec<(&str, &str)> = drifted
+        let got: Vec<(&str, String)> = drifted
             .iter()
-            .map(|f| (f.path.as_str(), f.how.as_str()))
+            .map(|f| (f.path.as_str(), f.how.to_string()))
             .collect();
-        assert_eq!(
-            got,
-            [
-                ("a/j/chmod", "edited"),
-                ("a/j/dir", "replaced by a folder"),
-                ("a/j/edited", "edited"),
-                ("a/j/gone", "missing"),
-                ("a/j/hand", "unmanaged"),
-                ("a/j/later", "extra"),
-                ("a/j/unknown", "missing"),
-            ]
-        );
+        let want = [
+            ("a/j/chmod", "edited"),
+            ("a/j/dir", "replaced by a folder"),
+            ("a/j/edited", "edited"),
+            ("a/j/gone", "missing"),
+            ("a/j/hand", "unmanaged"),
+            ("a/j/later", "extra"),
+            ("a/j/unknown", "missing"),
+        ];
+        let want: Vec<(&str, String)> = want.iter().map(|(p, h)| (*p, (*h).to_owned())).collect();
+        assert_eq!(got, want);
+        let kinds: Vec<DriftKind> = drifted.iter().map(|f| f.how.kind()).collect();
+        let (e, m, x) = (DriftKind::Edited, DriftKind::Missing, DriftKind::Extra);
+        assert_eq!(kinds, [e, e, e, m, e, x, m]);
     }
 
     #[test]

@@ -28,13 +28,8 @@ fn mode_of(artifact: &crate::model::Artifact) -> u32 {
 }
 
 /// The transport of a worker of the desired state.
-pub fn transport(
-    state_dir: &Path,
-    worker: &str,
-    state: &WorkerState,
-) -> Result<WorkerTransport, EngineError> {
-    WorkerTransport::for_target(state_dir, worker, state.target.as_deref())
-        .map_err(|e| EngineError::worker(worker, e))
+pub fn transport(state_dir: &Path, worker: &str, state: &WorkerState) -> WorkerTransport {
+    WorkerTransport::for_target(state_dir, worker, state.target.as_ref())
 }
 
 /// The transport of a worker where a deployment put it; deployments recorded before
@@ -46,7 +41,7 @@ pub fn recorded_transport(
 ) -> Result<WorkerTransport, EngineError> {
     match placement {
         Some(p) => WorkerTransport::from_location(&p.location),
-        None => WorkerTransport::for_target(state_dir, worker, None),
+        None => Ok(WorkerTransport::for_target(state_dir, worker, None)),
     }
     .map_err(|e| EngineError::worker(worker, e))
 }
@@ -88,7 +83,7 @@ pub fn targets_from_desired(
         .workers
         .iter()
         .map(|(name, state)| {
-            let transport = transport(state_dir, name, state)?;
+            let transport = transport(state_dir, name, state);
             let files = state
                 .artifacts
                 .iter()

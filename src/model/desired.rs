@@ -89,7 +89,7 @@ pub struct WorkerState {
     /// The worker's address, if any.
     pub address: Option<String>,
     /// How the worker is reached, if not the default local directory.
-    pub target: Option<String>,
+    pub target: Option<crate::model::Target>,
     /// Artifacts by worker-relative path.
     pub artifacts: BTreeMap<String, Artifact>,
     /// The group's `check` hook: run on the staged files before a switch.
@@ -105,7 +105,7 @@ impl WorkerState {
         let hook = |h: &HookSpec| serde_json::to_string(h).unwrap_or_default();
         let mut lines = Vec::new();
         if let Some(target) = &self.target {
-            lines.push(("@target", target.clone()));
+            lines.push(("@target", target.to_string()));
         }
         if let Some(check) = &self.check {
             lines.push(("@check", hook(check)));
@@ -223,7 +223,7 @@ mod tests {
         let plain = state();
         let mut moved = state();
         if let Some(w) = moved.workers.get_mut("w1") {
-            w.target = Some("dir:/srv/w1".into());
+            w.target = Some("dir:/srv/w1".parse().expect("target"));
         }
         let mut checked = state();
         let hook = HookSpec {

@@ -7,10 +7,12 @@ pub mod diagnostic;
 pub mod manifest;
 pub mod observed;
 pub mod plan;
+pub mod target;
 
 pub use desired::{Artifact, Bundle, DesiredState, WorkerState};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use plan::{Action, ActionKind, Plan, PlanSummary, WorkerPlan};
+pub use target::Target;
 
 /// A 1-based line and column in a repository file.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

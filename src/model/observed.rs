@@ -1,6 +1,9 @@
 //! What is really on a ring's workers: the other side of a plan once ringops deploys.
 
+use crate::model::deployment::DriftKind;
+use serde::{Serialize, Serializer};
 use std::collections::BTreeMap;
+use std::fmt;
 
 /// A file ringops wrote, as recorded in the worker's `managed.json`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,4 +46,85 @@ pub struct ObservedState {
     /// A digest of everything each readable worker reported: two reads with the same
     /// digest saw the same files (a saved plan's optimistic check).
     pub digests: BTreeMap<String, String>,
+}
+
+/// How a worker's files compare with a deployment's recorded artifacts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "sync", rename_all = "snake_case")]
+pub enum WorkerSync {
+    /// Every recorded artifact is on disk as written, and nothing more is managed.
+    InSync {
+        /// Number of artifacts checked.
+        files: usize,
+    },
+    /// Some files differ from the record.
+    Drifted {
+        /// Number of artifacts checked.
+        files: usize,
+        /// The files that differ, sorted by path.
+        drifted: Vec<DriftedFile>,
+    },
+    /// The worker's files could not be read.
+    Unreachable {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A file of a drifted worker.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct DriftedFile {
+    /// Worker-relative path.
+    pub path: String,
+    /// How it differs (shown and serialized as words: `edited`, `missing`, ...).
+    pub how: Difference,
+}
+
+/// How a file on a worker differs from what a deployment recorded.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Difference {
+    /// Its content or mode changed.
+    Edited,
+    /// It is gone.
+    Missing,
+    /// Managed, but no longer part of the deployment.
+    Extra,
+    /// Present, but not recorded as written by ringops.
+    Unmanaged,
+    /// Something else stands at its path: `what` (a directory, a link).
+    Replaced {
+        /// What stands there.
+        what: String,
+    },
+}
+
+impl Difference {
+    /// The kind recorded in the drift history.
+    pub fn kind(&self) -> DriftKind {
+        match self {
+            Difference::Missing => DriftKind::Missing,
+            Difference::Extra => DriftKind::Extra,
+            Difference::Edited | Difference::Unmanaged | Difference::Replaced { .. } => {
+                DriftKind::Edited
+            }
+        }
+    }
+}
+
+impl fmt::Display for Difference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Difference::Edited => f.pad("edited"),
+            Difference::Missing => f.pad("missing"),
+            Difference::Extra => f.pad("extra"),
+            Difference::Unmanaged => f.pad("unmanaged"),
+            Difference::Replaced { what } => f.pad(&format!("replaced by {what}")),
+        }
+    }
+}
+
+impl Serialize for Difference {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }

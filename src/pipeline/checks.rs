@@ -36,19 +36,13 @@ pub fn check_name(file: &str, name: &Spanned<String>, what: &str, diags: &mut Di
 
 /// Reports a worker target that is neither `dir:/absolute/path` nor an HTTP(S) URL.
 pub fn check_target(file: &str, target: &Spanned<String>, diags: &mut Diagnostics) {
-    let t = target.value.as_str();
-    let ok = match t.strip_prefix("dir:") {
-        Some(path) => path.starts_with('/') && !path.split('/').any(|c| c == ".."),
-        None => t.starts_with("https://") || t.starts_with("http://"),
+    let parsed = target.value.parse::<crate::model::Target>();
+    let error = match parsed {
+        Ok(t) if t.climbs() => crate::model::target::TargetError(target.value.clone()),
+        Ok(_) => return,
+        Err(e) => e,
     };
-    if !ok {
-        diags.error(
-            file,
-            target.at,
-            "invalid-target",
-            format!("invalid target `{t}`: expected `dir:/absolute/path` or `https://host:port`"),
-        );
-    }
+    diags.error(file, target.at, "invalid-target", error.to_string());
 }
 
 /// Every duration a ring spec sets (health, approvals, window).

@@ -126,7 +126,7 @@ impl<'a> Renderer<'a> {
                 let state = WorkerState {
                     group: w.group.to_owned(),
                     address: w.worker.address.clone(),
-                    target: w.worker.target.as_ref().map(|t| t.value.clone()),
+                    target: w.worker.target.as_ref().and_then(|t| t.value.parse().ok()),
                     artifacts: BTreeMap::new(),
                     check: self.hook(w.group, |g| &g.check),
                     reload: self.hook(w.group, |g| &g.reload),

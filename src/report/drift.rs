@@ -4,6 +4,7 @@
 
 use super::plural;
 use crate::model::deployment::DeploymentId;
+use crate::model::observed::Difference;
 use serde::Serialize;
 use std::fmt::Write;
 
@@ -60,8 +61,8 @@ pub enum FixOutcome {
 pub struct FileDrift {
     /// Worker-relative path.
     pub path: String,
-    /// `edited`, `missing`, `extra`, `unmanaged`, or what replaced it.
-    pub how: String,
+    /// How it differs from the record.
+    pub how: Difference,
     /// Deployed → on the worker, for edited text files that hold nothing sensitive.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
@@ -180,17 +181,17 @@ mod tests {
                     files: vec![
                         FileDrift {
                             path: "etl/extract/run.sh".into(),
-                            how: "edited".into(),
+                            how: Difference::Edited,
                             diff: Some("--- a/etl/extract/run.sh\n+++ b/etl/extract/run.sh\n@@ -1 +1 @@\n-echo 1\n+echo hacked\n".into()),
                         },
                         FileDrift {
                             path: "etl/load/secret.env".into(),
-                            how: "edited".into(),
+                            how: Difference::Edited,
                             diff: Some(SENSITIVE_DIFF.into()),
                         },
                         FileDrift {
                             path: "etl/load/run.sh".into(),
-                            how: "missing".into(),
+                            how: Difference::Missing,
                             diff: None,
                         },
                     ],

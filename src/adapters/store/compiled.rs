@@ -213,7 +213,7 @@ impl Encoder {
     fn worker(&mut self, w: &WorkerState, sources: &HashMap<&[String], usize>) {
         self.str(&w.group);
         self.opt(w.address.as_deref());
-        self.opt(w.target.as_deref());
+        self.opt(w.target.as_ref().map(ToString::to_string).as_deref());
         self.hook(w.check.as_ref());
         self.hook(w.reload.as_ref());
         self.len(w.artifacts.len());
@@ -310,6 +310,10 @@ impl Decoder<'_> {
     fn worker(&mut self, lists: &[Vec<String>]) -> Option<WorkerState> {
         let group = self.string()?;
         let (address, target) = (self.opt()?, self.opt()?);
+        let target = match target {
+            Some(text) => Some(text.parse().ok()?),
+            None => None,
+        };
         let (check, reload) = (self.hook()?, self.hook()?);
         let mut artifacts = BTreeMap::new();
         for _ in 0..self.len()? {

@@ -14,6 +14,7 @@ pub use http::HttpAgent;
 pub use local::LocalDir;
 
 use crate::adapters::worker_dir::{Applied, Batch, Inventory, WorkerDirError};
+use crate::model::Target;
 use crate::model::desired::HookSpec;
 use crate::model::manifest::DriftMode;
 use std::future::Future;
@@ -169,16 +170,18 @@ pub enum WorkerTransport {
 impl WorkerTransport {
     /// The transport of a worker: no target → `<state_dir>/workers/<worker>`,
     /// `dir:/abs/path` → that directory.
-    pub fn for_target(
-        state_dir: &Path,
-        worker: &str,
-        target: Option<&str>,
-    ) -> Result<Self, TransportError> {
+    pub fn for_target(state_dir: &Path, worker: &str, target: Option<&Target>) -> Self {
         match target {
-            None => Ok(Self::Local(LocalDir::new(
-                state_dir.join("workers").join(worker),
-            ))),
-            Some(t) => Self::from_location(t),
+            None => Self::Local(LocalDir::new(state_dir.join("workers").join(worker))),
+            Some(t) => Self::to(t),
+        }
+    }
+
+    /// The transport reaching `target`.
+    pub fn to(target: &Target) -> Self {
+        match target {
+            Target::Dir { path } => Self::Local(LocalDir::new(PathBuf::from(path))),
+            Target::Agent { url } => Self::Http(HttpAgent::new(url)),
         }
     }
 
@@ -194,17 +197,12 @@ impl WorkerTransport {
 
     /// The transport of a recorded location (`dir:/abs/path`, `https://host:port`).
     pub fn from_location(location: &str) -> Result<Self, TransportError> {
-        if HttpAgent::is_target(location) {
-            return Ok(Self::Http(HttpAgent::new(location)));
-        }
-        match location.strip_prefix("dir:") {
-            Some(path) if Path::new(path).is_absolute() => {
-                Ok(Self::Local(LocalDir::new(PathBuf::from(path))))
-            }
-            _ => Err(TransportError::Unsupported {
+        let target = location
+            .parse::<Target>()
+            .map_err(|_| TransportError::Unsupported {
                 target: location.to_owned(),
-            }),
-        }
+            })?;
+        Ok(Self::to(&target))
     }
 }
 

@@ -6,10 +6,10 @@ use super::{PassError, PassReport, Reconciler, lock};
 use crate::adapters::secrets::HostSecrets;
 use crate::adapters::store::Store;
 use crate::engine::switch::Switching;
-use crate::engine::{self, sync::compare, sync::drift_kind};
+use crate::engine::{self, sync::compare};
 use crate::model::deployment::{Deployment, DeploymentState, Drift};
 use crate::model::manifest::DriftMode;
-use crate::report::history::WorkerSync;
+use crate::model::observed::{Difference, WorkerSync};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -35,55 +35,62 @@ impl Reconciler {
         let ctx = self.engine(state_dir);
         let owners = worker_owners(&store)?;
         for ring in store.rings()? {
-            let active = store.active(&ring)?;
-            // Workers a rollout in progress (a paused canary) already switched hold its
-            // files, not the Active deployment's: they are kept to those.
-            let rollout = in_rollout(&store, &ring, active.as_ref())?;
-            if active.is_none() && rollout.is_none() {
-                continue;
-            }
             let mode = self
                 .policies
                 .get(&ring)
                 .map(|p| p.drift)
                 .unwrap_or_default();
-            let switched: BTreeSet<String> = match &rollout {
-                Some(d) => store.artifacts(d.id)?.into_keys().collect(),
-                None => BTreeSet::new(),
-            };
-            let recorded: BTreeSet<String> = match &active {
-                Some(a) => store.artifacts(a.id)?.into_keys().collect(),
-                None => BTreeSet::new(),
-            };
-            let mut on_active = BTreeSet::new();
-            let mut on_rollout = BTreeSet::new();
-            for worker in recorded.union(&switched) {
-                let elsewhere = owners.get(worker).is_some_and(|owner| owner != &ring);
-                if elsewhere || only.is_some_and(|o| !o.contains(worker)) {
-                    continue;
-                }
-                match switched.contains(worker) {
-                    true => on_rollout.insert(worker.clone()),
-                    false => on_active.insert(worker.clone()),
-                };
-            }
             let repair = Repair {
                 ring: &ring,
                 mode,
                 ctx: &ctx,
                 secrets,
             };
-            if let Some(a) = &active {
-                self.repair_one(&mut store, &repair, a, &on_active, &mut report)
-                    .await?;
-            }
-            if let Some(d) = &rollout {
-                self.repair_one(&mut store, &repair, d, &on_rollout, &mut report)
+            for (deployment, workers) in split_ring(&store, &ring, &owners, only)? {
+                self.repair_one(&mut store, &repair, &deployment, &workers, &mut report)
                     .await?;
             }
         }
         Ok(report)
     }
+}
+
+/// The ring's workers to check, by the deployment they must match: those a rollout in
+/// progress (a paused canary) already switched keep its files, the others the Active
+/// deployment's. A worker another ring owns now, or not in `only`, is left out.
+fn split_ring(
+    store: &Store,
+    ring: &str,
+    owners: &BTreeMap<String, String>,
+    only: Option<&BTreeSet<String>>,
+) -> Result<Vec<(Deployment, BTreeSet<String>)>, PassError> {
+    let active = store.active(ring)?;
+    let rollout = in_rollout(store, ring, active.as_ref())?;
+    let workers_of = |d: &Option<Deployment>| -> Result<BTreeSet<String>, PassError> {
+        Ok(match d {
+            Some(d) => store.artifacts(d.id)?.into_keys().collect(),
+            None => BTreeSet::new(),
+        })
+    };
+    let (recorded, switched) = (workers_of(&active)?, workers_of(&rollout)?);
+    let mut on_active = BTreeSet::new();
+    let mut on_rollout = BTreeSet::new();
+    for worker in recorded.union(&switched) {
+        let elsewhere = owners.get(worker).is_some_and(|owner| owner != ring);
+        if elsewhere || only.is_some_and(|o| !o.contains(worker)) {
+            continue;
+        }
+        match switched.contains(worker) {
+            true => on_rollout.insert(worker.clone()),
+            false => on_active.insert(worker.clone()),
+        };
+    }
+    let pairs = [(active, on_active), (rollout, on_rollout)];
+    Ok(pairs
+        .into_iter()
+        .filter_map(|(d, workers)| Some((d?, workers)))
+        .filter(|(_, workers)| !workers.is_empty())
+        .collect())
 }
 
 /// Which ring each worker belongs to now: of the Active deployments that placed it,
@@ -150,47 +157,43 @@ impl Reconciler {
             return Ok(());
         }
         let revert = repair.mode == DriftMode::Revert;
-        let mut fixed = BTreeSet::new();
-        if revert {
-            let names: Vec<String> = drifted.keys().cloned().collect();
-            let redact = repair.secrets.all_values();
-            let targets = engine::targets_from_record(
-                repair.ctx,
-                store,
-                deployment.id,
-                Some(&names),
-                &redact,
-            )?
-            .into_iter()
-            .map(|t| engine::targets::with_drift(t, repair.mode))
-            .collect::<Vec<_>>();
-            let how = Switching::repair(ring, &deployment.id.to_string());
-            let switched = engine::switch_all(repair.ctx, &targets, &how).await;
-            for (name, result) in switched.results {
-                match result {
-                    Ok(_) => {
-                        fixed.insert(name);
-                    }
-                    Err(e) => tracing::error!(
-                        ring, worker = %name, error = %crate::adapters::causes(e.error()),
-                        "cannot revert drift"
-                    ),
-                }
-            }
+        let fixed = match revert {
+            true => revert_drift(store, repair, deployment, &drifted).await?,
+            false => BTreeSet::new(),
+        };
+        let records = self.drift_records(repair, drifted, &fixed, report);
+        store.record_drift(&records)?;
+        if !fixed.is_empty() {
+            let names: Vec<&str> = fixed.iter().map(String::as_str).collect();
+            let message = format!("drift reverted by the daemon on {}", names.join(", "));
+            store.note(deployment.id, &message)?;
         }
+        Ok(())
+    }
+
+    /// The drift to record of `drifted` (for `drift: report` rings, only what was not
+    /// recorded before), also added to the pass's report.
+    fn drift_records(
+        &mut self,
+        repair: &Repair<'_>,
+        drifted: DriftedFiles,
+        fixed: &BTreeSet<String>,
+        report: &mut PassReport,
+    ) -> Vec<Drift> {
+        let revert = repair.mode == DriftMode::Revert;
         let mut records = Vec::new();
         for (worker, files) in drifted {
             let reverted = fixed.contains(&worker);
             for (path, how) in files {
-                let key = (worker.clone(), path.clone(), how.clone());
+                let key = (worker.clone(), path.clone(), how.to_string());
                 if !revert && !self.reported.insert(key) {
                     continue;
                 }
                 let drift = Drift {
-                    ring: ring.to_owned(),
+                    ring: repair.ring.to_owned(),
                     worker: worker.clone(),
                     path,
-                    kind: drift_kind(&how),
+                    kind: how.kind(),
                     summary: match (revert, reverted) {
                         (true, true) => format!("{how}; reverted"),
                         (true, false) => format!("{how}; reverting failed"),
@@ -201,14 +204,39 @@ impl Reconciler {
                 report.drift.push((drift, reverted));
             }
         }
-        store.record_drift(&records)?;
-        if !fixed.is_empty() {
-            let names: Vec<&str> = fixed.iter().map(String::as_str).collect();
-            let message = format!("drift reverted by the daemon on {}", names.join(", "));
-            store.note(deployment.id, &message)?;
-        }
-        Ok(())
+        records
     }
+}
+
+/// Puts the recorded files back on the drifted workers; those it reverted.
+async fn revert_drift(
+    store: &Store,
+    repair: &Repair<'_>,
+    deployment: &Deployment,
+    drifted: &DriftedFiles,
+) -> Result<BTreeSet<String>, PassError> {
+    let names: Vec<String> = drifted.keys().cloned().collect();
+    let redact = repair.secrets.all_values();
+    let targets =
+        engine::targets_from_record(repair.ctx, store, deployment.id, Some(&names), &redact)?
+            .into_iter()
+            .map(|t| engine::targets::with_drift(t, repair.mode))
+            .collect::<Vec<_>>();
+    let how = Switching::repair(repair.ring, &deployment.id.to_string());
+    let switched = engine::switch_all(repair.ctx, &targets, &how).await;
+    let mut fixed = BTreeSet::new();
+    for (name, result) in switched.results {
+        match result {
+            Ok(_) => {
+                fixed.insert(name);
+            }
+            Err(e) => tracing::error!(
+                ring = repair.ring, worker = %name, error = %crate::adapters::causes(e.error()),
+                "cannot revert drift"
+            ),
+        }
+    }
+    Ok(fixed)
 }
 
 /// Workers of the deployment whose files differ from the record (path and how), and
@@ -249,7 +277,7 @@ async fn drifted_workers(
 }
 
 /// Drifted files by worker: path and how.
-type DriftedFiles = BTreeMap<String, Vec<(String, String)>>;
+type DriftedFiles = BTreeMap<String, Vec<(String, Difference)>>;
 
 /// Every local worker directory of every ring's Active deployment, by worker: what the
 /// drift watch follows.

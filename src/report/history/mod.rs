@@ -10,6 +10,7 @@ use super::{plural, short};
 use crate::model::deployment::{
     Deployment, DeploymentEvent, DeploymentState, Timestamp, WorkerRecord, WrittenArtifact,
 };
+pub use crate::model::observed::{DriftedFile, WorkerSync};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -282,38 +283,6 @@ pub struct WorkerStatus {
     pub sync: WorkerSync,
 }
 
-/// How a worker's files compare with the Active deployment's artifacts.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "sync", rename_all = "snake_case")]
-pub enum WorkerSync {
-    /// Every recorded artifact is on disk as written, and nothing more is managed.
-    InSync {
-        /// Number of artifacts checked.
-        files: usize,
-    },
-    /// Some files differ from the record.
-    Drifted {
-        /// Number of artifacts checked.
-        files: usize,
-        /// The files that differ, sorted by path.
-        drifted: Vec<DriftedFile>,
-    },
-    /// The worker's files could not be read.
-    Unreachable {
-        /// Why.
-        reason: String,
-    },
-}
-
-/// A file of a drifted worker.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct DriftedFile {
-    /// Worker-relative path.
-    pub path: String,
-    /// How it differs: `edited`, `missing`, `extra`, `unmanaged`, or what replaced it.
-    pub how: String,
-}
-
 /// The writer lock as `status` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "lock", rename_all = "snake_case")]
@@ -419,7 +388,7 @@ fn drifted_text(drifted: &[DriftedFile], ring: &str) -> String {
     let rows: Vec<Vec<String>> = drifted
         .iter()
         .take(DRIFT_SHOWN)
-        .map(|f| vec![f.how.clone(), f.path.clone()])
+        .map(|f| vec![f.how.to_string(), f.path.clone()])
         .collect();
     let mut out = table(&rows, "      ");
     if drifted.len() > DRIFT_SHOWN {

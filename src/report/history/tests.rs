@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::model::deployment::{DeploymentId, WorkerOutcome};
+use crate::model::observed::Difference;
 
 const T0: i64 = 1_700_000_000;
 
@@ -94,7 +95,11 @@ fn status() -> Status {
     let drifted = (0..7)
         .map(|n| DriftedFile {
             path: format!("etl/job-{n}/job.yaml"),
-            how: if n == 0 { "missing" } else { "edited" }.to_owned(),
+            how: if n == 0 {
+                Difference::Missing
+            } else {
+                Difference::Edited
+            },
         })
         .collect();
     let mut latest = deployment(4, "dev", DeploymentState::Failed);
