@@ -8,7 +8,7 @@ use super::reconcile::PassError;
 use crate::adapters::secrets::HostSecrets;
 use crate::adapters::store::Store;
 use crate::engine::gates::Trust;
-use crate::engine::promotion::{self, Step};
+use crate::engine::promotion::{self, Advanced, Mover};
 use crate::engine::{self, compile::compile_ring};
 use crate::model::deployment::{Deployment, DeploymentState};
 use crate::pipeline::rollout::Gates;
@@ -53,39 +53,33 @@ async fn move_on(
     d: &Deployment,
     gates: &Gates,
 ) -> Result<Option<Deployment>, PassError> {
-    match promotion::next(store, d, gates, chrono::Utc::now())? {
-        Step::Wait { waiting, why } => {
-            if promotion::hold(store, d, waiting, &why)? {
+    let redact = secrets.all_values();
+    let mover = Mover {
+        actor: "the daemon",
+        redact: &redact,
+        now: chrono::Utc::now(),
+    };
+    let desired = || {
+        let bundle = trust.source.bundle_at(&d.commit, trust.path).ok()?;
+        let compiled =
+            tokio::task::block_in_place(|| compile_ring(&ctx.state_dir, &bundle, secrets, &d.ring));
+        compiled.ok()?.states.remove(&d.ring)
+    };
+    match promotion::advance(ctx, store, d, gates, &mover, desired).await? {
+        Advanced::Held {
+            waiting,
+            why,
+            noted,
+        } => {
+            if noted {
                 tracing::info!(deployment = %d.id, ring = %d.ring, %waiting, "held: {why}");
             }
             Ok(None)
         }
-        Step::Reject { why } => {
-            let why = format!("{why}; rejected by the daemon");
-            Ok(Some(promotion::reject(store, d, &why)?))
+        Advanced::Rejected { deployment, why } => {
+            tracing::warn!(deployment = %d.id, ring = %d.ring, "{why}");
+            Ok(Some(deployment))
         }
-        Step::Start => start(ctx, store, trust, secrets, d, gates).await.map(Some),
+        Advanced::Ran(ran) => Ok(Some(ran.end.deployment().clone())),
     }
-}
-
-/// Rolls a queued deployment out whose gates opened.
-async fn start(
-    ctx: &engine::Context,
-    store: &mut Store,
-    trust: &Trust<'_>,
-    secrets: &HostSecrets,
-    d: &Deployment,
-    gates: &Gates,
-) -> Result<Deployment, PassError> {
-    let bundle = trust.source.bundle_at(&d.commit, trust.path)?;
-    let compiled =
-        tokio::task::block_in_place(|| compile_ring(&ctx.state_dir, &bundle, secrets, &d.ring));
-    let Some(desired) = compiled.ok().and_then(|mut c| c.states.remove(&d.ring)) else {
-        let why = "its commit no longer compiles for the ring; promote again";
-        return Ok(store.transition(d.id, DeploymentState::Failed, why)?);
-    };
-    store.note(d.id, "gates open: started by the daemon")?;
-    let redact = secrets.all_values();
-    let run = promotion::run(ctx, store, d, &desired, gates, &redact).await?;
-    Ok(run.end.deployment().clone())
 }

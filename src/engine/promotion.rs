@@ -1,7 +1,7 @@
 //! What a ring's gates say of an unfinished deployment, decided once for the CLI, the
-//! daemon and the API ([`next`]), and acting on it: recording what it waits for
-//! ([`hold`]), failing it ([`reject`], [`abandon`]), or running its next batches
-//! ([`run`]).
+//! daemon and the API ([`next`]), and acting on it ([`advance`]): recording what it
+//! waits for ([`hold`]), failing it ([`reject`], [`abandon`]), or running its next
+//! batches ([`run`]).
 
 use super::deploy::{Deployed, Ending, OnFailure, Rollout, deploy, end_failed};
 use super::{Context, EngineError, targets_from_record};
@@ -11,6 +11,7 @@ use crate::model::DesiredState;
 use crate::model::deployment::{Deployment, DeploymentState, Waiting, WorkerOutcome};
 use crate::pipeline::rollout::{Decision, Gates, Queued};
 use chrono::{DateTime, Utc};
+use std::borrow::Borrow;
 use std::time::Duration;
 
 /// What a deployment's gates say of its next step.
@@ -106,6 +107,81 @@ fn between_batches(
         }));
     }
     Ok(None)
+}
+
+/// What [`advance`] did with a deployment.
+#[derive(Debug)]
+pub enum Advanced {
+    /// Held: what it waits for is recorded (`noted`: the reason is new).
+    Held {
+        /// What it waits for.
+        waiting: Waiting,
+        /// Why, in words.
+        why: String,
+        /// The reason was noted now (it differs from the last one noted).
+        noted: bool,
+    },
+    /// Failed by its gates (rejected, approvals timed out) or because its commit no
+    /// longer compiles.
+    Rejected {
+        /// The deployment, Failed.
+        deployment: Deployment,
+        /// Why.
+        why: String,
+    },
+    /// Run from where it stopped.
+    Ran(Deployed),
+}
+
+/// How [`advance`] acts for whoever moves a deployment on.
+pub struct Mover<'a> {
+    /// Who moves it (noted when gates open on a queued deployment or reject it).
+    pub actor: &'a str,
+    /// Secret values that hook output must never show.
+    pub redact: &'a [String],
+    /// When it is.
+    pub now: DateTime<Utc>,
+}
+
+/// Moves the unfinished deployment `d` on as `gates` say now ([`next`]): records what
+/// holds it, fails it when rejected or timed out, or runs it from where it stopped.
+/// `desired` compiles its commit, called only to run it; `None` (it no longer compiles)
+/// fails it.
+pub async fn advance<D: Borrow<DesiredState>>(
+    ctx: &Context,
+    store: &mut Store,
+    d: &Deployment,
+    gates: &Gates,
+    mover: &Mover<'_>,
+    desired: impl FnOnce() -> Option<D>,
+) -> Result<Advanced, EngineError> {
+    match next(store, d, gates, mover.now)? {
+        Step::Wait { waiting, why } => {
+            let noted = hold(store, d, waiting, &why)?;
+            Ok(Advanced::Held {
+                waiting,
+                why,
+                noted,
+            })
+        }
+        Step::Reject { why } => {
+            let why = format!("{why}; rejected by {}", mover.actor);
+            let deployment = reject(store, d, &why)?;
+            Ok(Advanced::Rejected { deployment, why })
+        }
+        Step::Start => {
+            let Some(desired) = desired() else {
+                let why = "its commit no longer compiles for the ring; promote again".to_owned();
+                let deployment = reject(store, d, &why)?;
+                return Ok(Advanced::Rejected { deployment, why });
+            };
+            if d.state == DeploymentState::Queued {
+                store.note(d.id, &format!("gates open: started by {}", mover.actor))?;
+            }
+            let ran = run(ctx, store, d, desired.borrow(), gates, mover.redact).await?;
+            Ok(Advanced::Ran(ran))
+        }
+    }
 }
 
 /// Records that `d` waits for `waiting`, noting `why` unless it is what was noted last;
