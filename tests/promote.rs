@@ -221,6 +221,24 @@ impl World {
         id
     }
 
+    /// Deploys the branch head to dev, promotes it to staging and queues it for
+    /// production (awaiting approval): the queued deployment's id.
+    fn queue_production(&self) -> String {
+        self.run(&["apply", "--ring", "dev", "--yes"]).expect(0);
+        self.run(&["promote", "staging"]).expect(0);
+        deployment_id(&self.run(&["promote", "production"]))
+    }
+
+    /// Commits `freeze: true` for production on the tracked branch.
+    fn freeze_production_at_the_head(&self) {
+        self.fleet.repo.edit(
+            RINGS,
+            "  autoRevert: true\n  values: {log_level: warn",
+            "  autoRevert: true\n  freeze: true\n  values: {log_level: warn",
+        );
+        self.fleet.repo.commit("incident: freeze production");
+    }
+
     /// [`World::canary_production`] continued to the end: production Active.
     fn release_production(&self) -> String {
         let id = self.canary_production();
@@ -547,9 +565,7 @@ fn queued_with_approval_timeout() -> (World, String) {
         "approvers: [alice, bob, carol], timeout: 1h}",
     );
     world.fleet.repo.commit("approval timeout");
-    world.run(&["apply", "--ring", "dev", "--yes"]).expect(0);
-    world.run(&["promote", "staging"]).expect(0);
-    let id = deployment_id(&world.run(&["promote", "production"]));
+    let id = world.queue_production();
     (world, id)
 }
 
@@ -1007,12 +1023,7 @@ fn a_freeze_pushed_while_a_canary_waits_stops_it_from_going_on_until_lifted() {
     let world = World::new("", "");
     let id = world.canary_production();
     let before = world.workers("");
-    world.fleet.repo.edit(
-        RINGS,
-        "  autoRevert: true\n  values: {log_level: warn",
-        "  autoRevert: true\n  freeze: true\n  values: {log_level: warn",
-    );
-    world.fleet.repo.commit("incident: freeze production");
+    world.freeze_production_at_the_head();
 
     let refused = world.run(&["promote", "production", "--continue"]);
     refused.expect(1);
@@ -1079,15 +1090,8 @@ fn queued_then_frozen_at_the_head() -> (World, String) {
     world.release_production();
     world.archive_as_avro();
     world.fleet.repo.commit("archive as avro");
-    world.run(&["apply", "--ring", "dev", "--yes"]).expect(0);
-    world.run(&["promote", "staging"]).expect(0);
-    let id = deployment_id(&world.run(&["promote", "production"]));
-    world.fleet.repo.edit(
-        RINGS,
-        "  autoRevert: true\n  values: {log_level: warn",
-        "  autoRevert: true\n  freeze: true\n  values: {log_level: warn",
-    );
-    world.fleet.repo.commit("incident: freeze production");
+    let id = world.queue_production();
+    world.freeze_production_at_the_head();
     (world, id)
 }
 
