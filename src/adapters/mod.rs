@@ -1,6 +1,8 @@
 //! IO at the edges, one external concern per file: Git sources, host secrets,
-//! rendered output on disk, and health checks and notifications over HTTP.
+//! rendered output on disk, and health checks and notifications over HTTP; the one
+//! backoff schedule their retries (and the engine's and daemon's) wait by.
 
+pub mod backoff;
 pub mod config_file;
 pub mod git;
 pub mod health;

@@ -6,11 +6,11 @@
 //! Delivery never holds up a rollout: [`Notifier::send`] only puts the event on each
 //! target's bounded queue (dropping the oldest event there when it is full) and
 //! returns. One background task per target posts its events in order, each attempt
-//! bounded by a timeout and retried with exponential backoff; so a slow or dead target
-//! delays only itself. Failures are logged with the target's name and host, never its
-//! URL (a Slack URL is a secret) or token, and counted ([`Notifier::stats`]) for
-//! `/metrics`. [`Notifier::flush`] waits for the queues to empty on shutdown; once the
-//! last handle is dropped, each task delivers what is still queued, then ends.
+//! bounded by a timeout and retried with backoff (doubling, with jitter); so a slow or
+//! dead target delays only itself. Failures are logged with the target's name and host,
+//! never its URL (a Slack URL is a secret) or token, and counted ([`Notifier::stats`])
+//! for `/metrics`. [`Notifier::flush`] waits for the queues to empty on shutdown; once
+//! the last handle is dropped, each task delivers what is still queued, then ends.
 
 mod deliver;
 mod queue;
@@ -124,7 +124,8 @@ pub struct NotifySettings {
     pub timeout: Duration,
     /// Attempts per event and target, the first included.
     pub attempts: u32,
-    /// Pause after the first failed attempt, doubled after each further one.
+    /// Pause after the first failed attempt, doubled after each further one; each
+    /// pause is lengthened by a random part of itself (see [`crate::adapters::backoff`]).
     pub backoff: Duration,
 }
 

@@ -1,9 +1,10 @@
 //! Switching workers to their targets, several at a time: every file of a worker in
 //! one switch, its hooks run by the transport. An unreachable worker (an agent that is
-//! down) is tried again with backoff until a deadline; the outcome of each worker is
+//! down) is tried again with backoff (with jitter) until a deadline; the outcome of each worker is
 //! recorded with the deployment.
 
 use super::{Context, EngineError, Target};
+use crate::adapters::backoff::Backoff;
 use crate::adapters::causes;
 use crate::adapters::store::{Store, WorkerEntry};
 use crate::adapters::transport::{Hooks, SwitchError, Transport, TransportError, WorkerTransport};
@@ -106,7 +107,7 @@ async fn collect(
     out
 }
 
-/// The first wait before switching an unreachable worker again.
+/// The first wait before switching an unreachable worker again (plus jitter).
 pub const UNREACHABLE_RETRY: Duration = Duration::from_millis(500);
 /// The longest wait between two switches of an unreachable worker.
 pub const UNREACHABLE_RETRY_MAX: Duration = Duration::from_secs(10);
@@ -120,9 +121,9 @@ struct One<'a> {
 
 impl One<'_> {
     /// Switches the worker, again while it is unreachable and `until` has not passed
-    /// (a doubling wait from [`UNREACHABLE_RETRY`] up to [`UNREACHABLE_RETRY_MAX`]);
-    /// then it fails with [`TransportError::GaveUp`]. Without `until` an unreachable
-    /// worker fails at once.
+    /// (a [`Backoff`] from [`UNREACHABLE_RETRY`] doubling up to
+    /// [`UNREACHABLE_RETRY_MAX`], with jitter, no wait past `until`); then it fails with
+    /// [`TransportError::GaveUp`]. Without `until` an unreachable worker fails at once.
     async fn switch(
         &self,
         batch: Batch,
@@ -130,7 +131,7 @@ impl One<'_> {
         until: Option<Instant>,
     ) -> Result<Applied, SwitchError> {
         let started = Instant::now();
-        let mut wait = UNREACHABLE_RETRY;
+        let mut waits = Backoff::new(UNREACHABLE_RETRY, UNREACHABLE_RETRY_MAX);
         let mut attempts = 1;
         let mut waiting = None;
         loop {
@@ -150,15 +151,14 @@ impl One<'_> {
                 }));
             };
             waiting.get_or_insert_with(|| self.waiting.enter(&hooks.ring, self.worker));
+            let wait = waits.next_delay().at_most(left);
             tracing::warn!(
                 worker = self.worker,
                 attempts,
                 error = %causes(&error),
-                "worker unreachable; trying again in {}",
-                humantime::format_duration(wait.min(left))
+                "worker unreachable; trying again in {wait}"
             );
-            tokio::time::sleep(wait.min(left)).await;
-            wait = (wait * 2).min(UNREACHABLE_RETRY_MAX);
+            tokio::time::sleep(wait.wait).await;
             attempts += 1;
         }
     }

@@ -1,9 +1,10 @@
 //! Posting events to one target: the target as resolved at start (URL checked, token
-//! read), the delivery task with its retries, and what is posted (the event as JSON,
-//! or a one-line Slack text).
+//! read), the delivery task with its retries (pausing by [`Backoff`]), and what is
+//! posted (the event as JSON, or a one-line Slack text).
 
 use super::queue::Queue;
 use super::{Event, NotifyError, TargetConfig, TargetKind};
+use crate::adapters::backoff::Backoff;
 use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use reqwest::{Client, StatusCode, Url};
 use serde::Serialize;
@@ -95,7 +96,9 @@ fn auth_header(
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Retry {
     pub(super) timeout: Duration,
+    /// Attempts per event, the first included; they bound the waits (no cap).
     pub(super) attempts: u32,
+    /// The first pause of the [`Backoff`] between attempts.
     pub(super) backoff: Duration,
 }
 
@@ -115,7 +118,7 @@ async fn deliver(
     retry: Retry,
     event: &Event,
 ) -> bool {
-    let mut pause = retry.backoff;
+    let mut pauses = Backoff::new(retry.backoff, Duration::MAX);
     for attempt in 1..=retry.attempts {
         let failure = match post(target, client, retry.timeout, event).await {
             Ok(()) => return true,
@@ -123,16 +126,16 @@ async fn deliver(
         };
         if failure.retryable() && attempt < retry.attempts {
             queue.retried();
+            let pause = pauses.next_delay();
             tracing::debug!(
                 target_name = %target.name,
                 host = %target.host,
                 deployment = %event.deployment,
                 attempt,
                 error = %failure,
-                "notification attempt failed; trying again"
+                "notification attempt failed; trying again in {pause}"
             );
-            tokio::time::sleep(pause).await;
-            pause = pause.saturating_mul(2);
+            tokio::time::sleep(pause.wait).await;
             continue;
         }
         tracing::warn!(

@@ -11,11 +11,11 @@
 //!
 //! Connections time out after [`CONNECT_TIMEOUT`]; reads after [`READ_TIMEOUT`]; a
 //! switch after [`SWITCH_TIMEOUT`] plus its hooks' timeouts. Every request is tried
-//! again when it could not connect ([`TRIES`] tries, waiting 200 ms then doubling): it
-//! never reached the agent, so a repeat is safe. A switch that connected is sent once
-//! (a longer wait for an agent that stays away is the rollout's, up to its progress
-//! deadline). Every error names the agent and the cause: unreachable, 401, 409 (as a
-//! generation mismatch), 422, 5xx.
+//! again when it could not connect ([`TRIES`] tries, waiting 200 ms then doubling, each
+//! wait with jitter: [`crate::adapters::backoff`]): it never reached the agent, so a
+//! repeat is safe. A switch that connected is sent once (a longer wait for an agent
+//! that stays away is the rollout's, up to its progress deadline). Every error names
+//! the agent and the cause: unreachable, 401, 409 (as a generation mismatch), 422, 5xx.
 //!
 //! A transport may carry the ring's drift mode ([`HttpAgent::with_drift`]); it travels
 //! with each generation, and the agent then reverts (or only records) hot edits until
@@ -24,6 +24,7 @@
 pub mod wire;
 
 use super::{Hooks, SwitchError, Transport, TransportError};
+use crate::adapters::backoff::Backoff;
 use crate::adapters::worker_dir::{
     Applied, Batch, Inventory, ManagedEntry, OnDisk, WorkerDirError,
 };
@@ -54,7 +55,7 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
 pub const SWITCH_TIMEOUT: Duration = Duration::from_secs(120);
 /// How many times a request that could not connect is sent.
 pub const TRIES: u32 = 3;
-/// The wait before the second try; each later one doubles it.
+/// The wait before the second try (plus jitter); each later one doubles it.
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 
 /// Why an agent could not be used.
@@ -216,19 +217,25 @@ impl HttpAgent {
         &self,
         build: impl Fn() -> Result<RequestBuilder, AgentError>,
     ) -> Result<reqwest::Response, AgentError> {
-        let mut wait = FIRST_RETRY;
+        // No cap: TRIES bounds the waits.
+        let mut waits = Backoff::new(FIRST_RETRY, Duration::MAX).take(TRIES as usize - 1);
         let mut attempt = 1;
         loop {
-            match build()?.send().await {
+            let error = match build()?.send().await {
                 Ok(response) => return Ok(response),
-                Err(e) if e.is_connect() && attempt < TRIES => {
-                    tracing::debug!(agent = %self.base, attempt, "cannot connect; trying again");
-                    tokio::time::sleep(wait).await;
-                    wait *= 2;
-                    attempt += 1;
-                }
-                Err(e) => return Err(self.unreachable(&e)),
-            }
+                Err(e) => e,
+            };
+            let wait = if error.is_connect() {
+                waits.next()
+            } else {
+                None
+            };
+            let Some(wait) = wait else {
+                return Err(self.unreachable(&error));
+            };
+            tracing::debug!(agent = %self.base, attempt, "cannot connect; trying again in {wait}");
+            tokio::time::sleep(wait.wait).await;
+            attempt += 1;
         }
     }
 

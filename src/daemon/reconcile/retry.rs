@@ -1,7 +1,9 @@
-//! Deployments that failed on a worker, tried again after a growing delay; success or a
-//! build failure (it would fail the same way) ends the retries.
+//! Deployments that failed on a worker, tried again after a growing delay (each ring's
+//! own [`Backoff`], kept while its failing commit stays the same); success or a build
+//! failure (it would fail the same way) ends the retries.
 
 use super::Reconciler;
+use crate::adapters::backoff::Backoff;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,8 @@ struct Retry {
     commit: String,
     attempts: u32,
     due: Instant,
+    /// The waits left for this commit.
+    backoff: Backoff,
 }
 
 /// The retries due, by ring.
@@ -37,30 +41,24 @@ impl Reconciler {
     }
 
     /// Notes how a deployment of `commit` to `ring` ended: a worker failure is tried
-    /// again after a growing delay; success or a build failure ends the retries.
+    /// again after a growing delay (from `backoff`, doubling up to [`MAX_BACKOFF`], with
+    /// jitter); success or a build failure ends the retries.
     pub(super) fn note_outcome(&mut self, ring: &str, commit: &str, retryable: bool) {
         if !retryable {
             self.retries.0.remove(ring);
             return;
         }
-        let attempts = match self.retries.0.get(ring) {
-            Some(r) if r.commit == commit => r.attempts + 1,
-            _ => 1,
+        let (attempts, mut backoff) = match self.retries.0.remove(ring) {
+            Some(r) if r.commit == commit => (r.attempts + 1, r.backoff),
+            _ => (1, Backoff::new(self.backoff, MAX_BACKOFF)),
         };
-        let delay = self
-            .backoff
-            .saturating_mul(1 << (attempts - 1).min(16))
-            .min(MAX_BACKOFF);
-        tracing::warn!(
-            ring,
-            attempts,
-            "deployment failed; trying again in {}",
-            humantime::format_duration(delay)
-        );
+        let delay = backoff.next_delay();
+        tracing::warn!(ring, attempts, "deployment failed; trying again in {delay}");
         let retry = Retry {
             commit: commit.to_owned(),
             attempts,
-            due: Instant::now() + delay,
+            due: Instant::now() + delay.wait,
+            backoff,
         };
         self.retries.0.insert(ring.to_owned(), retry);
     }
