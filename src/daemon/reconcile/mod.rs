@@ -87,7 +87,7 @@ pub struct Reconciler {
     reported: BTreeSet<(String, String, String)>,
     /// Rings whose deployment of the head failed on a worker: tried again later.
     retries: retry::Retries,
-    /// The first retry's delay; each later one doubles it, up to [`MAX_BACKOFF`].
+    /// The first retry's delay; each later one doubles it (plus jitter), up to [`MAX_BACKOFF`].
     pub backoff: Duration,
     /// How many workers are read or switched at once.
     pub concurrency: usize,
