@@ -24,7 +24,7 @@ use crate::adapters::store::{Store, StoreError};
 use crate::engine;
 use crate::model::Bundle;
 use crate::model::deployment::{Deployment, NewDeployment, Waiting};
-use crate::model::plan::Revision;
+use crate::model::plan::{Plan, Revision};
 use crate::pipeline::rollout::Gates;
 use crate::report;
 use clap::Args;
@@ -97,12 +97,7 @@ pub fn promote(ctx: &Context, args: &PromoteArgs) -> Outcome {
         return hold::continue_waiting(ctx, &mut store, &args.ring, Waiting::Continue);
     }
     let gates = effective_gates(ctx, &store, &args.ring, None)?.map_err(engine_failure)?;
-    let source_ring = gates.promotes_from.clone().ok_or_else(|| {
-        Failure::user(format!(
-            "ring `{}` does not promote from another ring (no `promotesFrom`); deploy it with `ringops apply --ring {}`",
-            args.ring, args.ring
-        ))
-    })?;
+    let source_ring = promotes_from(&gates, &args.ring)?;
     refuse_unfinished(&store, &args.ring)?;
     let source = promotable(&store, &source_ring, &args.ring)?;
     let emergency = match args.emergency {
@@ -127,25 +122,49 @@ pub fn promote(ctx: &Context, args: &PromoteArgs) -> Outcome {
     let (plan, _) = plan_against_workers(ctx, &bundle, &desired, head)?;
     emit(&report::text::render(&plan, true))?;
     refuse_unreachable(&plan)?;
-    if store
-        .active(&args.ring)
-        .map_err(internal)?
-        .is_some_and(|a| a.fingerprint == plan.fingerprint)
-    {
+    if runs_already(&store, &args.ring, &plan)? {
         emit(&format!(
             "Nothing to promote: ring {} already runs this.\n",
             args.ring
         ))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let (who, reason) = match &emergency {
-        Some(name) => (name.clone(), format!("EMERGENCY: {}", args.reason)),
-        None => (
-            actor(),
-            promotion_reason(&args.reason, &source, &source_ring),
-        ),
+    let new = new_deployment(args, &source, &source_ring, &plan, emergency.as_deref());
+    let deployment = queue(&mut store, &new, emergency.is_some())?;
+    proceed(ctx, &mut store, &deployment, &gates, &desired)
+}
+
+/// The ring `ring` promotes from (its `promotesFrom`), refused when it names none.
+fn promotes_from(gates: &Gates, ring: &str) -> Result<String, Failure> {
+    gates.promotes_from.clone().ok_or_else(|| {
+        Failure::user(format!(
+            "ring `{ring}` does not promote from another ring (no `promotesFrom`); deploy it with `ringops apply --ring {ring}`"
+        ))
+    })
+}
+
+/// Whether the ring's Active deployment already has the plan's fingerprint.
+fn runs_already(store: &Store, ring: &str, plan: &Plan) -> Result<bool, Failure> {
+    Ok(store
+        .active(ring)
+        .map_err(internal)?
+        .is_some_and(|a| a.fingerprint == plan.fingerprint))
+}
+
+/// The deployment promoting `source` into the ring, by the `emergency` approver when
+/// there is one (its reason marked so), else by the local actor.
+fn new_deployment(
+    args: &PromoteArgs,
+    source: &Deployment,
+    source_ring: &str,
+    plan: &Plan,
+    emergency: Option<&str>,
+) -> NewDeployment {
+    let (who, reason) = match emergency {
+        Some(name) => (name.to_owned(), format!("EMERGENCY: {}", args.reason)),
+        None => (actor(), promotion_reason(&args.reason, source, source_ring)),
     };
-    let new = NewDeployment {
+    NewDeployment {
         ring: args.ring.clone(),
         commit: source.commit.clone(),
         tree: source.tree.clone(),
@@ -153,9 +172,7 @@ pub fn promote(ctx: &Context, args: &PromoteArgs) -> Outcome {
         actor: who,
         reason,
         rollback_of: None,
-    };
-    let deployment = queue(&mut store, &new, emergency.is_some())?;
-    proceed(ctx, &mut store, &deployment, &gates, &desired)
+    }
 }
 
 /// The Active deployment of `source_ring` to promote into `ring`: refused while the
