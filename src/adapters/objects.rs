@@ -171,19 +171,17 @@ impl ObjectStore {
             wanted.insert(sha, bytes);
         }
         let missing = self.missing(wanted, present)?;
-        let mismatch = missing
-            .par_iter()
-            .with_min_len(64)
-            .find_map_any(|(sha, bytes)| {
-                let actual = sha256_hex(bytes);
-                (actual != *sha).then(|| ObjectError::Mismatch {
-                    sha: (*sha).to_owned(),
-                    actual,
-                })
-            });
-        if let Some(e) = mismatch {
-            return Err(e);
-        }
+        check_contents(&missing)?;
+        let dirty = self.fan_out_folders(&missing)?;
+        self.write_all(&missing)?;
+        let dirty: Vec<PathBuf> = dirty.into_iter().collect();
+        in_parallel(&dirty, |dir| sync_dir(dir))?;
+        Ok(missing.len())
+    }
+
+    /// Creates the fan-out folders the `missing` objects go to that do not exist yet;
+    /// returns every folder whose entries change, to be flushed once the objects are in.
+    fn fan_out_folders(&self, missing: &[(&str, &[u8])]) -> Result<BTreeSet<PathBuf>, ObjectError> {
         let mut dirty = BTreeSet::new();
         let fan_outs: BTreeSet<&str> = missing.iter().map(|(sha, _)| &sha[..2]).collect();
         for fan_out in fan_outs {
@@ -197,10 +195,16 @@ impl ObjectStore {
             }
             dirty.insert(dir);
         }
+        Ok(dirty)
+    }
+
+    /// Writes the `missing` objects into their fan-out folders (which exist), flushed
+    /// before any is renamed to its name; on failure no temporary file is left.
+    fn write_all(&self, missing: &[(&str, &[u8])]) -> Result<(), ObjectError> {
         // Written one by one (files created in one folder contend for its lock), flushed
         // many at a time, then renamed into place: a name never points at unflushed bytes.
         let mut temps = Vec::with_capacity(missing.len());
-        for (sha, bytes) in &missing {
+        for (sha, bytes) in missing {
             temps.push((self.write_temp(sha, bytes)?, *sha));
         }
         let flushed = in_parallel(&temps, |(temp, _)| {
@@ -224,9 +228,7 @@ impl ObjectStore {
                 return Err(ObjectError::Io { path, source });
             }
         }
-        let dirty: Vec<PathBuf> = dirty.into_iter().collect();
-        in_parallel(&dirty, |dir| sync_dir(dir))?;
-        Ok(missing.len())
+        Ok(())
     }
 
     /// The objects of `wanted` that are not in the store, in name order.
@@ -324,6 +326,24 @@ fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path)?.write_all(bytes)
+}
+
+/// Refuses objects whose bytes do not hash to the name given (checked several at a time).
+fn check_contents(objects: &[(&str, &[u8])]) -> Result<(), ObjectError> {
+    let mismatch = objects
+        .par_iter()
+        .with_min_len(64)
+        .find_map_any(|(sha, bytes)| {
+            let actual = sha256_hex(bytes);
+            (actual != *sha).then(|| ObjectError::Mismatch {
+                sha: (*sha).to_owned(),
+                actual,
+            })
+        });
+    match mismatch {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), ObjectError> {

@@ -4,11 +4,13 @@
 use super::config::FileConfig;
 use super::{Cli, Context, Failure, Outcome};
 use crate::adapters::http_auth::{Secret, is_loopback, read_secret};
+use crate::adapters::notify::{Notifier, NotifySettings};
 use crate::adapters::secrets::HostSecrets;
 use crate::daemon::http::{self, Service};
 use crate::daemon::reconcile::Paths;
-use crate::daemon::run::{self, Settings, Shared};
+use crate::daemon::run::{self, DaemonError, Settings, Shared};
 use clap::{Args, ValueEnum};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +68,36 @@ pub fn run(cli: &Cli, ctx: &Context, args: &DaemonArgs) -> Outcome {
     let file = read_config(cli)?;
     let settings = settings_from(cli, ctx, args, &file)?;
     let listen = listen_addr(args, &file)?;
+    let shared = Shared::default();
+    let service = service(args, &file, listen, &settings, &shared)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Internal(e.into()))?;
+    let reload = || {
+        let file = read_config(cli).map_err(|e| message(&e))?;
+        settings_from(cli, ctx, args, &file).map_err(|e| message(&e))
+    };
+    runtime.block_on(async {
+        let mut shared = shared;
+        shared.notifier = start_notifier(&file)?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| Failure::user(format!("cannot listen on {listen}: {e}")))?;
+        serve_while(listener, service, run::run(settings, shared, reload)).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The HTTP service over what the loop shares, with the webhook secret and the API
+/// token read; refuses a non-loopback `listen` without a token.
+fn service(
+    args: &DaemonArgs,
+    file: &FileConfig,
+    listen: SocketAddr,
+    settings: &Settings,
+    shared: &Shared,
+) -> Result<Service, Failure> {
     let webhook_secret = secret(
         args.webhook_secret_file
             .clone()
@@ -81,48 +113,46 @@ pub fn run(cli: &Cli, ctx: &Context, args: &DaemonArgs) -> Outcome {
             "refusing to serve the API on {listen} without an API token: set api_token_file, or listen on 127.0.0.1"
         )));
     }
-    let shared = Shared::default();
-    let service = Service {
+    Ok(Service {
         state_dir: settings.paths.state_dir.clone(),
         ready: Arc::clone(&shared.ready),
         metrics: Arc::clone(&shared.metrics),
         trigger: Arc::clone(&shared.trigger),
         webhook_secret,
         api_token,
+    })
+}
+
+/// The notifier posting to the configured targets; none when there are none. Starts
+/// its tasks, so it runs inside the runtime.
+fn start_notifier(file: &FileConfig) -> Result<Option<Notifier>, Failure> {
+    if file.notify.is_empty() {
+        return Ok(None);
+    }
+    let settings = NotifySettings {
+        targets: file.notify.clone(),
+        ..Default::default()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::Internal(e.into()))?;
-    let reload = || {
-        let file = read_config(cli).map_err(|e| message(&e))?;
-        settings_from(cli, ctx, args, &file).map_err(|e| message(&e))
-    };
-    runtime.block_on(async {
-        let mut shared = shared;
-        if !file.notify.is_empty() {
-            let settings = crate::adapters::notify::NotifySettings {
-                targets: file.notify.clone(),
-                ..Default::default()
-            };
-            let notifier = crate::adapters::notify::Notifier::start(settings)
-                .map_err(|e| Failure::User(e.into()))?;
-            shared.notifier = Some(notifier);
-        }
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| Failure::user(format!("cannot listen on {listen}: {e}")))?;
-        let stop = Arc::new(tokio::sync::Notify::new());
-        let stopped = Arc::clone(&stop);
-        let server = tokio::spawn(http::serve(listener, service, async move {
-            stopped.notified().await;
-        }));
-        let result = run::run(settings, shared, reload).await;
-        stop.notify_one();
-        let _ = server.await;
-        result.map_err(|e| Failure::Internal(e.into()))
-    })?;
-    Ok(ExitCode::SUCCESS)
+    let notifier = Notifier::start(settings).map_err(|e| Failure::User(e.into()))?;
+    Ok(Some(notifier))
+}
+
+/// Serves `service` on `listener` while `daemon` (the reconcile loop) runs; once it
+/// returns, stops the server and waits for the requests in flight.
+async fn serve_while(
+    listener: tokio::net::TcpListener,
+    service: Service,
+    daemon: impl Future<Output = Result<(), DaemonError>>,
+) -> Result<(), Failure> {
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let stopped = Arc::clone(&stop);
+    let server = tokio::spawn(http::serve(listener, service, async move {
+        stopped.notified().await;
+    }));
+    let result = daemon.await;
+    stop.notify_one();
+    let _ = server.await;
+    result.map_err(|e| Failure::Internal(e.into()))
 }
 
 fn message(failure: &Failure) -> String {

@@ -1,9 +1,10 @@
 //! `ringops plan`: what would change on each worker of a ring between two commits.
 
 use super::{Context, Failure, Outcome, emit};
+use crate::adapters::git::Source;
 use crate::engine;
 use crate::model::plan::Revision;
-use crate::model::{Bundle, DesiredState};
+use crate::model::{Bundle, DesiredState, Plan};
 use crate::pipeline::plan::{PlanInput, plan};
 use crate::report;
 use crate::report::saved::{Facts, SavedPlan};
@@ -56,53 +57,9 @@ impl PlanArgs {
 pub fn run(ctx: &Context, args: &PlanArgs) -> Outcome {
     let source = ctx.source()?;
     let head_name = args.head.clone().unwrap_or_else(|| ctx.default_rev());
-    let head_of = |bundle: &Bundle| Revision {
-        rev: head_name.clone(),
-        commit: bundle.commit.clone(),
-    };
     let (plan, head_bundle) = match &args.base {
-        Some(base_rev) => {
-            let head_bundle = source.bundle_at(&head_name, &ctx.path)?;
-            let base_bundle = source.bundle_at(base_rev, &ctx.path)?;
-            // The two sides compile independently: one thread each.
-            let (base, head) = both_sides(
-                || desired(ctx, "base", base_rev, &base_bundle, &args.ring, true),
-                || desired(ctx, "head", &head_name, &head_bundle, &args.ring, false),
-            )?;
-            let input = PlanInput {
-                path: head_bundle.root.clone(),
-                base: Some(Revision {
-                    rev: base_rev.clone(),
-                    commit: base_bundle.commit.clone(),
-                }),
-                head: head_of(&head_bundle),
-                changed_files: base_bundle.changed_files(&head_bundle),
-            };
-            let plan = plan(&base, &head, input);
-            super::leave_to_exit((base, head, base_bundle));
-            (plan, head_bundle)
-        }
-        None => {
-            // The workers are read while the head side compiles.
-            let (ahead, compiled) = super::apply::with_read_ahead(ctx, &args.ring, || {
-                let bundle = source.bundle_at(&head_name, &ctx.path)?;
-                let head = desired(ctx, "head", &head_name, &bundle, &args.ring, false)?;
-                Ok::<_, Failure>((bundle, head))
-            })?;
-            let (head_bundle, head) = compiled?;
-            let (plan, observed) = super::apply::plan_against_workers_with(
-                ctx,
-                &head_bundle,
-                &head,
-                head_of(&head_bundle),
-                ahead,
-            )?;
-            if let Some(out) = &args.out {
-                save(ctx, &plan, &observed, out)?;
-            }
-            super::leave_to_exit((head, observed));
-            (plan, head_bundle)
-        }
+        Some(base_rev) => plan_between(ctx, args, &source, base_rev, &head_name)?,
+        None => plan_against_workers(ctx, args, &source, &head_name)?,
     };
     let text = match args.format {
         Format::Text => report::text::render(&plan, true),
@@ -118,10 +75,77 @@ pub fn run(ctx: &Context, args: &PlanArgs) -> Outcome {
     })
 }
 
+/// The head revision as the plan names it: the name asked for and the bundle's commit.
+fn head_revision(head_name: &str, bundle: &Bundle) -> Revision {
+    Revision {
+        rev: head_name.to_owned(),
+        commit: bundle.commit.clone(),
+    }
+}
+
+/// The plan from `base_rev` to the head, both compiled from the source (`--base`); the
+/// workers are not read. Returns the head's bundle beside it.
+fn plan_between(
+    ctx: &Context,
+    args: &PlanArgs,
+    source: &Source,
+    base_rev: &str,
+    head_name: &str,
+) -> Result<(Plan, Bundle), Failure> {
+    let head_bundle = source.bundle_at(head_name, &ctx.path)?;
+    let base_bundle = source.bundle_at(base_rev, &ctx.path)?;
+    // The two sides compile independently: one thread each.
+    let (base, head) = both_sides(
+        || desired(ctx, "base", base_rev, &base_bundle, &args.ring, true),
+        || desired(ctx, "head", head_name, &head_bundle, &args.ring, false),
+    )?;
+    let input = PlanInput {
+        path: head_bundle.root.clone(),
+        base: Some(Revision {
+            rev: base_rev.to_owned(),
+            commit: base_bundle.commit.clone(),
+        }),
+        head: head_revision(head_name, &head_bundle),
+        changed_files: base_bundle.changed_files(&head_bundle),
+    };
+    let plan = plan(&base, &head, input);
+    super::leave_to_exit((base, head, base_bundle));
+    Ok((plan, head_bundle))
+}
+
+/// The plan from what the ring's workers hold to the head (no `--base`), saved for
+/// `apply PLAN.json` with `--out`. Returns the head's bundle beside it.
+fn plan_against_workers(
+    ctx: &Context,
+    args: &PlanArgs,
+    source: &Source,
+    head_name: &str,
+) -> Result<(Plan, Bundle), Failure> {
+    // The workers are read while the head side compiles.
+    let (ahead, compiled) = super::apply::with_read_ahead(ctx, &args.ring, || {
+        let bundle = source.bundle_at(head_name, &ctx.path)?;
+        let head = desired(ctx, "head", head_name, &bundle, &args.ring, false)?;
+        Ok::<_, Failure>((bundle, head))
+    })?;
+    let (head_bundle, head) = compiled?;
+    let (plan, observed) = super::apply::plan_against_workers_with(
+        ctx,
+        &head_bundle,
+        &head,
+        head_revision(head_name, &head_bundle),
+        ahead,
+    )?;
+    if let Some(out) = &args.out {
+        save(ctx, &plan, &observed, out)?;
+    }
+    super::leave_to_exit((head, observed));
+    Ok((plan, head_bundle))
+}
+
 /// Writes the plan with what `apply PLAN.json` checks again, atomically.
 fn save(
     ctx: &Context,
-    plan: &crate::model::Plan,
+    plan: &Plan,
     observed: &crate::model::observed::ObservedState,
     out: &std::path::Path,
 ) -> Result<(), Failure> {

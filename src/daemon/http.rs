@@ -216,52 +216,94 @@ async fn hook(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let service = &state.service;
-    let refuse = |result: WebhookResult, status: StatusCode, message: &str| {
-        service.metrics.webhook(result);
-        error(status, message)
-    };
+    let metrics = &service.metrics;
     let Some(secret) = &service.webhook_secret else {
         let message = "the webhook is off: no webhook secret is configured";
-        return refuse(WebhookResult::Disabled, StatusCode::NOT_FOUND, message);
+        return refuse(
+            metrics,
+            WebhookResult::Disabled,
+            StatusCode::NOT_FOUND,
+            message,
+        );
     };
-    let body = match body {
+    let body = match hook_body(body) {
         Ok(body) => body,
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            let message = format!("the body is larger than {BODY_LIMIT} bytes");
-            return refuse(
-                WebhookResult::TooLarge,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &message,
-            );
-        }
-        Err(e) => {
-            return refuse(WebhookResult::Malformed, e.status(), "cannot read the body");
+        Err(refusal) => {
+            return refuse(metrics, refusal.result, refusal.status, &refusal.message);
         }
     };
     let verified = match webhook::verify(&headers, &body, secret) {
         Ok(verified) => verified,
         Err(e) => {
             tracing::warn!(error = %e, "webhook call refused");
-            return refuse(e.result(), StatusCode::UNAUTHORIZED, &e.to_string());
+            return refuse(
+                metrics,
+                e.result(),
+                StatusCode::UNAUTHORIZED,
+                &e.to_string(),
+            );
         }
     };
-    if let Err(not_until) = state.limiter.check() {
-        let wait = not_until.wait_time_from(DefaultClock::default().now());
-        tracing::debug!(?wait, "webhook call over the rate limit");
-        let mut response = refuse(
-            WebhookResult::RateLimited,
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many webhook calls; a fetch is already on its way",
-        );
-        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    if let Some(response) = over_rate_limit(&state) {
         return response;
     }
     tracing::info!(style = %verified.style, git_ref = ?verified.git_ref, "webhook: fetching the source");
     service.trigger.notify_one();
-    service.metrics.webhook(WebhookResult::Accepted);
+    metrics.webhook(WebhookResult::Accepted);
+    accepted(verified)
+}
+
+/// Counts a refused webhook call as `result` and answers it with `status` and `message`.
+fn refuse(metrics: &Metrics, result: WebhookResult, status: StatusCode, message: &str) -> Response {
+    metrics.webhook(result);
+    error(status, message)
+}
+
+/// Why a webhook call is refused before its signature is checked.
+struct Refusal {
+    result: WebhookResult,
+    status: StatusCode,
+    message: String,
+}
+
+/// The webhook's body, or why it is refused: too large (413) or unreadable.
+fn hook_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Refusal> {
+    match body {
+        Ok(body) => Ok(body),
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(Refusal {
+            result: WebhookResult::TooLarge,
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!("the body is larger than {BODY_LIMIT} bytes"),
+        }),
+        Err(e) => Err(Refusal {
+            result: WebhookResult::Malformed,
+            status: e.status(),
+            message: "cannot read the body".to_owned(),
+        }),
+    }
+}
+
+/// The 429 refusal, with `Retry-After` in whole seconds (at least 1), when this verified
+/// call is over the webhook's rate limit; `None` when it may go on.
+fn over_rate_limit(state: &Shared) -> Option<Response> {
+    let not_until = state.limiter.check().err()?;
+    let wait = not_until.wait_time_from(DefaultClock::default().now());
+    tracing::debug!(?wait, "webhook call over the rate limit");
+    let mut response = refuse(
+        &state.service.metrics,
+        WebhookResult::RateLimited,
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many webhook calls; a fetch is already on its way",
+    );
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    Some(response)
+}
+
+/// The 202 answer to an accepted webhook call: how it was signed and the pushed ref.
+fn accepted(verified: webhook::Verified) -> Response {
     #[derive(Serialize)]
     struct Accepted {
         format_version: u32,

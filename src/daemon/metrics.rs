@@ -13,7 +13,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::{Metric, Registry, Unit};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Mutex, PoisonError};
@@ -102,20 +102,14 @@ fn reconcile_histogram() -> Histogram {
 /// method takes `&self`.
 pub struct Metrics {
     registry: Registry,
-    deployments: Family<DeploymentLabels, Gauge>,
+    state: StateFamilies,
     /// The `(ring, state)` series the last [`Metrics::set_deployments`] set; also
     /// serializes refreshes so two scrapes never interleave their updates.
     deployment_series: Mutex<BTreeSet<DeploymentLabels>>,
-    drift_events: Family<DriftLabels, Counter>,
-    worker_unreachable: Family<WorkerLabels, Gauge>,
     /// What the drift passes and the switches waiting now say of each worker.
     worker_series: Mutex<WorkerSeries>,
-    reconcile_duration: Family<RingLabels, Histogram, fn() -> Histogram>,
-    drift_scan_duration: Histogram,
-    last_sync: Family<RingLabels, Gauge>,
-    fetch_errors: Counter,
-    webhook_requests: Family<ResultLabels, Counter>,
-    notifications: Family<ResultLabels, Counter>,
+    timing: TimingFamilies,
+    events: EventFamilies,
     /// The notifier's totals at the last [`Metrics::notified`]: delivered, failed, dropped.
     notified_before: Mutex<[u64; 3]>,
     /// The workers the daemon's switches wait for now (shared with its engine context).
@@ -144,82 +138,16 @@ impl Metrics {
     /// A registry with every metric; the webhook results and fetch errors start at 0.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("ringops");
-        let deployments = Family::<DeploymentLabels, Gauge>::default();
-        registry.register(
-            "deployments",
-            "Deployments in the state by ring and lifecycle state (pruned ones left out)",
-            deployments.clone(),
-        );
-        let drift_events = Family::<DriftLabels, Counter>::default();
-        registry.register(
-            "drift_events",
-            "Drifted files seen on workers, by ring and kind",
-            drift_events.clone(),
-        );
-        let worker_unreachable = Family::<WorkerLabels, Gauge>::default();
-        registry.register(
-            "worker_unreachable",
-            "1 when the daemon's last read of a worker of an Active deployment (or a rollout) failed, such as an agent that is down; 0 when it answered",
-            worker_unreachable.clone(),
-        );
-        let reconcile_duration: Family<RingLabels, Histogram, fn() -> Histogram> =
-            Family::new_with_constructor(reconcile_histogram);
-        registry.register_with_unit(
-            "reconcile_duration",
-            "Time one reconcile pass of a ring took",
-            Unit::Seconds,
-            reconcile_duration.clone(),
-        );
-        let drift_scan_duration = reconcile_histogram();
-        registry.register_with_unit(
-            "drift_scan_duration",
-            "Time one full drift scan of every ring's workers took",
-            Unit::Seconds,
-            drift_scan_duration.clone(),
-        );
-        let last_sync = Family::<RingLabels, Gauge>::default();
-        registry.register_with_unit(
-            "last_successful_sync_timestamp",
-            "Unix time of the ring's last reconcile pass that succeeded",
-            Unit::Seconds,
-            last_sync.clone(),
-        );
-        let fetch_errors = Counter::default();
-        registry.register(
-            "source_fetch_errors",
-            "Failed reads or fetches of the Git source",
-            fetch_errors.clone(),
-        );
-        let webhook_requests = Family::<ResultLabels, Counter>::default();
-        registry.register(
-            "webhook_requests",
-            "Calls of POST /hooks/git by result",
-            webhook_requests.clone(),
-        );
-        let notifications = Family::<ResultLabels, Counter>::default();
-        registry.register(
-            "notifications",
-            "Deployment notifications by result (delivered, failed after retries, dropped from a full queue)",
-            notifications.clone(),
-        );
-        for result in WebhookResult::ALL {
-            let _ = webhook_requests.get_or_create(&ResultLabels {
-                result: result.as_str(),
-            });
-        }
+        let state = StateFamilies::register(&mut registry);
+        let timing = TimingFamilies::register(&mut registry);
+        let events = EventFamilies::register(&mut registry);
         Self {
             registry,
-            deployments,
+            state,
             deployment_series: Mutex::default(),
-            drift_events,
-            worker_unreachable,
             worker_series: Mutex::default(),
-            reconcile_duration,
-            drift_scan_duration,
-            last_sync,
-            fetch_errors,
-            webhook_requests,
-            notifications,
+            timing,
+            events,
             notified_before: Mutex::default(),
             waiting: crate::engine::waiting::WaitingSet::default(),
         }
@@ -240,14 +168,14 @@ impl Metrics {
             })
             .collect();
         for gone in series.difference(&fresh) {
-            self.deployments.remove(gone);
+            self.state.deployments.remove(gone);
         }
         for (ring, state, count) in counts {
             let labels = DeploymentLabels {
                 ring: ring.clone(),
                 state: state.clone(),
             };
-            self.deployments.get_or_create(&labels).set(*count);
+            self.state.deployments.get_or_create(&labels).set(*count);
         }
         *series = fresh;
     }
@@ -265,12 +193,13 @@ impl Metrics {
             .collect();
         if full {
             for gone in series.reached.keys().filter(|l| !fresh.contains_key(*l)) {
-                self.worker_unreachable.remove(gone);
+                self.state.worker_unreachable.remove(gone);
             }
             series.reached.clear();
         }
         for (labels, down) in &fresh {
-            self.worker_unreachable
+            self.state
+                .worker_unreachable
                 .get_or_create(labels)
                 .set(i64::from(*down));
         }
@@ -285,24 +214,26 @@ impl Metrics {
         for done in series.waiting.difference(&now) {
             match series.reached.get(done) {
                 Some(down) => {
-                    self.worker_unreachable
+                    self.state
+                        .worker_unreachable
                         .get_or_create(done)
                         .set(i64::from(*down));
                 }
                 None => {
-                    self.worker_unreachable.remove(done);
+                    self.state.worker_unreachable.remove(done);
                 }
             }
         }
         for labels in &now {
-            self.worker_unreachable.get_or_create(labels).set(1);
+            self.state.worker_unreachable.get_or_create(labels).set(1);
         }
         series.waiting = now;
     }
 
     /// Counts one drifted file seen on a worker of `ring`.
     pub fn drift(&self, ring: &str, kind: DriftKind) {
-        self.drift_events
+        self.state
+            .drift_events
             .get_or_create(&DriftLabels {
                 ring: ring.to_owned(),
                 kind: kind.as_str().to_owned(),
@@ -312,26 +243,28 @@ impl Metrics {
 
     /// Records how long one reconcile pass of `ring` took.
     pub fn reconcile(&self, ring: &str, took: Duration) {
-        self.reconcile_duration
+        self.timing
+            .reconcile_duration
             .get_or_create(&ring_labels(ring))
             .observe(took.as_secs_f64());
     }
 
     /// Records how long one full drift scan took.
     pub fn drift_scan(&self, took: Duration) {
-        self.drift_scan_duration.observe(took.as_secs_f64());
+        self.timing.drift_scan_duration.observe(took.as_secs_f64());
     }
 
     /// Records that `ring` was last reconciled successfully at `unix_seconds`.
     pub fn synced(&self, ring: &str, unix_seconds: i64) {
-        self.last_sync
+        self.timing
+            .last_sync
             .get_or_create(&ring_labels(ring))
             .set(unix_seconds);
     }
 
     /// Counts one failed read or fetch of the source.
     pub fn fetch_error(&self) {
-        self.fetch_errors.inc();
+        self.events.fetch_errors.inc();
     }
 
     /// Brings the notification counters level with the notifier's totals.
@@ -344,7 +277,8 @@ impl Metrics {
         for (i, result) in ["delivered", "failed", "dropped"].into_iter().enumerate() {
             let delta = now[i].saturating_sub(before[i]);
             if delta > 0 {
-                self.notifications
+                self.events
+                    .notifications
                     .get_or_create(&ResultLabels { result })
                     .inc_by(delta);
             }
@@ -354,7 +288,8 @@ impl Metrics {
 
     /// Counts one call of the webhook.
     pub fn webhook(&self, result: WebhookResult) {
-        self.webhook_requests
+        self.events
+            .webhook_requests
             .get_or_create(&ResultLabels {
                 result: result.as_str(),
             })
@@ -378,6 +313,136 @@ impl Metrics {
             out.push_str("# EOF\n");
         }
         out
+    }
+}
+
+/// Registers `metric` under `name` (in `unit`, when it has one) and hands it back: the
+/// registry encodes a clone, the caller updates this one.
+fn registered<M: Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    metric: M,
+) -> M {
+    match unit {
+        Some(unit) => registry.register_with_unit(name, help, unit, metric.clone()),
+        None => registry.register(name, help, metric.clone()),
+    }
+    metric
+}
+
+/// What the state holds: deployments by state, drifted files, unreachable workers.
+struct StateFamilies {
+    deployments: Family<DeploymentLabels, Gauge>,
+    drift_events: Family<DriftLabels, Counter>,
+    worker_unreachable: Family<WorkerLabels, Gauge>,
+}
+
+impl StateFamilies {
+    /// Registers the families, empty.
+    fn register(registry: &mut Registry) -> Self {
+        Self {
+            deployments: registered(
+                registry,
+                "deployments",
+                "Deployments in the state by ring and lifecycle state (pruned ones left out)",
+                None,
+                Family::default(),
+            ),
+            drift_events: registered(
+                registry,
+                "drift_events",
+                "Drifted files seen on workers, by ring and kind",
+                None,
+                Family::default(),
+            ),
+            worker_unreachable: registered(
+                registry,
+                "worker_unreachable",
+                "1 when the daemon's last read of a worker of an Active deployment (or a rollout) failed, such as an agent that is down; 0 when it answered",
+                None,
+                Family::default(),
+            ),
+        }
+    }
+}
+
+/// How long passes take and when each ring last synced.
+struct TimingFamilies {
+    reconcile_duration: Family<RingLabels, Histogram, fn() -> Histogram>,
+    drift_scan_duration: Histogram,
+    last_sync: Family<RingLabels, Gauge>,
+}
+
+impl TimingFamilies {
+    /// Registers the metrics, empty.
+    fn register(registry: &mut Registry) -> Self {
+        Self {
+            reconcile_duration: registered(
+                registry,
+                "reconcile_duration",
+                "Time one reconcile pass of a ring took",
+                Some(Unit::Seconds),
+                Family::new_with_constructor(reconcile_histogram as fn() -> Histogram),
+            ),
+            drift_scan_duration: registered(
+                registry,
+                "drift_scan_duration",
+                "Time one full drift scan of every ring's workers took",
+                Some(Unit::Seconds),
+                reconcile_histogram(),
+            ),
+            last_sync: registered(
+                registry,
+                "last_successful_sync_timestamp",
+                "Unix time of the ring's last reconcile pass that succeeded",
+                Some(Unit::Seconds),
+                Family::default(),
+            ),
+        }
+    }
+}
+
+/// What happened around the loop: source fetch errors, webhook calls, notifications.
+struct EventFamilies {
+    fetch_errors: Counter,
+    webhook_requests: Family<ResultLabels, Counter>,
+    notifications: Family<ResultLabels, Counter>,
+}
+
+impl EventFamilies {
+    /// Registers the metrics, with every webhook result at 0.
+    fn register(registry: &mut Registry) -> Self {
+        let events = Self {
+            fetch_errors: registered(
+                registry,
+                "source_fetch_errors",
+                "Failed reads or fetches of the Git source",
+                None,
+                Counter::default(),
+            ),
+            webhook_requests: registered(
+                registry,
+                "webhook_requests",
+                "Calls of POST /hooks/git by result",
+                None,
+                Family::default(),
+            ),
+            notifications: registered(
+                registry,
+                "notifications",
+                "Deployment notifications by result (delivered, failed after retries, dropped from a full queue)",
+                None,
+                Family::default(),
+            ),
+        };
+        for result in WebhookResult::ALL {
+            let _ = events.webhook_requests.get_or_create(&ResultLabels {
+                result: result.as_str(),
+            });
+        }
+        events
     }
 }
 

@@ -3,7 +3,7 @@
 //! a deployment window is open. The clock is an argument, never read here.
 
 use crate::model::deployment::Waiting;
-use crate::model::manifest::{DriftMode, RingSpec, StrategyKind};
+use crate::model::manifest::{self, DriftMode, RingSpec, StrategyKind};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
 use std::str::FromStr;
@@ -143,55 +143,17 @@ impl Gates {
 
     /// The gates `spec` declares, with defaults for what it leaves out.
     pub fn from_spec(spec: &RingSpec) -> Result<Self, GateError> {
-        let approvals = match &spec.approvals {
-            None => None,
-            Some(a) => Some(ApprovalGate {
-                required: a.required.value,
-                approvers: a.approvers.iter().cloned().collect(),
-                timeout: a.timeout.as_ref().map(|t| duration(&t.value)).transpose()?,
-            }),
-        };
-        let strategy = spec.strategy.as_ref().map_or(
-            Strategy {
-                kind: StrategyKind::AllAtOnce,
-                canary: 0,
-                max_parallel: 0,
-                auto_promote: false,
-            },
-            |s| Strategy {
-                kind: s.kind,
-                canary: s.canary.unwrap_or(1),
-                max_parallel: s.max_parallel.unwrap_or(1).max(1),
-                auto_promote: s.auto_promote,
-            },
-        );
-        let defaults = HealthTiming::default();
-        let health = match &spec.health {
-            None => defaults,
-            Some(h) => HealthTiming {
-                timeout: duration_or(h.timeout.as_ref().map(|s| &s.value), defaults.timeout)?,
-                min_healthy: duration_or(
-                    h.min_healthy.as_ref().map(|s| &s.value),
-                    defaults.min_healthy,
-                )?,
-                healthy_deadline: duration_or(
-                    h.healthy_deadline.as_ref().map(|s| &s.value),
-                    defaults.healthy_deadline,
-                )?,
-                progress_deadline: duration_or(
-                    h.progress_deadline.as_ref().map(|s| &s.value),
-                    defaults.progress_deadline,
-                )?,
-            },
-        };
-        let window = spec
-            .window
+        let approvals = spec
+            .approvals
             .as_ref()
-            .map(|w| {
-                let zone = w.timezone.as_ref().map(|z| z.value.as_str());
-                Window::new(&w.cron.value, &w.duration.value, zone)
-            })
+            .map(ApprovalGate::from_spec)
             .transpose()?;
+        let strategy = Strategy::from_spec(spec.strategy.as_ref());
+        let health = match &spec.health {
+            None => HealthTiming::default(),
+            Some(h) => HealthTiming::from_spec(h)?,
+        };
+        let window = spec.window.as_ref().map(Window::from_spec).transpose()?;
         Ok(Gates {
             approvals,
             strategy,
@@ -207,6 +169,39 @@ impl Gates {
     }
 }
 
+impl ApprovalGate {
+    /// The gate a ring's `approvals:` declares.
+    fn from_spec(a: &manifest::Approvals) -> Result<Self, GateError> {
+        Ok(ApprovalGate {
+            required: a.required.value,
+            approvers: a.approvers.iter().cloned().collect(),
+            timeout: a.timeout.as_ref().map(|t| duration(&t.value)).transpose()?,
+        })
+    }
+}
+
+impl HealthTiming {
+    /// The durations a ring's `health:` sets, with the defaults for those it leaves out.
+    fn from_spec(h: &manifest::Health) -> Result<Self, GateError> {
+        let defaults = HealthTiming::default();
+        Ok(HealthTiming {
+            timeout: duration_or(h.timeout.as_ref().map(|s| &s.value), defaults.timeout)?,
+            min_healthy: duration_or(
+                h.min_healthy.as_ref().map(|s| &s.value),
+                defaults.min_healthy,
+            )?,
+            healthy_deadline: duration_or(
+                h.healthy_deadline.as_ref().map(|s| &s.value),
+                defaults.healthy_deadline,
+            )?,
+            progress_deadline: duration_or(
+                h.progress_deadline.as_ref().map(|s| &s.value),
+                defaults.progress_deadline,
+            )?,
+        })
+    }
+}
+
 /// One step of a rollout: the workers switched together, and whether the rollout
 /// waits for a person after it (a canary without `autoPromote`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -218,6 +213,24 @@ pub struct Batch {
 }
 
 impl Strategy {
+    /// The strategy a ring's `strategy:` declares; all at once when it has none.
+    fn from_spec(spec: Option<&manifest::Strategy>) -> Self {
+        spec.map_or(
+            Strategy {
+                kind: StrategyKind::AllAtOnce,
+                canary: 0,
+                max_parallel: 0,
+                auto_promote: false,
+            },
+            |s| Strategy {
+                kind: s.kind,
+                canary: s.canary.unwrap_or(1),
+                max_parallel: s.max_parallel.unwrap_or(1).max(1),
+                auto_promote: s.auto_promote,
+            },
+        )
+    }
+
     /// The batches `workers` are switched in.
     pub fn batches(&self, workers: &[String]) -> Vec<Batch> {
         let batch = |w: &[String], pause_after| Batch {
@@ -392,6 +405,12 @@ impl Gates {
 }
 
 impl Window {
+    /// The window a ring's `window:` declares.
+    fn from_spec(w: &manifest::Window) -> Result<Self, GateError> {
+        let zone = w.timezone.as_ref().map(|z| z.value.as_str());
+        Window::new(&w.cron.value, &w.duration.value, zone)
+    }
+
     /// A window opening at `cron` (five fields) in `timezone` (default UTC) for `duration`.
     pub fn new(cron: &str, duration_text: &str, timezone: Option<&str>) -> Result<Self, GateError> {
         let parsed = croner::Cron::from_str(cron).map_err(|e| GateError::Cron {

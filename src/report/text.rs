@@ -2,7 +2,7 @@
 //! behind the change and a unified diff; then a summary line.
 
 use super::{base, revision, summary_line};
-use crate::model::{ActionKind, Plan};
+use crate::model::{Action, ActionKind, Plan, WorkerPlan};
 use anstyle::{AnsiColor, Style};
 use std::fmt::Write;
 
@@ -10,6 +10,21 @@ use std::fmt::Write;
 pub fn render(plan: &Plan, color: bool) -> String {
     let paint = Painter(color);
     let mut out = String::new();
+    header(&mut out, plan, &paint);
+    for worker in &plan.workers {
+        worker_section(&mut out, worker, &paint);
+    }
+    for u in &plan.unreachable {
+        let line = format!("\nworker {} is unreachable: {}", u.worker, u.error);
+        let _ = writeln!(out, "{}", paint.style(&line, AnsiColor::Red.on_default()));
+    }
+    out.push('\n');
+    footer(&mut out, plan, &paint);
+    out
+}
+
+/// The title line (ring, base → head) and the plan's fingerprint.
+fn header(out: &mut String, plan: &Plan, paint: &Painter) {
     let _ = writeln!(
         out,
         "{}",
@@ -24,37 +39,43 @@ pub fn render(plan: &Plan, color: bool) -> String {
         )
     );
     let _ = writeln!(out, "fingerprint: sha256:{}", plan.fingerprint);
-    for worker in &plan.workers {
-        let _ = writeln!(
-            out,
-            "\n{}",
-            paint.style(&format!("worker {}", worker.worker), Style::new().bold())
-        );
-        for action in &worker.actions {
-            let color = kind_color(action.kind);
-            let line = format!("  {} {}", action.kind.marker(), action.path);
-            let _ = writeln!(out, "{}", paint.style(&line, color));
-            if let Some(drift) = action.drift {
-                let _ = writeln!(out, "      drift: {}", drift.word());
-            }
-            if !action.why.is_empty() {
-                let _ = writeln!(out, "      because: {}", action.why.join(", "));
-            }
-            if let Some(diff) = &action.diff {
-                for line in diff.lines() {
-                    let _ = writeln!(out, "      {}", paint.style(line, diff_color(line)));
-                }
-            }
-        }
-        for path in &worker.unmanaged {
-            let _ = writeln!(out, "  = {path} (unmanaged: left alone)");
+}
+
+/// One worker: its name, each action, then the unmanaged paths left alone.
+fn worker_section(out: &mut String, worker: &WorkerPlan, paint: &Painter) {
+    let _ = writeln!(
+        out,
+        "\n{}",
+        paint.style(&format!("worker {}", worker.worker), Style::new().bold())
+    );
+    for action in &worker.actions {
+        action_lines(out, action, paint);
+    }
+    for path in &worker.unmanaged {
+        let _ = writeln!(out, "  = {path} (unmanaged: left alone)");
+    }
+}
+
+/// One action: its marker and path, then its drift, its reasons and its diff.
+fn action_lines(out: &mut String, action: &Action, paint: &Painter) {
+    let color = kind_color(action.kind);
+    let line = format!("  {} {}", action.kind.marker(), action.path);
+    let _ = writeln!(out, "{}", paint.style(&line, color));
+    if let Some(drift) = action.drift {
+        let _ = writeln!(out, "      drift: {}", drift.word());
+    }
+    if !action.why.is_empty() {
+        let _ = writeln!(out, "      because: {}", action.why.join(", "));
+    }
+    if let Some(diff) = &action.diff {
+        for line in diff.lines() {
+            let _ = writeln!(out, "      {}", paint.style(line, diff_color(line)));
         }
     }
-    for u in &plan.unreachable {
-        let line = format!("\nworker {} is unreachable: {}", u.worker, u.error);
-        let _ = writeln!(out, "{}", paint.style(&line, AnsiColor::Red.on_default()));
-    }
-    out.push('\n');
+}
+
+/// The closing lines: unreachable workers left unplanned, then "no changes" or the summary.
+fn footer(out: &mut String, plan: &Plan, paint: &Painter) {
     if !plan.unreachable.is_empty() {
         let _ = writeln!(
             out,
@@ -79,7 +100,6 @@ pub fn render(plan: &Plan, color: bool) -> String {
             )
         );
     }
-    out
 }
 
 fn kind_color(kind: ActionKind) -> Style {

@@ -168,36 +168,12 @@ fn needs_writes(
     deletions: &BTreeSet<String>,
     learning: &mut Learning,
 ) -> Result<Vec<bool>, WorkerDirError> {
-    let mut pending = Vec::with_capacity(batch.files.len());
-    let mut refusal = None;
-    for (path, spec) in &batch.files {
-        let managed = current.files.contains_key(path);
-        match look(disk, path, spec, managed, deletions) {
-            Ok(p) => pending.push(p),
-            Err(e) => {
-                refusal = Some(e);
-                break;
-            }
-        }
-    }
-    // The content of each file to compare: known to the cache, else hashed.
-    let cache = learning.cache;
-    let specs = batch.files.iter();
-    let mut to_hash = Vec::new();
-    let mut known = Vec::new();
-    for ((path, _), p) in specs.clone().zip(&pending) {
-        if let Pending::Compare { stamp, .. } = p {
-            let hit = stamp.as_ref().and_then(|s| cache.sha(path, s));
-            if hit.is_none() {
-                to_hash.push(path.as_str());
-            }
-            known.push(hit);
-        }
-    }
+    let (pending, refusal) = look_all(disk, current, batch, deletions);
+    let (known, to_hash) = cached_shas(learning.cache, batch, &pending);
     let mut hashed = scan::hash_all(disk, &to_hash)?.into_iter();
     let mut known = known.into_iter();
     let mut out = Vec::with_capacity(pending.len());
-    for ((path, spec), p) in specs.zip(pending) {
+    for ((path, spec), p) in batch.files.iter().zip(pending) {
         let (stamp, managed) = match p {
             Pending::Decided(write) => {
                 out.push(write);
@@ -207,16 +183,7 @@ fn needs_writes(
         };
         let sha = match known.next().flatten() {
             Some(sha) => Some(Cow::Borrowed(sha)),
-            None => {
-                let sha = hashed.next().flatten();
-                if let (Some(sha), Some(stamp), Some(b)) = (&sha, stamp, learning.boundary)
-                    && !stamp.is_racy(b)
-                {
-                    let entry = (stamp, sha.clone());
-                    learning.learned.insert(path.clone(), entry);
-                }
-                sha.map(Cow::Owned)
-            }
+            None => learn(learning, path, stamp, hashed.next().flatten()).map(Cow::Owned),
         };
         out.push(match sha {
             // Gone since it was looked at: written like any missing file.
@@ -230,6 +197,63 @@ fn needs_writes(
         Some(e) => Err(e),
         None => Ok(out),
     }
+}
+
+/// [`look`] at each of the batch's paths in batch order, stopping at the first refusal,
+/// which is returned beside what was seen before it.
+fn look_all(
+    disk: &mut Disk,
+    current: &Managed,
+    batch: &Batch,
+    deletions: &BTreeSet<String>,
+) -> (Vec<Pending>, Option<WorkerDirError>) {
+    let mut pending = Vec::with_capacity(batch.files.len());
+    for (path, spec) in &batch.files {
+        let managed = current.files.contains_key(path);
+        match look(disk, path, spec, managed, deletions) {
+            Ok(p) => pending.push(p),
+            Err(e) => return (pending, Some(e)),
+        }
+    }
+    (pending, None)
+}
+
+/// For each file to compare, in order, the sha256 the stat cache knows for its stamp;
+/// beside them, the paths the cache does not know, which must be hashed.
+fn cached_shas<'a>(
+    cache: &'a StatCache,
+    batch: &'a Batch,
+    pending: &[Pending],
+) -> (Vec<Option<&'a str>>, Vec<&'a str>) {
+    let mut to_hash = Vec::new();
+    let mut known = Vec::new();
+    for ((path, _), p) in batch.files.iter().zip(pending) {
+        if let Pending::Compare { stamp, .. } = p {
+            let hit = stamp.as_ref().and_then(|s| cache.sha(path, s));
+            if hit.is_none() {
+                to_hash.push(path.as_str());
+            }
+            known.push(hit);
+        }
+    }
+    (known, to_hash)
+}
+
+/// Passes a freshly hashed `sha` through, keeping it for the next stat cache when there
+/// is a boundary and the file's stamp is not racy against it.
+fn learn(
+    learning: &mut Learning,
+    path: &str,
+    stamp: Option<Stamp>,
+    sha: Option<String>,
+) -> Option<String> {
+    if let (Some(sha), Some(stamp), Some(b)) = (&sha, stamp, learning.boundary)
+        && !stamp.is_racy(b)
+    {
+        let entry = (stamp, sha.clone());
+        learning.learned.insert(path.to_owned(), entry);
+    }
+    sha
 }
 
 const UNMANAGED_FILE: &str = "an unmanaged file with other content or mode is there";

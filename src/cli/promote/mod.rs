@@ -1,0 +1,301 @@
+//! Promotion through the rings: `promote` moves the bundle Active in the ring a ring
+//! `promotesFrom` into it, through its gates (freeze, window, approvals) and its rollout
+//! strategy with health checks; `approve` / `reject` decide a queued deployment
+//! (`verdict`); `pause`, `resume` and `fail` let a person hold or stop a rollout
+//! (`hold`). What they share (gates in force, compiling, starting and running a
+//! rollout) is in `rollout`.
+//!
+//! Gates are those in force ([`engine::gates::effective`]) and what they say of a
+//! deployment is [`engine::promotion::next`]'s decision, as in the daemon; this module
+//! parses, confirms and prints.
+
+mod hold;
+mod rollout;
+mod verdict;
+
+pub use hold::{fail, pause, unpause};
+pub(super) use rollout::{effective_gates, run};
+pub use verdict::{approve, reject};
+
+use super::apply::{actor, open_writer, plan_against_workers, refuse_unreachable};
+use super::{Context, Failure, Outcome, block_on, emit, engine_failure};
+use crate::adapters::store::gates::RolloutState;
+use crate::adapters::store::{Store, StoreError};
+use crate::engine;
+use crate::model::Bundle;
+use crate::model::deployment::{Deployment, NewDeployment, Waiting};
+use crate::model::plan::{Plan, Revision};
+use crate::pipeline::rollout::Gates;
+use crate::report;
+use clap::Args;
+use rollout::{compile, describe_wait, proceed};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments of `promote`.
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// The ring to promote into.
+    pub ring: String,
+    /// Why, recorded with the deployment.
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    /// Go on with a rollout paused after its canary.
+    #[arg(long = "continue")]
+    pub continue_: bool,
+    /// Bypass windows, freezes and approvals (approvers allowed `emergency` only; needs
+    /// a token and a --reason; marked in the history).
+    #[arg(long)]
+    pub emergency: bool,
+    /// File holding your approver token (default: RINGOPS_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Wait for another writer to finish instead of failing.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// Arguments of `approve` and `reject`.
+#[derive(Debug, Args)]
+pub struct VerdictArgs {
+    /// The queued deployment (e.g. d-000042).
+    pub deployment: String,
+    /// Why (required to reject).
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    /// File holding your approver token (default: RINGOPS_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Wait for another writer to finish instead of failing.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// Arguments of `pause` and `fail`.
+#[derive(Debug, Args)]
+pub struct HoldArgs {
+    /// The ring.
+    pub ring: String,
+    /// Why (required to fail).
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    /// Wait for another writer to finish instead of failing.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// A store failure, which the command cannot help: exit 2.
+fn internal(e: StoreError) -> Failure {
+    Failure::Internal(e.into())
+}
+
+/// `ringops promote RING`: queue (or, when no gate holds it, roll out) the bundle that
+/// is Active in the ring RING promotes from; `--continue` goes on after a canary.
+pub fn promote(ctx: &Context, args: &PromoteArgs) -> Outcome {
+    let (_lock, mut store) = open_writer(ctx, "ringops promote", args.wait)?;
+    if args.continue_ {
+        return hold::continue_waiting(ctx, &mut store, &args.ring, Waiting::Continue);
+    }
+    let gates = effective_gates(ctx, &store, &args.ring, None)?.map_err(engine_failure)?;
+    let source_ring = promotes_from(&gates, &args.ring)?;
+    refuse_unfinished(&store, &args.ring)?;
+    let source = promotable(&store, &source_ring, &args.ring)?;
+    let emergency = match args.emergency {
+        false => None,
+        true => Some(emergency_approver(ctx, args, &gates)?),
+    };
+    let bundle = ctx.bundle(&super::Revision {
+        rev: Some(source.commit.clone()),
+        worktree: false,
+    })?;
+    let gates = engine::gates::with_incoming(gates, &bundle, &args.ring);
+    if emergency.is_none() {
+        refuse_unhealthy(ctx, &store, &bundle, &source_ring, &args.ring)?;
+    }
+    let Some(desired) = compile(ctx, &bundle, &args.ring)? else {
+        return Ok(ExitCode::from(1));
+    };
+    let head = Revision {
+        rev: format!("{} of {source_ring}", source.id),
+        commit: bundle.commit.clone(),
+    };
+    let (plan, _) = plan_against_workers(ctx, &bundle, &desired, head)?;
+    emit(&report::text::render(&plan, true))?;
+    refuse_unreachable(&plan)?;
+    if runs_already(&store, &args.ring, &plan)? {
+        emit(&format!(
+            "Nothing to promote: ring {} already runs this.\n",
+            args.ring
+        ))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let new = new_deployment(args, &source, &source_ring, &plan, emergency.as_deref());
+    let deployment = queue(&mut store, &new, emergency.is_some())?;
+    proceed(ctx, &mut store, &deployment, &gates, &desired)
+}
+
+/// The ring `ring` promotes from (its `promotesFrom`), refused when it names none.
+fn promotes_from(gates: &Gates, ring: &str) -> Result<String, Failure> {
+    gates.promotes_from.clone().ok_or_else(|| {
+        Failure::user(format!(
+            "ring `{ring}` does not promote from another ring (no `promotesFrom`); deploy it with `ringops apply --ring {ring}`"
+        ))
+    })
+}
+
+/// Whether the ring's Active deployment already has the plan's fingerprint.
+fn runs_already(store: &Store, ring: &str, plan: &Plan) -> Result<bool, Failure> {
+    Ok(store
+        .active(ring)
+        .map_err(internal)?
+        .is_some_and(|a| a.fingerprint == plan.fingerprint))
+}
+
+/// The deployment promoting `source` into the ring, by the `emergency` approver when
+/// there is one (its reason marked so), else by the local actor.
+fn new_deployment(
+    args: &PromoteArgs,
+    source: &Deployment,
+    source_ring: &str,
+    plan: &Plan,
+    emergency: Option<&str>,
+) -> NewDeployment {
+    let (who, reason) = match emergency {
+        Some(name) => (name.to_owned(), format!("EMERGENCY: {}", args.reason)),
+        None => (actor(), promotion_reason(&args.reason, source, source_ring)),
+    };
+    NewDeployment {
+        ring: args.ring.clone(),
+        commit: source.commit.clone(),
+        tree: source.tree.clone(),
+        fingerprint: plan.fingerprint.clone(),
+        actor: who,
+        reason,
+        rollback_of: None,
+    }
+}
+
+/// The Active deployment of `source_ring` to promote into `ring`: refused while the
+/// source ring has none or is paused (it is not known healthy).
+fn promotable(store: &Store, source_ring: &str, ring: &str) -> Result<Deployment, Failure> {
+    let source = store
+        .active(source_ring)
+        .map_err(internal)?
+        .ok_or_else(|| {
+            Failure::user(format!(
+                "cannot promote `{ring}`: ring `{source_ring}` has no Active deployment to promote"
+            ))
+        })?;
+    if let Some(pause) = store.ring_pause(source_ring).map_err(internal)? {
+        return Err(Failure::user(format!(
+            "cannot promote `{ring}`: ring `{source_ring}` is paused ({}); it is not known healthy",
+            pause.reason
+        )));
+    }
+    Ok(source)
+}
+
+/// Records the promotion as a Queued deployment (noted as an emergency when it is one).
+fn queue(store: &mut Store, new: &NewDeployment, emergency: bool) -> Result<Deployment, Failure> {
+    let deployment = store.create_deployment(new).map_err(internal)?;
+    if emergency {
+        store
+            .note(
+                deployment.id,
+                "emergency promotion: windows, freezes and approvals bypassed",
+            )
+            .map_err(internal)?;
+    }
+    let state = RolloutState::running(emergency, 0);
+    store.set_rollout(deployment.id, &state).map_err(internal)?;
+    Ok(deployment)
+}
+
+/// Refuses to promote from `source_ring` while its health check (from its gates in
+/// force) fails on any of its workers.
+fn refuse_unhealthy(
+    ctx: &Context,
+    store: &Store,
+    bundle: &Bundle,
+    source_ring: &str,
+    ring: &str,
+) -> Result<(), Failure> {
+    let gates = effective_gates(ctx, store, source_ring, None)?.map_err(engine_failure)?;
+    if gates.probe.is_none() {
+        return Ok(());
+    }
+    let Some(desired) = compile(ctx, bundle, source_ring)? else {
+        return Err(Failure::user(format!(
+            "ring `{source_ring}` does not compile"
+        )));
+    };
+    let health = engine::health::RingHealth::new(ctx.state_dir(), &gates, &desired);
+    let workers: Vec<String> = desired.workers.keys().cloned().collect();
+    let checked = block_on(health.check(&workers))?;
+    checked.map_err(|why| {
+        Failure::user(format!(
+            "cannot promote `{ring}`: ring `{source_ring}` is not healthy: {why}"
+        ))
+    })
+}
+
+/// The reason recorded for a promotion.
+fn promotion_reason(given: &str, source: &Deployment, source_ring: &str) -> String {
+    let from = format!(
+        "promotion of {} ({} in {source_ring})",
+        report::short(&source.commit),
+        source.id
+    );
+    if given.trim().is_empty() {
+        from
+    } else {
+        format!("{given} ({from})")
+    }
+}
+
+/// The approver allowed an emergency promotion, from the token.
+fn emergency_approver(ctx: &Context, args: &PromoteArgs, gates: &Gates) -> Result<String, Failure> {
+    if args.reason.trim().is_empty() {
+        return Err(Failure::user("an emergency promotion needs a --reason"));
+    }
+    let approver = verdict::approver(ctx, args.token_file.as_ref())?;
+    if !approver.emergency {
+        return Err(Failure::user(format!(
+            "{} may not promote with --emergency (not allowed in the configuration's [[approvers]])",
+            approver.name
+        )));
+    }
+    // A ring that names its approvers takes emergencies from them only.
+    if let Some(gate) = &gates.approvals
+        && !gate.approvers.contains(&approver.name)
+    {
+        return Err(Failure::user(format!(
+            "{} may not promote ring `{}` with --emergency: not one of its approvers ({})",
+            approver.name,
+            args.ring,
+            gate.approvers
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    Ok(approver.name)
+}
+
+/// Refuses a promotion while the ring has a deployment queued or half rolled out.
+fn refuse_unfinished(store: &Store, ring: &str) -> Result<(), Failure> {
+    if let Some(d) = store.unfinished(ring).map_err(internal)? {
+        let waiting = store
+            .rollout(d.id)
+            .map_err(internal)?
+            .and_then(|r| r.waiting);
+        return Err(Failure::user(format!(
+            "ring `{ring}` already has {} {} ({}); approve, reject, continue or `ringops fail {ring} --reason ...` it first",
+            d.id,
+            d.state,
+            describe_wait(waiting)
+        )));
+    }
+    Ok(())
+}
