@@ -175,7 +175,8 @@ pub async fn advance<D: Borrow<DesiredState>>(
                 let deployment = reject(store, d, &why)?;
                 return Ok(Advanced::Rejected { deployment, why });
             };
-            if d.state == DeploymentState::Queued {
+            let waited = store.rollout(d.id)?.and_then(|r| r.waiting);
+            if d.state == DeploymentState::Queued && waited.is_some_and(Waiting::is_gate) {
                 store.note(d.id, &format!("gates open: started by {}", mover.actor))?;
             }
             let ran = run(ctx, store, d, desired.borrow(), gates, mover.redact).await?;

@@ -2,11 +2,11 @@
 //! force, the desired state compiled from a commit, and starting (or holding, or
 //! rejecting) a deployment's rollout as [`promotion::next`] decides, then running it.
 
-use super::internal;
 use crate::adapters::store::Store;
+use crate::cli::apply::actor;
 use crate::cli::{Context, Failure, Outcome, block_on, emit, engine_failure};
-use crate::engine::deploy::RolloutEnd;
-use crate::engine::promotion::{self, Step};
+use crate::engine::deploy::{Deployed, RolloutEnd};
+use crate::engine::promotion::{self, Advanced, Mover};
 use crate::engine::{self, EngineError};
 use crate::model::deployment::{Deployment, Waiting};
 use crate::model::{Bundle, DesiredState};
@@ -91,22 +91,31 @@ pub(super) fn proceed(
     gates: &Gates,
     desired: &DesiredState,
 ) -> Outcome {
-    let step = promotion::next(store, deployment, gates, chrono::Utc::now()).map_err(internal)?;
-    match step {
-        Step::Start => run(ctx, store, deployment, gates, desired),
-        Step::Wait { waiting, why } => {
-            promotion::hold(store, deployment, waiting, &why).map_err(internal)?;
+    let (redact, who) = (ctx.secrets.all_values(), actor());
+    let mover = Mover {
+        actor: &who,
+        redact: &redact,
+        now: chrono::Utc::now(),
+    };
+    let engine = ctx.engine();
+    let advance = promotion::advance(&engine, store, deployment, gates, &mover, || Some(desired));
+    match block_on(advance)?.map_err(engine_failure)? {
+        Advanced::Ran(deployed) => report(deployed, batches(gates, desired)),
+        Advanced::Held { why, .. } => {
             emit(&format!(
                 "Deployment {} of ring {} is Queued: {why}.\n",
                 deployment.id, deployment.ring
             ))?;
             Ok(ExitCode::SUCCESS)
         }
-        Step::Reject { why } => {
-            promotion::reject(store, deployment, &why).map_err(internal)?;
-            Err(Failure::user(format!("{}: {why}; rejected", deployment.id)))
-        }
+        Advanced::Rejected { deployment: d, why } => Err(Failure::user(format!("{}: {why}", d.id))),
     }
+}
+
+/// How many batches the ring's strategy switches `desired` in.
+fn batches(gates: &Gates, desired: &DesiredState) -> usize {
+    let names: Vec<String> = desired.workers.keys().cloned().collect();
+    gates.strategy.batches(&names).len()
 }
 
 /// Rolls the deployment out from where it stopped and reports how it ended.
@@ -117,14 +126,15 @@ pub(in crate::cli) fn run(
     gates: &Gates,
     desired: &DesiredState,
 ) -> Outcome {
-    let batches = {
-        let names: Vec<String> = desired.workers.keys().cloned().collect();
-        gates.strategy.batches(&names).len()
-    };
     let redact = ctx.secrets.all_values();
     let engine = ctx.engine();
     let run = promotion::run(&engine, store, deployment, desired, gates, &redact);
     let deployed = block_on(run)?.map_err(engine_failure)?;
+    report(deployed, batches(gates, desired))
+}
+
+/// Says where a run of a deployment ended: an error when it failed.
+fn report(deployed: Deployed, batches: usize) -> Outcome {
     match deployed.end {
         RolloutEnd::Active(d) => {
             emit(&format!(
