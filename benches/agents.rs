@@ -1,4 +1,4 @@
-//! Benchmark of the HTTP transport against many agents on loopback: 200 real `ringops
+//! Benchmark of the HTTP link against many agents on loopback: 200 real `ringops
 //! agent` processes (each with its own worker directory and 127.0.0.1 port), 50
 //! artifacts of 1 KiB each, reached through `HttpAgent` with at most 32 switches in
 //! flight (the default `max_concurrent_workers`). `RINGOPS_BENCH_IN_PROCESS=1` serves
@@ -20,7 +20,7 @@
 //! `fs.inotify.max_user_instances` (often 128) an agent logs that it falls back to its
 //! 30 s sweep, which changes nothing measured here.
 
-use ringops::adapters::transport::{Hooks, HttpAgent, Transport};
+use ringops::adapters::link::{Hooks, HttpAgent, Link};
 use ringops::adapters::worker_dir::{Batch, FileSpec};
 use ringops::agent::{Agent, api};
 use ringops::daemon::webhook::Secret;
@@ -99,7 +99,7 @@ async fn bench(agents: usize, files: usize, runs: usize, concurrency: usize) {
     report("inventories: ", &mut reads);
 }
 
-/// An agent over `dir` on a free loopback port; its transport.
+/// An agent over `dir` on a free loopback port; its link.
 async fn start_agent(dir: std::path::PathBuf) -> HttpAgent {
     let token = Secret::new(TOKEN).expect("token");
     let agent = Arc::new(Agent::new(dir, token, 64 << 20));
@@ -143,7 +143,7 @@ fn spawn_agent(home: &Path) -> Child {
         .expect("start ringops agent")
 }
 
-/// Waits (at most 60 s) for the agent of `home` to log its address; its transport.
+/// Waits (at most 60 s) for the agent of `home` to log its address; its link.
 async fn wait_listening(home: &Path, processes: &mut Processes) -> HttpAgent {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

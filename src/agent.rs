@@ -1,7 +1,7 @@
 //! `ringops agent`: the worker agent. It holds one worker directory (the same layout and
 //! `.ringops/managed.json` as a local worker) and serves the wire protocol of
-//! [`crate::adapters::transport::http::wire`] over HTTPS, so the daemon and the CLI
-//! reach a remote worker through the same [`crate::adapters::transport::Transport`]
+//! [`crate::adapters::link::http::wire`] over HTTPS, so the daemon and the CLI
+//! reach a remote worker through the same [`crate::adapters::link::Link`]
 //! interface as a local one.
 //!
 //! - [`config`]: `agent.toml`, checked in one place (every key known, TLS or loopback).
@@ -11,7 +11,7 @@
 //! - [`heal`]: the watch on the worker directory that records and reverts hot edits.
 //! - [`memory`]: the last applied generation, kept across restarts in `.ringops/`.
 //!
-//! The switch itself is the local transport's ([`LocalDir`]): the agent never writes a
+//! The switch itself is the local link's ([`LocalDir`]): the agent never writes a
 //! worker file any other way. Owns no manifests, no state database and no secrets but
 //! its token.
 
@@ -22,8 +22,8 @@ pub mod memory;
 pub mod tls;
 
 use crate::adapters::http_auth::Secret;
-use crate::adapters::transport::LocalDir;
-use crate::adapters::transport::http::wire::{DRIFT_KEPT, DriftMode, DriftSeen};
+use crate::adapters::link::LocalDir;
+use crate::adapters::link::http::wire::{DRIFT_KEPT, DriftMode, DriftSeen};
 use crate::adapters::worker_dir::{Batch, OnDisk};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;

@@ -25,8 +25,8 @@ pub mod sync;
 pub mod targets;
 pub mod waiting;
 
+use crate::adapters::link::LinkError;
 use crate::adapters::objects::ObjectStore;
-use crate::adapters::transport::TransportError;
 use std::path::{Path, PathBuf};
 
 pub use observe::{
@@ -34,9 +34,7 @@ pub use observe::{
     read_ahead,
 };
 pub use switch::{Switched, switch_all};
-pub use targets::{
-    Target, recorded_transport, targets_from_desired, targets_from_record, transport,
-};
+pub use targets::{Target, link, recorded_link, targets_from_desired, targets_from_record};
 
 /// How many workers are read or switched at once unless configured.
 pub const MAX_CONCURRENT_WORKERS: usize = 32;
@@ -90,7 +88,7 @@ pub enum EngineError {
         worker: String,
         /// The cause.
         #[source]
-        source: TransportError,
+        source: LinkError,
     },
     /// The state could not be read or written.
     #[error(transparent)]
@@ -138,7 +136,7 @@ pub enum EngineError {
 }
 
 impl EngineError {
-    fn worker(worker: &str, source: TransportError) -> Self {
+    fn worker(worker: &str, source: LinkError) -> Self {
         EngineError::Worker {
             worker: worker.to_owned(),
             source,

@@ -1,7 +1,7 @@
 //! The one backoff schedule of ringops, made by backon: waits that start at a first
 //! delay and double up to a cap, each lengthened by a random part of itself (jitter) so
 //! that retries which failed together do not all come back at the same moment. Used by
-//! notification delivery, the HTTP transport's connects, the engine's wait for an
+//! notification delivery, the HTTP link's connects, the engine's wait for an
 //! unreachable worker and the daemon's retry of a failed deployment; none of them
 //! computes a wait itself. Owns no clock and sleeps nowhere: callers sleep.
 //!

@@ -8,13 +8,13 @@ pub mod git;
 pub mod health;
 pub mod hooks;
 pub mod http_auth;
+pub mod link;
 pub mod lock;
 pub mod notify;
 pub mod objects;
 pub mod render_dir;
 pub mod secrets;
 pub mod store;
-pub mod transport;
 pub mod worker_dir;
 
 /// An error and its causes on one line, each message once (a cause already quoted by

@@ -9,11 +9,11 @@
 //! generic message; the cause goes to the log.
 
 use super::Agent;
-use crate::adapters::transport::http::wire::{
+use crate::adapters::link::http::wire::{
     AppliedDoc, CloneRequest, DriftMode, ErrorDoc, ErrorKind, FORMAT_VERSION, GenerationRequest,
     Health, InventoryDoc, WireEntry, WireHooks, WireOnDisk,
 };
-use crate::adapters::transport::{Hooks, LocalDir, SwitchError, Transport, TransportError};
+use crate::adapters::link::{Hooks, Link, LinkError, LocalDir, SwitchError};
 use crate::adapters::worker_dir::{Batch, FileSpec, Inventory, OnDisk, RESERVED, WorkerDirError};
 use crate::model::desired::sha256_hex;
 use crate::pipeline::checks::artifact_path_problem;
@@ -293,9 +293,9 @@ async fn generation(
 }
 
 /// The answer to a switch that changed nothing.
-fn not_switched(e: &TransportError) -> Response {
+fn not_switched(e: &LinkError) -> Response {
     let (status, kind) = match e {
-        TransportError::Dir(WorkerDirError::GenerationMismatch { found, .. }) => {
+        LinkError::Dir(WorkerDirError::GenerationMismatch { found, .. }) => {
             let doc = ErrorDoc {
                 format_version: FORMAT_VERSION,
                 error: e.to_string(),
@@ -304,10 +304,10 @@ fn not_switched(e: &TransportError) -> Response {
             };
             return document(StatusCode::CONFLICT, &doc);
         }
-        TransportError::Dir(WorkerDirError::Busy { .. }) => {
+        LinkError::Dir(WorkerDirError::Busy { .. }) => {
             (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Busy)
         }
-        TransportError::Hook(_) => (StatusCode::UNPROCESSABLE_ENTITY, ErrorKind::CheckFailed),
+        LinkError::Hook(_) => (StatusCode::UNPROCESSABLE_ENTITY, ErrorKind::CheckFailed),
         e if e.is_user_error() => (StatusCode::UNPROCESSABLE_ENTITY, ErrorKind::Refused),
         e => return internal("cannot switch the worker directory", e),
     };
@@ -434,7 +434,7 @@ async fn clone(State(agent): State<AppState>, body: Result<Bytes, BytesRejection
     }
 }
 
-async fn clone_on(dir: &LocalDir, request: &CloneRequest) -> Result<(), TransportError> {
+async fn clone_on(dir: &LocalDir, request: &CloneRequest) -> Result<(), LinkError> {
     dir.clone_file(&request.from, &request.to).await
 }
 

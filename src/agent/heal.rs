@@ -2,7 +2,7 @@
 //! `.ringops/` (or every [`SWEEP`] in case an event was lost), compares it with the
 //! last generation it applied. Each hot edit is recorded once as drift for the
 //! inventory; with [`DriftMode::Revert`] (the default; the mode comes with each
-//! generation) the last generation is switched back through [`LocalDir`](crate::adapters::transport::LocalDir), with no
+//! generation) the last generation is switched back through [`LocalDir`](crate::adapters::link::LocalDir), with no
 //! hooks. This works while the daemon is unreachable.
 //!
 //! The notify callback only `try_send`s into a channel of one; the pass decides
@@ -11,8 +11,8 @@
 //! records drift: it holds no content to put back.
 
 use super::Agent;
-use crate::adapters::transport::http::wire::{DriftMode, DriftSeen};
-use crate::adapters::transport::{Hooks, SwitchError, Transport};
+use crate::adapters::link::http::wire::{DriftMode, DriftSeen};
+use crate::adapters::link::{Hooks, Link, SwitchError};
 use crate::adapters::worker_dir::{Batch, Inventory, ManagedEntry, OnDisk, RESERVED};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use std::path::Path;

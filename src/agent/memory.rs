@@ -7,7 +7,7 @@
 //!
 //! Reads and writes only that file.
 
-use crate::adapters::transport::http::wire::{DriftMode, WireFile};
+use crate::adapters::link::http::wire::{DriftMode, WireFile};
 use crate::adapters::worker_dir::{Batch, FileSpec, RESERVED, WorkerDir, WorkerDirError};
 use crate::model::desired::sha256_hex;
 use base64::Engine as _;

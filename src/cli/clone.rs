@@ -4,8 +4,8 @@
 
 use super::apply::open_writer;
 use super::{Context, Failure, Outcome, block_on, emit, engine_failure};
+use crate::adapters::link::{Link, WorkerLink};
 use crate::adapters::store::Store;
-use crate::adapters::transport::{Transport, WorkerTransport};
 use crate::engine;
 use clap::Args;
 use std::process::ExitCode;
@@ -30,8 +30,8 @@ pub struct CloneArgs {
 /// Copies the file and says where it went.
 pub fn run(ctx: &Context, args: &CloneArgs) -> Outcome {
     let (_lock, store) = open_writer(ctx, "ringops clone", args.wait)?;
-    let transport = locate(ctx, &store, &args.worker)?;
-    block_on(transport.clone_file(&args.from, &args.to))?.map_err(|e| {
+    let link = locate(ctx, &store, &args.worker)?;
+    block_on(link.clone_file(&args.from, &args.to))?.map_err(|e| {
         engine_failure(engine::EngineError::Worker {
             worker: args.worker.clone(),
             source: e,
@@ -45,7 +45,7 @@ pub fn run(ctx: &Context, args: &CloneArgs) -> Outcome {
 }
 
 /// Where the Active deployment of the worker's ring put it.
-fn locate(ctx: &Context, store: &Store, worker: &str) -> Result<WorkerTransport, Failure> {
+fn locate(ctx: &Context, store: &Store, worker: &str) -> Result<WorkerLink, Failure> {
     let internal = |e: crate::adapters::store::StoreError| Failure::Internal(e.into());
     for ring in store.rings().map_err(internal)? {
         let Some(active) = store.active(&ring).map_err(internal)? else {
@@ -58,7 +58,7 @@ fn locate(ctx: &Context, store: &Store, worker: &str) -> Result<WorkerTransport,
             .any(|w| w.worker == worker)
         {
             let placements = store.placements(active.id).map_err(internal)?;
-            return engine::recorded_transport(ctx.state_dir(), worker, placements.get(worker))
+            return engine::recorded_link(ctx.state_dir(), worker, placements.get(worker))
                 .map_err(engine_failure);
         }
     }

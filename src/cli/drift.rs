@@ -4,9 +4,9 @@
 
 use super::history::{Format, open_reader, store_failure};
 use super::{Context, Failure, Outcome, block_on, emit, engine_failure};
+use crate::adapters::link::{Link, SwitchError, WorkerLink};
 use crate::adapters::objects::ObjectStore;
 use crate::adapters::store::{Store, StoreReader};
-use crate::adapters::transport::{SwitchError, Transport, WorkerTransport};
 use crate::adapters::worker_dir::Applied;
 use crate::engine;
 use crate::engine::sync::compare;
@@ -129,18 +129,18 @@ async fn ring_drift(
         in_sync: 0,
         unreachable: Vec::new(),
     };
-    let mut transports = BTreeMap::new();
+    let mut links = BTreeMap::new();
     for worker in recorded.keys() {
-        match engine::recorded_transport(state_dir, worker, placements.get(worker)) {
+        match engine::recorded_link(state_dir, worker, placements.get(worker)) {
             Ok(t) => {
-                transports.insert(worker.clone(), t);
+                links.insert(worker.clone(), t);
             }
             Err(e) => ring
                 .unreachable
                 .push((worker.clone(), crate::adapters::causes(&e))),
         }
     }
-    let list = transports.iter().map(|(n, t)| (n.clone(), t.clone()));
+    let list = links.iter().map(|(n, t)| (n.clone(), t.clone()));
     let inventories = engine::inventories(&ctx.engine(), list.collect()).await;
     for (worker, inventory) in inventories {
         let inventory = match inventory {
@@ -160,7 +160,7 @@ async fn ring_drift(
             .map_or(&[][..], |p| p.sensitive.as_slice());
         let seen = Seen {
             objects: &objects,
-            transport: &transports[&worker],
+            link: &links[&worker],
             written,
             sensitive,
         };
@@ -177,7 +177,7 @@ async fn ring_drift(
 /// One drifted worker as read, for the diffs of its edited files.
 struct Seen<'a> {
     objects: &'a ObjectStore,
-    transport: &'a WorkerTransport,
+    link: &'a WorkerLink,
     written: &'a [WrittenArtifact],
     sensitive: &'a [String],
 }
@@ -190,8 +190,8 @@ impl Seen<'_> {
             let diff = match d.how {
                 Difference::Edited => {
                     let deployed = self.written.iter().find(|a| a.path == d.path);
-                    let (objects, transport) = (self.objects, self.transport);
-                    Some(file_diff(objects, transport, &d.path, deployed, self.sensitive).await)
+                    let (objects, link) = (self.objects, self.link);
+                    Some(file_diff(objects, link, &d.path, deployed, self.sensitive).await)
                 }
                 _ => None,
             };
@@ -208,7 +208,7 @@ impl Seen<'_> {
 /// Deployed → on the worker, unless the artifact holds sensitive values.
 async fn file_diff(
     objects: &ObjectStore,
-    transport: &WorkerTransport,
+    link: &WorkerLink,
     path: &str,
     deployed: Option<&WrittenArtifact>,
     sensitive: &[String],
@@ -220,7 +220,7 @@ async fn file_diff(
         .and_then(|a| objects.get(&a.sha256).ok())
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
-    let after = match transport.read(path).await {
+    let after = match link.read(path).await {
         Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
         Ok(None) => return "(not a regular file any more)".to_owned(),
         Err(e) => return format!("(cannot read it: {})", crate::adapters::causes(&e)),

@@ -7,9 +7,9 @@
 
 use super::history::{Format, open_reader, store_failure};
 use super::{Context, Outcome, emit};
+use crate::adapters::link::WorkerLink;
 use crate::adapters::lock::{LockStatus, WriterLock};
 use crate::adapters::store::StoreReader;
-use crate::adapters::transport::WorkerTransport;
 use crate::engine::{self, sync::compare};
 use crate::model::deployment::WrittenArtifact;
 use crate::report::history::{
@@ -105,8 +105,8 @@ fn workers_sync(
     let mut reachable = Vec::new();
     let mut unreachable = BTreeMap::new();
     for worker in recorded.keys() {
-        match engine::recorded_transport(&ctx.state_dir, worker, placements.get(worker)) {
-            Ok(WorkerTransport::Local(dir)) if !dir.root().is_dir() => {
+        match engine::recorded_link(&ctx.state_dir, worker, placements.get(worker)) {
+            Ok(WorkerLink::Local(dir)) if !dir.root().is_dir() => {
                 let reason = format!("no worker directory at {}", dir.root().display());
                 unreachable.insert(worker.clone(), reason);
             }

@@ -2,7 +2,7 @@
 //! [`HealthChecker`] until healthy for `minHealthy`, or not by `healthyDeadline`.
 
 use crate::adapters::health::{HealthCheck, HealthChecker, Probe, Worker, all_healthy};
-use crate::adapters::transport::WorkerTransport;
+use crate::adapters::link::WorkerLink;
 use crate::model::DesiredState;
 use crate::pipeline::rollout::Gates;
 use std::collections::BTreeMap;
@@ -47,9 +47,9 @@ impl RingHealth {
             .workers
             .iter()
             .map(|(name, state)| {
-                let dir = match crate::engine::transport(state_dir, name, state) {
-                    WorkerTransport::Local(dir) => Some(dir.root().to_owned()),
-                    WorkerTransport::Http(_) => None,
+                let dir = match crate::engine::link(state_dir, name, state) {
+                    WorkerLink::Local(dir) => Some(dir.root().to_owned()),
+                    WorkerLink::Http(_) => None,
                 };
                 let worker = Worker {
                     name: name.clone(),

@@ -2,9 +2,9 @@
 //! compares with the desired one, and the plan itself. Inventories of the Active
 //! deployment's workers may be read ahead while the ring compiles.
 
-use super::{Context, EngineError, recorded_transport, transport};
+use super::{Context, EngineError, link, recorded_link};
 use crate::adapters::causes;
-use crate::adapters::transport::{Transport, TransportError, WorkerTransport};
+use crate::adapters::link::{Link, LinkError, WorkerLink};
 use crate::adapters::worker_dir::{Inventory, OnDisk};
 use crate::model::observed::{ManagedFile, ObservedState, ObservedWorker, PresentFile};
 use crate::model::{DesiredState, WorkerState};
@@ -19,15 +19,15 @@ mod tests;
 /// Reads many workers at once; each result by worker name.
 pub async fn inventories(
     ctx: &Context,
-    workers: Vec<(String, WorkerTransport)>,
-) -> BTreeMap<String, Result<Inventory, TransportError>> {
+    workers: Vec<(String, WorkerLink)>,
+) -> BTreeMap<String, Result<Inventory, LinkError>> {
     let limit = Arc::new(tokio::sync::Semaphore::new(ctx.concurrency));
     let mut tasks = tokio::task::JoinSet::new();
-    for (name, transport) in workers {
+    for (name, link) in workers {
         let limit = Arc::clone(&limit);
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            let inventory = transport.inventory().await;
+            let inventory = link.inventory().await;
             (name, inventory)
         });
     }
@@ -63,10 +63,10 @@ pub async fn read_ahead(ctx: &Context, ring: &str, stop: &AtomicBool) -> ReadAhe
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        let Ok(transport) = recorded_transport(&ctx.state_dir, &name, Some(&placement)) else {
+        let Ok(link) = recorded_link(&ctx.state_dir, &name, Some(&placement)) else {
             continue;
         };
-        if let Ok(inventory) = transport.inventory().await {
+        if let Ok(inventory) = link.inventory().await {
             read.insert(name, (placement.location, inventory));
         }
     }
@@ -92,7 +92,7 @@ pub async fn observe_with(
     let mut reachable = Vec::new();
     let mut read = BTreeMap::new();
     for (name, state) in &desired.workers {
-        let t = transport(&ctx.state_dir, name, state);
+        let t = link(&ctx.state_dir, name, state);
         if let Some((at, inventory)) = ahead.0.remove(name)
             && at == t.location()
         {
@@ -100,7 +100,7 @@ pub async fn observe_with(
         }
         reachable.push((name.clone(), t));
     }
-    let transports: BTreeMap<String, WorkerTransport> = reachable.iter().cloned().collect();
+    let links: BTreeMap<String, WorkerLink> = reachable.iter().cloned().collect();
     let unread = reachable
         .into_iter()
         .filter(|(name, _)| !read.contains_key(name))
@@ -115,8 +115,8 @@ pub async fn observe_with(
                 observed
                     .digests
                     .insert(name.clone(), inventory_digest(&inventory));
-                let transport = &transports[&name];
-                let worker = observed_worker(transport, inventory, state).await;
+                let link = &links[&name];
+                let worker = observed_worker(link, inventory, state).await;
                 observed.workers.insert(name, worker);
             }
             Err(e) => {
@@ -154,14 +154,14 @@ pub fn inventory_digest(inventory: &Inventory) -> String {
 
 /// One worker's inventory as a plan sees it, taking its paths and checksums over.
 async fn observed_worker(
-    transport: &WorkerTransport,
+    link: &WorkerLink,
     inventory: Inventory,
     state: &WorkerState,
 ) -> ObservedWorker {
     let mut worker = ObservedWorker::default();
     for (path, entry) in inventory.managed {
         if let OnDisk::File { sha256, .. } = entry.on_disk {
-            let shown = shown_text(transport, &path, &sha256, state).await;
+            let shown = shown_text(link, &path, &sha256, state).await;
             let file = PresentFile { sha256, shown };
             worker.present.insert(path.clone(), file);
         }
@@ -173,7 +173,7 @@ async fn observed_worker(
     }
     for path in inventory.unmanaged {
         if state.artifacts.contains_key(&path) {
-            let shown = shown_text(transport, &path, "", state).await;
+            let shown = shown_text(link, &path, "", state).await;
             let file = PresentFile {
                 sha256: String::new(),
                 shown,
@@ -200,12 +200,7 @@ pub async fn plan_ring(
 
 /// Text a plan may show for a file on a worker: nothing for the desired artifact itself
 /// (no diff is shown for it).
-async fn shown_text(
-    transport: &WorkerTransport,
-    path: &str,
-    sha256: &str,
-    state: &WorkerState,
-) -> String {
+async fn shown_text(link: &WorkerLink, path: &str, sha256: &str, state: &WorkerState) -> String {
     let desired = state.artifacts.get(path);
     if desired.is_some_and(|a| a.sha256 == sha256) {
         return String::new();
@@ -213,7 +208,7 @@ async fn shown_text(
     if desired.is_some_and(|a| a.shown.is_some()) {
         return SENSITIVE_NOTICE.to_owned();
     }
-    match transport.read(path).await {
+    match link.read(path).await {
         Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
         _ => String::new(),
     }

@@ -3,10 +3,10 @@
 //! to be.
 
 use super::switch::hooks;
-use super::{Context, EngineError, Target, recorded_transport, targets_from_record};
+use super::{Context, EngineError, Target, recorded_link, targets_from_record};
 use crate::adapters::causes;
+use crate::adapters::link::{Hooks, Link};
 use crate::adapters::store::Store;
-use crate::adapters::transport::{Hooks, Transport};
 use crate::adapters::worker_dir::Batch;
 use crate::model::deployment::{Deployment, DeploymentId, WorkerOutcome};
 use std::collections::BTreeMap;
@@ -82,7 +82,7 @@ async fn put_back(
         ..hooks(current, &back.failing.ring)
     };
     current
-        .transport
+        .link
         .switch(batch, hooks)
         .await
         .map(|_| ())
@@ -106,8 +106,8 @@ pub(super) async fn clear_old_locations(
         else {
             continue;
         };
-        let message = match recorded_transport(&ctx.state_dir, &t.name, Some(old)) {
-            Ok(transport) => {
+        let message = match recorded_link(&ctx.state_dir, &t.name, Some(old)) {
+            Ok(link) => {
                 let batch = Batch {
                     deployment: id.to_string(),
                     expected_generation: None,
@@ -117,7 +117,7 @@ pub(super) async fn clear_old_locations(
                     worker: t.name.clone(),
                     ..Hooks::default()
                 };
-                match transport.switch(batch, hooks).await {
+                match link.switch(batch, hooks).await {
                     Ok(_) => format!("{}: removed its files from {}", t.name, old.location),
                     Err(e) => format!(
                         "{}: cannot remove its files from {}: {}",

@@ -1,13 +1,13 @@
 //! Switching workers to their targets, several at a time: every file of a worker in
-//! one switch, its hooks run by the transport. An unreachable worker (an agent that is
+//! one switch, its hooks run by the link. An unreachable worker (an agent that is
 //! down) is tried again with backoff (with jitter) until a deadline; the outcome of each worker is
 //! recorded with the deployment.
 
 use super::{Context, EngineError, Target};
 use crate::adapters::backoff::Backoff;
 use crate::adapters::causes;
+use crate::adapters::link::{Hooks, Link, LinkError, SwitchError, WorkerLink};
 use crate::adapters::store::{Store, WorkerEntry};
-use crate::adapters::transport::{Hooks, SwitchError, Transport, TransportError, WorkerTransport};
 use crate::adapters::worker_dir::{Applied, Batch};
 use crate::model::deployment::{DeploymentId, WorkerOutcome};
 use std::collections::BTreeMap;
@@ -63,7 +63,7 @@ pub async fn switch_all(ctx: &Context, targets: &[Target], how: &Switching) -> S
             files: target.files.clone(),
         };
         let hooks = hooks(target, &how.ring);
-        let (transport, name) = (target.transport.clone(), target.name.clone());
+        let (link, name) = (target.link.clone(), target.name.clone());
         let (limit, failed) = (Arc::clone(&limit), Arc::clone(&failed));
         let (keep_going, until, waiting) = (how.keep_going, how.until, ctx.waiting.clone());
         tasks.spawn(async move {
@@ -72,7 +72,7 @@ pub async fn switch_all(ctx: &Context, targets: &[Target], how: &Switching) -> S
                 return (name, None);
             }
             let one = One {
-                transport: &transport,
+                link: &link,
                 worker: &name,
                 waiting: &waiting,
             };
@@ -114,7 +114,7 @@ pub const UNREACHABLE_RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// One worker being switched.
 struct One<'a> {
-    transport: &'a WorkerTransport,
+    link: &'a WorkerLink,
     worker: &'a str,
     waiting: &'a super::waiting::WaitingSet,
 }
@@ -123,7 +123,7 @@ impl One<'_> {
     /// Switches the worker, again while it is unreachable and `until` has not passed
     /// (a [`Backoff`] from [`UNREACHABLE_RETRY`] doubling up to
     /// [`UNREACHABLE_RETRY_MAX`], with jitter, no wait past `until`); then it fails with
-    /// [`TransportError::GaveUp`]. Without `until` an unreachable worker fails at once.
+    /// [`LinkError::GaveUp`]. Without `until` an unreachable worker fails at once.
     async fn switch(
         &self,
         batch: Batch,
@@ -135,7 +135,7 @@ impl One<'_> {
         let mut attempts = 1;
         let mut waiting = None;
         loop {
-            let result = self.transport.switch(batch.clone(), hooks.clone()).await;
+            let result = self.link.switch(batch.clone(), hooks.clone()).await;
             let error = match result {
                 Err(SwitchError::NotSwitched(e)) if e.is_unreachable() => e,
                 other => return other,
@@ -144,7 +144,7 @@ impl One<'_> {
                 if until.is_none() {
                     return Err(SwitchError::NotSwitched(error));
                 }
-                return Err(SwitchError::NotSwitched(TransportError::GaveUp {
+                return Err(SwitchError::NotSwitched(LinkError::GaveUp {
                     attempts,
                     waited: Duration::from_secs(started.elapsed().as_secs()),
                     source: Box::new(error),
@@ -265,7 +265,7 @@ fn summary(applied: &Applied) -> String {
     )
 }
 
-/// A transport error again, as text (they hold IO errors, which do not clone).
-fn clone_error(e: &TransportError) -> TransportError {
-    TransportError::Hook(causes(e))
+/// A link error again, as text (they hold IO errors, which do not clone).
+fn clone_error(e: &LinkError) -> LinkError {
+    LinkError::Hook(causes(e))
 }

@@ -4,8 +4,8 @@
 //! repository).
 
 use super::{Context, EngineError};
+use crate::adapters::link::{Link, WorkerLink};
 use crate::adapters::store::Store;
-use crate::adapters::transport::{Transport, WorkerTransport};
 use crate::adapters::worker_dir::FileSpec;
 use crate::model::deployment::{DeploymentId, Placement, WrittenArtifact};
 use crate::model::manifest::DriftMode;
@@ -27,21 +27,21 @@ fn mode_of(artifact: &crate::model::Artifact) -> u32 {
     }
 }
 
-/// The transport of a worker of the desired state.
-pub fn transport(state_dir: &Path, worker: &str, state: &WorkerState) -> WorkerTransport {
-    WorkerTransport::for_target(state_dir, worker, state.target.as_ref())
+/// The link of a worker of the desired state.
+pub fn link(state_dir: &Path, worker: &str, state: &WorkerState) -> WorkerLink {
+    WorkerLink::for_target(state_dir, worker, state.target.as_ref())
 }
 
-/// The transport of a worker where a deployment put it; deployments recorded before
+/// The link of a worker where a deployment put it; deployments recorded before
 /// placements were only had workers under `<state_dir>/workers/`.
-pub fn recorded_transport(
+pub fn recorded_link(
     state_dir: &Path,
     worker: &str,
     placement: Option<&Placement>,
-) -> Result<WorkerTransport, EngineError> {
+) -> Result<WorkerLink, EngineError> {
     match placement {
-        Some(p) => WorkerTransport::from_location(&p.location),
-        None => Ok(WorkerTransport::for_target(state_dir, worker, None)),
+        Some(p) => WorkerLink::from_location(&p.location),
+        None => Ok(WorkerLink::for_target(state_dir, worker, None)),
     }
     .map_err(|e| EngineError::worker(worker, e))
 }
@@ -52,7 +52,7 @@ pub struct Target {
     /// The worker.
     pub name: String,
     /// How it is reached.
-    pub transport: WorkerTransport,
+    pub link: WorkerLink,
     /// Every file it should hold, by worker-relative path.
     pub files: BTreeMap<String, FileSpec>,
     /// Where it is and the hooks to run, as recorded.
@@ -83,7 +83,7 @@ pub fn targets_from_desired(
         .workers
         .iter()
         .map(|(name, state)| {
-            let transport = transport(state_dir, name, state);
+            let link = link(state_dir, name, state);
             let files = state
                 .artifacts
                 .iter()
@@ -97,7 +97,7 @@ pub fn targets_from_desired(
                 })
                 .collect();
             let placement = Placement {
-                location: transport.location(),
+                location: link.location(),
                 check: state.check.clone(),
                 reload: state.reload.clone(),
                 sensitive: state
@@ -116,7 +116,7 @@ pub fn targets_from_desired(
             redact.dedup();
             Ok(Target {
                 name: name.clone(),
-                transport,
+                link,
                 files,
                 placement,
                 redact,
@@ -142,19 +142,19 @@ pub fn targets_from_record(
             continue;
         }
         let placement = placements.get(&name);
-        let transport = recorded_transport(&ctx.state_dir, &name, placement)?;
+        let link = recorded_link(&ctx.state_dir, &name, placement)?;
         let mut files = BTreeMap::new();
         for a in written {
             let bytes = ctx.objects.get(&a.sha256)?;
             files.insert(a.path, FileSpec::new(bytes, a.mode));
         }
         let placement = placement.cloned().unwrap_or_else(|| Placement {
-            location: transport.location(),
+            location: link.location(),
             ..Placement::default()
         });
         targets.push(Target {
             name,
-            transport,
+            link,
             files,
             placement,
             redact: redact.to_vec(),
@@ -163,11 +163,11 @@ pub fn targets_from_record(
     Ok(targets)
 }
 
-/// The target, its transport telling the worker the ring's drift mode with each switch
+/// The target, its link telling the worker the ring's drift mode with each switch
 /// (an agent heals or only records hot edits by itself).
 pub fn with_drift(target: Target, mode: DriftMode) -> Target {
     Target {
-        transport: target.transport.with_drift(mode),
+        link: target.link.with_drift(mode),
         ..target
     }
 }

@@ -1,10 +1,10 @@
-//! The agent's service on 127.0.0.1, reached through the HTTP transport: the two sides
+//! The agent's service on 127.0.0.1, reached through the HTTP link: the two sides
 //! of the wire protocol tested together. Every wait is bounded.
 
 use super::*;
 use crate::adapters::http_auth::Secret;
-use crate::adapters::transport::HttpAgent;
-use crate::adapters::transport::http::AgentError;
+use crate::adapters::link::HttpAgent;
+use crate::adapters::link::http::AgentError;
 use crate::adapters::worker_dir::WorkerDir;
 use std::collections::BTreeMap;
 use tokio::sync::oneshot;
@@ -47,7 +47,7 @@ impl Running {
         }
     }
 
-    fn transport(&self, token: &str) -> HttpAgent {
+    fn link(&self, token: &str) -> HttpAgent {
         HttpAgent::with_token_text(&self.base, token)
     }
 
@@ -55,7 +55,7 @@ impl Running {
         self.dir.path().join("w")
     }
 
-    /// A raw `PUT /v1/generation`, bypassing the transport's own encoding.
+    /// A raw `PUT /v1/generation`, bypassing the link's own encoding.
     async fn put_raw(&self, body: serde_json::Value) -> (u16, ErrorDoc) {
         let response = within(
             "PUT /v1/generation",
@@ -89,12 +89,12 @@ fn wire_file(content: &[u8], sha256: &str) -> serde_json::Value {
 }
 
 #[tokio::test]
-async fn a_generation_is_switched_and_read_back_through_the_transport() {
+async fn a_generation_is_switched_and_read_back_through_the_link() {
     let agent = Running::start(1 << 20).await;
-    let transport = agent.transport(TOKEN);
+    let link = agent.link(TOKEN);
     let applied = within(
         "the first switch",
-        transport.switch(
+        link.switch(
             batch("d1", Some(0), &[("wf/job/a.ini", "a=1\n")]),
             Hooks::default(),
         ),
@@ -104,48 +104,43 @@ async fn a_generation_is_switched_and_read_back_through_the_transport() {
     assert_eq!((applied.generation, applied.written.len()), (1, 1));
     let on_disk = std::fs::read_to_string(agent.root().join("wf/job/a.ini")).expect("written");
     assert_eq!(on_disk, "a=1\n");
-    let inventory = within("inventory", transport.inventory())
-        .await
-        .expect("read");
+    let inventory = within("inventory", link.inventory()).await.expect("read");
     assert_eq!(
         inventory,
         WorkerDir::new(agent.root()).inventory().expect("local")
     );
-    let bytes = within("read", transport.read("wf/job/a.ini"))
+    let bytes = within("read", link.read("wf/job/a.ini"))
         .await
         .expect("read");
     assert_eq!(bytes.as_deref(), Some(&b"a=1\n"[..]));
-    let missing = within("read", transport.read("wf/job/none"))
+    let missing = within("read", link.read("wf/job/none"))
         .await
         .expect("read");
     assert_eq!(missing, None);
-    within(
-        "clone",
-        transport.clone_file("wf/job/a.ini", "wf/job/b.ini"),
-    )
-    .await
-    .expect("cloned");
+    within("clone", link.clone_file("wf/job/a.ini", "wf/job/b.ini"))
+        .await
+        .expect("cloned");
     assert!(agent.root().join("wf/job/b.ini").is_file());
 }
 
 #[tokio::test]
 async fn a_stale_generation_is_a_generation_mismatch_and_changes_nothing() {
     let agent = Running::start(1 << 20).await;
-    let transport = agent.transport(TOKEN);
+    let link = agent.link(TOKEN);
     within(
         "switch",
-        transport.switch(batch("d1", Some(0), &[("wf/job/a", "1")]), Hooks::default()),
+        link.switch(batch("d1", Some(0), &[("wf/job/a", "1")]), Hooks::default()),
     )
     .await
     .expect("switched");
     let stale = batch("d2", Some(0), &[("wf/job/a", "2")]);
-    let err = within("stale switch", transport.switch(stale, Hooks::default()))
+    let err = within("stale switch", link.switch(stale, Hooks::default()))
         .await
         .expect_err("stale");
     assert!(
         matches!(
             err,
-            SwitchError::NotSwitched(TransportError::Dir(WorkerDirError::GenerationMismatch {
+            SwitchError::NotSwitched(LinkError::Dir(WorkerDirError::GenerationMismatch {
                 expected: 0,
                 found: 1,
                 ..
@@ -162,13 +157,13 @@ async fn a_stale_generation_is_a_generation_mismatch_and_changes_nothing() {
 #[tokio::test]
 async fn a_wrong_token_gets_401_and_the_error_does_not_show_either_token() {
     let agent = Running::start(1 << 20).await;
-    let transport = agent.transport("wrong-secret-value");
-    let err = within("inventory", transport.inventory())
+    let link = agent.link("wrong-secret-value");
+    let err = within("inventory", link.inventory())
         .await
         .expect_err("refused");
     let text = err.to_string();
     assert!(
-        matches!(err, TransportError::Agent(AgentError::Unauthorized { .. })),
+        matches!(err, LinkError::Agent(AgentError::Unauthorized { .. })),
         "{text}"
     );
     assert!(text.contains(&agent.base) && text.contains("401"), "{text}");
@@ -178,7 +173,7 @@ async fn a_wrong_token_gets_401_and_the_error_does_not_show_either_token() {
     );
     let err = within(
         "switch",
-        transport.switch(batch("d", None, &[("wf/j/a", "x")]), Hooks::default()),
+        link.switch(batch("d", None, &[("wf/j/a", "x")]), Hooks::default()),
     )
     .await
     .expect_err("refused");
@@ -239,10 +234,10 @@ async fn a_symbolic_link_on_the_way_is_refused() {
     let outside = tempfile::tempdir().expect("outside");
     std::fs::create_dir_all(agent.root()).expect("root");
     std::os::unix::fs::symlink(outside.path(), agent.root().join("wf")).expect("link");
-    let transport = agent.transport(TOKEN);
+    let link = agent.link(TOKEN);
     let err = within(
         "switch",
-        transport.switch(batch("d", None, &[("wf/job/a", "x")]), Hooks::default()),
+        link.switch(batch("d", None, &[("wf/job/a", "x")]), Hooks::default()),
     )
     .await
     .expect_err("refused");
@@ -303,11 +298,11 @@ fn paths_the_agent_refuses() {
 #[tokio::test]
 async fn self_heal_reverts_a_hot_edit_and_records_it_once() {
     let agent = Running::start(1 << 20).await;
-    let transport = agent.transport(TOKEN);
+    let link = agent.link(TOKEN);
     let files = [("wf/job/a", "1"), ("wf/job/b", "2")];
     within(
         "switch",
-        transport.switch(batch("d1", Some(0), &files), Hooks::default()),
+        link.switch(batch("d1", Some(0), &files), Hooks::default()),
     )
     .await
     .expect("switched");
@@ -345,11 +340,9 @@ async fn self_heal_reverts_a_hot_edit_and_records_it_once() {
         ]
     );
     // The daemon plans against the generation the revert produced.
-    let inventory = within("inventory", transport.inventory())
-        .await
-        .expect("read");
+    let inventory = within("inventory", link.inventory()).await.expect("read");
     let next = batch("d2", Some(inventory.generation), &[("wf/job/a", "3")]);
-    within("switch", transport.switch(next, Hooks::default()))
+    within("switch", link.switch(next, Hooks::default()))
         .await
         .expect("switched after a revert");
 }

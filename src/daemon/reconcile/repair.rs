@@ -249,17 +249,17 @@ async fn drifted_workers(
 ) -> Result<(DriftedFiles, BTreeSet<String>), PassError> {
     let recorded = store.artifacts(active.id)?;
     let placements = store.placements(active.id)?;
-    let mut transports = Vec::new();
+    let mut links = Vec::new();
     for worker in recorded.keys() {
         if only.is_some_and(|o| !o.contains(worker)) {
             continue;
         }
-        let t = engine::recorded_transport(&ctx.state_dir, worker, placements.get(worker))?;
-        transports.push((worker.clone(), t));
+        let t = engine::recorded_link(&ctx.state_dir, worker, placements.get(worker))?;
+        links.push((worker.clone(), t));
     }
     let mut out = BTreeMap::new();
     let mut unreachable = BTreeSet::new();
-    for (worker, inventory) in engine::inventories(ctx, transports).await {
+    for (worker, inventory) in engine::inventories(ctx, links).await {
         let inventory = match inventory {
             Ok(i) => i,
             Err(e) => {
@@ -292,8 +292,8 @@ pub fn watched_workers(state_dir: &Path) -> BTreeMap<String, PathBuf> {
         };
         let placements = reader.placements(active.id).unwrap_or_default();
         for worker in reader.artifacts(active.id).unwrap_or_default().into_keys() {
-            if let Ok(crate::adapters::transport::WorkerTransport::Local(dir)) =
-                engine::recorded_transport(state_dir, &worker, placements.get(&worker))
+            if let Ok(crate::adapters::link::WorkerLink::Local(dir)) =
+                engine::recorded_link(state_dir, &worker, placements.get(&worker))
             {
                 out.insert(worker, dir.root().to_owned());
             }

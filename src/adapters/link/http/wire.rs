@@ -1,5 +1,5 @@
 //! The agent's wire protocol (version 1): the JSON documents `ringops agent` serves and
-//! the HTTP transport sends. Pure serde types shared by both sides, so they cannot
+//! the HTTP link sends. Pure serde types shared by both sides, so they cannot
 //! drift apart.
 //!
 //! | route                   | body in                | answer                                      |
@@ -44,7 +44,7 @@ pub struct WireFile {
     pub mode: u32,
 }
 
-/// What runs around the switch, as the local transport runs it.
+/// What runs around the switch, as the local link runs it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WireHooks {

@@ -1,11 +1,14 @@
 //! How ringops reaches a worker: read what it holds, switch it to a new file set as a
-//! whole, run its group's hooks around the switch. [`Transport`] is the interface; a
-//! worker's `target` picks the implementation ([`WorkerTransport::for_target`]).
+//! whole, run its group's hooks around the switch. [`Link`] is the interface; a
+//! worker's `target` picks the implementation ([`WorkerLink::for_target`]).
 //!
 //! Local directories (no target, or `dir:/abs/path`) and remote agents
 //! (`https://host:port`, see [`http`]) sit behind the same interface. Every operation is async so that
 //! many workers are reached at once; the local one runs its blocking IO on tokio's
 //! blocking pool.
+//!
+//! A *link* reaches a worker; a *transport* is the manifest kind that carries a channel
+//! between worker groups (`pipeline::channels`): two ideas, two names.
 
 pub mod http;
 mod local;
@@ -22,8 +25,8 @@ use std::path::{Path, PathBuf};
 
 /// Why an operation on a worker failed.
 #[derive(Debug, thiserror::Error)]
-pub enum TransportError {
-    /// The worker's target names a transport this build does not have.
+pub enum LinkError {
+    /// The worker's target names a link this build does not have.
     #[error(
         "target `{target}` is not supported (local directories: `dir:/abs/path`; agents: `https://host:port`)"
     )]
@@ -64,23 +67,19 @@ pub enum TransportError {
         waited: std::time::Duration,
         /// The last attempt's failure.
         #[source]
-        source: Box<TransportError>,
+        source: Box<LinkError>,
     },
 }
 
-impl TransportError {
+impl LinkError {
     /// True when the user can fix it (a bad target, a path, a failing hook); false when
     /// something broke underneath.
     pub fn is_user_error(&self) -> bool {
         match self {
-            TransportError::Unsupported { .. }
-            | TransportError::Hook(_)
-            | TransportError::Refused(_) => true,
-            TransportError::Dir(e) => e.is_user_error(),
-            TransportError::Agent(e) => e.is_user_error(),
-            TransportError::Io { .. } | TransportError::Task(_) | TransportError::GaveUp { .. } => {
-                false
-            }
+            LinkError::Unsupported { .. } | LinkError::Hook(_) | LinkError::Refused(_) => true,
+            LinkError::Dir(e) => e.is_user_error(),
+            LinkError::Agent(e) => e.is_user_error(),
+            LinkError::Io { .. } | LinkError::Task(_) | LinkError::GaveUp { .. } => false,
         }
     }
 
@@ -88,8 +87,8 @@ impl TransportError {
     /// may come back (waiting for it can help).
     pub fn is_unreachable(&self) -> bool {
         match self {
-            TransportError::Agent(e) => e.is_unreachable(),
-            TransportError::GaveUp { .. } => true,
+            LinkError::Agent(e) => e.is_unreachable(),
+            LinkError::GaveUp { .. } => true,
             _ => false,
         }
     }
@@ -114,33 +113,30 @@ pub struct Hooks {
 #[derive(Debug)]
 pub enum SwitchError {
     /// Nothing changed on the worker (a refused batch, a failed check).
-    NotSwitched(TransportError),
+    NotSwitched(LinkError),
     /// The new files are in place but the reload hook failed: the caller restores.
-    ReloadFailed(TransportError),
+    ReloadFailed(LinkError),
 }
 
 impl SwitchError {
     /// The cause.
-    pub fn error(&self) -> &TransportError {
+    pub fn error(&self) -> &LinkError {
         match self {
             SwitchError::NotSwitched(e) | SwitchError::ReloadFailed(e) => e,
         }
     }
 }
 
-/// The operations every transport offers.
-pub trait Transport: Send + Sync {
+/// The operations every link offers.
+pub trait Link: Send + Sync {
     /// Where the worker is, as recorded with deployments (`dir:/abs/path`).
     fn location(&self) -> String;
 
     /// The record and what is really there.
-    fn inventory(&self) -> impl Future<Output = Result<Inventory, TransportError>> + Send;
+    fn inventory(&self) -> impl Future<Output = Result<Inventory, LinkError>> + Send;
 
     /// The bytes at a worker-relative path, if it is a regular file.
-    fn read(
-        &self,
-        path: &str,
-    ) -> impl Future<Output = Result<Option<Vec<u8>>, TransportError>> + Send;
+    fn read(&self, path: &str) -> impl Future<Output = Result<Option<Vec<u8>>, LinkError>> + Send;
 
     /// Runs `check` on the staged set, switches to exactly the batch's files, then runs
     /// `reload`.
@@ -155,20 +151,20 @@ pub trait Transport: Send + Sync {
         &self,
         from: &str,
         to: &str,
-    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+    ) -> impl Future<Output = Result<(), LinkError>> + Send;
 }
 
-/// A worker's transport, chosen by its target.
+/// A worker's link, chosen by its target.
 #[derive(Clone, Debug)]
-pub enum WorkerTransport {
+pub enum WorkerLink {
     /// A directory on this host.
     Local(LocalDir),
     /// A `ringops agent` reached over HTTP(S).
     Http(HttpAgent),
 }
 
-impl WorkerTransport {
-    /// The transport of a worker: no target → `<state_dir>/workers/<worker>`,
+impl WorkerLink {
+    /// The link of a worker: no target → `<state_dir>/workers/<worker>`,
     /// `dir:/abs/path` → that directory.
     pub fn for_target(state_dir: &Path, worker: &str, target: Option<&Target>) -> Self {
         match target {
@@ -177,7 +173,7 @@ impl WorkerTransport {
         }
     }
 
-    /// The transport reaching `target`.
+    /// The link reaching `target`.
     pub fn to(target: &Target) -> Self {
         match target {
             Target::Dir { path } => Self::Local(LocalDir::new(PathBuf::from(path))),
@@ -185,7 +181,7 @@ impl WorkerTransport {
         }
     }
 
-    /// The same transport, telling the worker the ring's drift mode with each switch:
+    /// The same link, telling the worker the ring's drift mode with each switch:
     /// an agent heals hot edits itself (revert) or only records them (report). A local
     /// directory ignores it (the daemon heals it).
     pub fn with_drift(self, mode: DriftMode) -> Self {
@@ -195,18 +191,18 @@ impl WorkerTransport {
         }
     }
 
-    /// The transport of a recorded location (`dir:/abs/path`, `https://host:port`).
-    pub fn from_location(location: &str) -> Result<Self, TransportError> {
+    /// The link of a recorded location (`dir:/abs/path`, `https://host:port`).
+    pub fn from_location(location: &str) -> Result<Self, LinkError> {
         let target = location
             .parse::<Target>()
-            .map_err(|_| TransportError::Unsupported {
+            .map_err(|_| LinkError::Unsupported {
                 target: location.to_owned(),
             })?;
         Ok(Self::to(&target))
     }
 }
 
-impl Transport for WorkerTransport {
+impl Link for WorkerLink {
     fn location(&self) -> String {
         match self {
             Self::Local(t) => t.location(),
@@ -214,14 +210,14 @@ impl Transport for WorkerTransport {
         }
     }
 
-    async fn inventory(&self) -> Result<Inventory, TransportError> {
+    async fn inventory(&self) -> Result<Inventory, LinkError> {
         match self {
             Self::Local(t) => t.inventory().await,
             Self::Http(t) => t.inventory().await,
         }
     }
 
-    async fn read(&self, path: &str) -> Result<Option<Vec<u8>>, TransportError> {
+    async fn read(&self, path: &str) -> Result<Option<Vec<u8>>, LinkError> {
         match self {
             Self::Local(t) => t.read(path).await,
             Self::Http(t) => t.read(path).await,
@@ -235,7 +231,7 @@ impl Transport for WorkerTransport {
         }
     }
 
-    async fn clone_file(&self, from: &str, to: &str) -> Result<(), TransportError> {
+    async fn clone_file(&self, from: &str, to: &str) -> Result<(), LinkError> {
         match self {
             Self::Local(t) => t.clone_file(from, to).await,
             Self::Http(t) => t.clone_file(from, to).await,

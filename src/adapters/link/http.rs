@@ -1,8 +1,8 @@
-//! The HTTP transport: a worker whose `target` is `https://host:port` (or `http://` on
+//! The HTTP link: a worker whose `target` is `https://host:port` (or `http://` on
 //! loopback, for tests) is a `ringops agent` reached with reqwest over the protocol of
 //! [`wire`].
 //!
-//! The agent token is read when the transport is made, from the file named by
+//! The agent token is read when the link is made, from the file named by
 //! `RINGOPS_AGENT_TOKEN_FILE`, else the systemd credential `agent-token`
 //! (`$CREDENTIALS_DIRECTORY/agent-token`); one token for every agent of the fleet. It
 //! is sent only in the `Authorization` header (marked sensitive) and never appears in
@@ -17,13 +17,13 @@
 //! that stays away is the rollout's, up to its progress deadline). Every error names
 //! the agent and the cause: unreachable, 401, 409 (as a generation mismatch), 422, 5xx.
 //!
-//! A transport may carry the ring's drift mode ([`HttpAgent::with_drift`]); it travels
+//! A link may carry the ring's drift mode ([`HttpAgent::with_drift`]); it travels
 //! with each generation, and the agent then reverts (or only records) hot edits until
 //! the next one. Without it the agent keeps the mode it had.
 
 pub mod wire;
 
-use super::{Hooks, SwitchError, Transport, TransportError};
+use super::{Hooks, Link, LinkError, SwitchError};
 use crate::adapters::backoff::Backoff;
 use crate::adapters::worker_dir::{
     Applied, Batch, Inventory, ManagedEntry, OnDisk, WorkerDirError,
@@ -287,7 +287,7 @@ impl HttpAgent {
         })
     }
 
-    /// The switch's answer as the local transport gives it.
+    /// The switch's answer as the local link gives it.
     async fn switched(
         &self,
         response: reqwest::Response,
@@ -306,23 +306,23 @@ impl HttpAgent {
         let root = PathBuf::from(&self.base);
         match doc.map(|d| (d.kind, d.generation, d.error)) {
             Some((ErrorKind::StaleGeneration, found, _)) => Err(SwitchError::NotSwitched(
-                TransportError::Dir(WorkerDirError::GenerationMismatch {
+                LinkError::Dir(WorkerDirError::GenerationMismatch {
                     root,
                     expected: expected.unwrap_or_default(),
                     found: found.unwrap_or_default(),
                 }),
             )),
-            Some((ErrorKind::Busy, _, _)) => Err(SwitchError::NotSwitched(TransportError::Dir(
+            Some((ErrorKind::Busy, _, _)) => Err(SwitchError::NotSwitched(LinkError::Dir(
                 WorkerDirError::Busy {
                     lock: root.join(".ringops/lock"),
                     root,
                 },
             ))),
             Some((ErrorKind::CheckFailed, _, message)) => {
-                Err(SwitchError::NotSwitched(TransportError::Hook(message)))
+                Err(SwitchError::NotSwitched(LinkError::Hook(message)))
             }
             Some((ErrorKind::ReloadFailed, _, message)) => {
-                Err(SwitchError::ReloadFailed(TransportError::Hook(message)))
+                Err(SwitchError::ReloadFailed(LinkError::Hook(message)))
             }
             _ => Err(not_switched(error)),
         }
@@ -330,7 +330,7 @@ impl HttpAgent {
 }
 
 fn not_switched(e: AgentError) -> SwitchError {
-    SwitchError::NotSwitched(TransportError::Agent(e))
+    SwitchError::NotSwitched(LinkError::Agent(e))
 }
 
 /// The token from [`TOKEN_FILE_ENV`] or the credential [`TOKEN_CREDENTIAL`].
@@ -356,7 +356,7 @@ fn read_token() -> Result<Token, String> {
     Ok(Token(token.into()))
 }
 
-/// The client every agent transport shares (one connection pool).
+/// The client every agent link shares (one connection pool).
 fn client() -> Result<reqwest::Client, String> {
     static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
     CLIENT.get_or_init(build_client).clone()
@@ -431,7 +431,7 @@ fn wire_drift(mode: DriftMode) -> WireDrift {
     }
 }
 
-/// The wire form of a batch, its hooks and the drift mode (if the transport has one).
+/// The wire form of a batch, its hooks and the drift mode (if the link has one).
 fn generation_request(batch: Batch, hooks: Hooks, drift: Option<DriftMode>) -> GenerationRequest {
     let engine = base64::engine::general_purpose::STANDARD;
     let files = batch
@@ -461,18 +461,18 @@ fn generation_request(batch: Batch, hooks: Hooks, drift: Option<DriftMode>) -> G
     }
 }
 
-impl Transport for HttpAgent {
+impl Link for HttpAgent {
     fn location(&self) -> String {
         self.base.clone()
     }
 
-    async fn inventory(&self) -> Result<Inventory, TransportError> {
+    async fn inventory(&self) -> Result<Inventory, LinkError> {
         let response = self.get("/v1/inventory", &[]).await?;
         let doc: InventoryDoc = self.json(response).await?;
         Ok(inventory_of(doc))
     }
 
-    async fn read(&self, path: &str) -> Result<Option<Vec<u8>>, TransportError> {
+    async fn read(&self, path: &str) -> Result<Option<Vec<u8>>, LinkError> {
         let response = self.get("/v1/file", &[("path", path)]).await?;
         match response.status() {
             StatusCode::OK => {
@@ -504,7 +504,7 @@ impl Transport for HttpAgent {
         self.switched(response, expected).await
     }
 
-    async fn clone_file(&self, from: &str, to: &str) -> Result<(), TransportError> {
+    async fn clone_file(&self, from: &str, to: &str) -> Result<(), LinkError> {
         let body = CloneRequest {
             from: from.to_owned(),
             to: to.to_owned(),

@@ -1,7 +1,7 @@
-//! The local directory transport: a [`WorkerDir`] on this host, its blocking IO run on
+//! The local directory link: a [`WorkerDir`] on this host, its blocking IO run on
 //! tokio's blocking pool.
 
-use super::{Hooks, SwitchError, Transport, TransportError};
+use super::{Hooks, Link, LinkError, SwitchError};
 use crate::adapters::hooks::HookRun;
 use crate::adapters::worker_dir::{Applied, Batch, Inventory, OnDisk, RESERVED, WorkerDir};
 use crate::model::desired::HookSpec;
@@ -31,24 +31,24 @@ impl LocalDir {
 
 /// Runs blocking work on tokio's blocking pool.
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, TransportError> + Send + 'static,
-) -> Result<T, TransportError> {
+    f: impl FnOnce() -> Result<T, LinkError> + Send + 'static,
+) -> Result<T, LinkError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| TransportError::Task(e.to_string()))?
+        .map_err(|e| LinkError::Task(e.to_string()))?
 }
 
-impl Transport for LocalDir {
+impl Link for LocalDir {
     fn location(&self) -> String {
         format!("dir:{}", self.root().display())
     }
 
-    async fn inventory(&self) -> Result<Inventory, TransportError> {
+    async fn inventory(&self) -> Result<Inventory, LinkError> {
         let dir = self.dir.clone();
         blocking(move || Ok(dir.inventory()?)).await
     }
 
-    async fn read(&self, path: &str) -> Result<Option<Vec<u8>>, TransportError> {
+    async fn read(&self, path: &str) -> Result<Option<Vec<u8>>, LinkError> {
         let (root, path) = (self.root().to_owned(), path.to_owned());
         blocking(move || read_file(&root, &path)).await
     }
@@ -78,21 +78,21 @@ impl Transport for LocalDir {
         Ok(applied)
     }
 
-    async fn clone_file(&self, from: &str, to: &str) -> Result<(), TransportError> {
+    async fn clone_file(&self, from: &str, to: &str) -> Result<(), LinkError> {
         let dir = self.dir.clone();
         let (from, to) = (from.to_owned(), to.to_owned());
         blocking(move || clone_file(&dir, &from, &to)).await
     }
 }
 
-/// Runs a hook with the worker's variables; its failure as a transport error.
+/// Runs a hook with the worker's variables; its failure as a link error.
 async fn run_hook(
     hook: &HookSpec,
     name: &str,
     hooks: &Hooks,
     root: &Path,
     staged: Option<&Path>,
-) -> Result<(), TransportError> {
+) -> Result<(), LinkError> {
     let root_text = root.display().to_string();
     let staged_text = staged.map(|p| p.display().to_string());
     let mut env = vec![
@@ -112,13 +112,13 @@ async fn run_hook(
     };
     match crate::adapters::hooks::run(hook, run).await {
         Ok(_) => Ok(()),
-        Err(e) => Err(TransportError::Hook(crate::adapters::causes(&e))),
+        Err(e) => Err(LinkError::Hook(crate::adapters::causes(&e))),
     }
 }
 
 /// The batch's complete file set in a new private folder under the worker's
 /// `.ringops/`, for the check hook; removed when dropped.
-fn stage_for_check(root: &Path, batch: &Batch) -> Result<tempfile::TempDir, TransportError> {
+fn stage_for_check(root: &Path, batch: &Batch) -> Result<tempfile::TempDir, LinkError> {
     let reserved = root.join(RESERVED);
     std::fs::create_dir_all(root).map_err(|e| io(root, "cannot create", e))?;
     let mut builder = std::fs::DirBuilder::new();
@@ -133,7 +133,7 @@ fn stage_for_check(root: &Path, batch: &Batch) -> Result<tempfile::TempDir, Tran
     match std::fs::symlink_metadata(&reserved) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
-            return Err(TransportError::Refused(format!(
+            return Err(LinkError::Refused(format!(
                 "{} is not a folder (a symbolic link?); ringops keeps its records there and will not stage files through it",
                 reserved.display()
             )));
@@ -146,7 +146,7 @@ fn stage_for_check(root: &Path, batch: &Batch) -> Result<tempfile::TempDir, Tran
         .map_err(|e| io(&reserved, "cannot create a folder in", e))?;
     for (path, file) in &batch.files {
         if let Some(problem) = artifact_path_problem(path) {
-            return Err(TransportError::Refused(format!("path `{path}` {problem}")));
+            return Err(LinkError::Refused(format!("path `{path}` {problem}")));
         }
         let target = staged.path().join(path);
         if let Some(parent) = target.parent() {
@@ -158,7 +158,7 @@ fn stage_for_check(root: &Path, batch: &Batch) -> Result<tempfile::TempDir, Tran
 }
 
 /// The file at `path` below `root`, refusing paths that could leave the directory.
-fn read_file(root: &Path, path: &str) -> Result<Option<Vec<u8>>, TransportError> {
+fn read_file(root: &Path, path: &str) -> Result<Option<Vec<u8>>, LinkError> {
     let Some(full) = inside(root, path)? else {
         return Ok(None);
     };
@@ -178,7 +178,7 @@ fn read_file(root: &Path, path: &str) -> Result<Option<Vec<u8>>, TransportError>
 /// `root/path` when `path` is a valid worker-relative path, outside `.ringops/`, whose
 /// folders below `root` are real folders (no symbolic link). `None` when a folder on
 /// the way does not exist.
-fn inside(root: &Path, path: &str) -> Result<Option<PathBuf>, TransportError> {
+fn inside(root: &Path, path: &str) -> Result<Option<PathBuf>, LinkError> {
     check_path(path)?;
     let mut at = root.to_owned();
     let parts: Vec<&str> = path.split('/').collect();
@@ -187,7 +187,7 @@ fn inside(root: &Path, path: &str) -> Result<Option<PathBuf>, TransportError> {
         match std::fs::symlink_metadata(&at) {
             Ok(m) if m.is_dir() => {}
             Ok(m) if m.file_type().is_symlink() => {
-                return Err(TransportError::Refused(format!(
+                return Err(LinkError::Refused(format!(
                     "path `{path}` goes through the symbolic link {}",
                     at.display()
                 )));
@@ -201,12 +201,12 @@ fn inside(root: &Path, path: &str) -> Result<Option<PathBuf>, TransportError> {
 }
 
 /// Refuses a path that could leave the worker directory or reach ringops' records.
-fn check_path(path: &str) -> Result<(), TransportError> {
+fn check_path(path: &str) -> Result<(), LinkError> {
     if let Some(problem) = artifact_path_problem(path) {
-        return Err(TransportError::Refused(format!("path `{path}` {problem}")));
+        return Err(LinkError::Refused(format!("path `{path}` {problem}")));
     }
     if path.split('/').next() == Some(RESERVED) {
-        return Err(TransportError::Refused(format!(
+        return Err(LinkError::Refused(format!(
             "path `{path}` is inside `{RESERVED}/`, which ringops keeps for itself"
         )));
     }
@@ -215,33 +215,33 @@ fn check_path(path: &str) -> Result<(), TransportError> {
 
 /// Copies the intact managed file `from` to `to`, a path nothing occupies, without ever
 /// replacing a file: written to a temporary file, synced, then linked into place.
-fn clone_file(dir: &WorkerDir, from: &str, to: &str) -> Result<(), TransportError> {
+fn clone_file(dir: &WorkerDir, from: &str, to: &str) -> Result<(), LinkError> {
     for path in [from, to] {
         check_path(path)?;
     }
     let inventory = dir.inventory()?;
     let Some(entry) = inventory.managed.get(from) else {
-        return Err(TransportError::Refused(format!(
+        return Err(LinkError::Refused(format!(
             "`{from}` is not a file ringops manages on this worker"
         )));
     };
     if !matches!(entry.on_disk, OnDisk::File { .. }) {
-        return Err(TransportError::Refused(format!(
+        return Err(LinkError::Refused(format!(
             "`{from}` is not on the worker any more (see `ringops drift`)"
         )));
     }
     if inventory.managed.contains_key(to) {
-        return Err(TransportError::Refused(format!(
+        return Err(LinkError::Refused(format!(
             "`{to}` is managed by ringops; pick a path no artifact uses"
         )));
     }
     let root = dir.root();
     let bytes = read_file(root, from)?.ok_or_else(|| {
-        TransportError::Refused(format!("`{from}` is not a regular file on the worker"))
+        LinkError::Refused(format!("`{from}` is not a regular file on the worker"))
     })?;
     create_parents(root, to)?;
     let target = inside(root, to)?.ok_or_else(|| {
-        TransportError::Refused(format!("a file stands where a folder of `{to}` must go"))
+        LinkError::Refused(format!("a file stands where a folder of `{to}` must go"))
     })?;
     let parent = target.parent().unwrap_or(root);
     let mut tmp = tempfile::NamedTempFile::new_in(parent)
@@ -262,7 +262,7 @@ fn clone_file(dir: &WorkerDir, from: &str, to: &str) -> Result<(), TransportErro
     match std::fs::hard_link(tmp.path(), &target) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(TransportError::Refused(format!(
+            return Err(LinkError::Refused(format!(
                 "`{to}` already exists on the worker; clone never replaces a file"
             )));
         }
@@ -275,7 +275,7 @@ fn clone_file(dir: &WorkerDir, from: &str, to: &str) -> Result<(), TransportErro
 }
 
 /// Creates the folders of `path` below `root`, refusing symbolic links on the way.
-fn create_parents(root: &Path, path: &str) -> Result<(), TransportError> {
+fn create_parents(root: &Path, path: &str) -> Result<(), LinkError> {
     let parts: Vec<&str> = path.split('/').collect();
     let mut at = root.to_owned();
     for part in &parts[..parts.len().saturating_sub(1)] {
@@ -283,7 +283,7 @@ fn create_parents(root: &Path, path: &str) -> Result<(), TransportError> {
         match std::fs::symlink_metadata(&at) {
             Ok(m) if m.is_dir() => continue,
             Ok(_) => {
-                return Err(TransportError::Refused(format!(
+                return Err(LinkError::Refused(format!(
                     "`{}` is in the way of `{path}`: not a folder",
                     at.display()
                 )));
@@ -297,8 +297,8 @@ fn create_parents(root: &Path, path: &str) -> Result<(), TransportError> {
     Ok(())
 }
 
-fn io(path: &Path, what: &str, source: std::io::Error) -> TransportError {
-    TransportError::Io {
+fn io(path: &Path, what: &str, source: std::io::Error) -> LinkError {
+    LinkError::Io {
         what: format!("{what} {}", path.display()),
         source,
     }
