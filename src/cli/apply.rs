@@ -327,27 +327,24 @@ fn deploy(ctx: &Context, store: &mut Store, prepared: &Prepared, reason: &str) -
         reason: reason.to_owned(),
         rollback_of: None,
     };
-    if gates.staged() {
-        let deployment = store
-            .create_deployment(&new)
-            .map_err(|e| Failure::Internal(e.into()))?;
-        return super::promote::run(ctx, store, &deployment, &gates, desired);
-    }
-    if let Some(pause) = store
-        .ring_pause(ring)
-        .map_err(|e| Failure::Internal(e.into()))?
+    if !gates.staged()
+        && let Some(pause) = store
+            .ring_pause(ring)
+            .map_err(|e| Failure::Internal(e.into()))?
     {
         return Err(Failure::user(format!(
             "ring `{ring}` is paused ({}); `ringops resume {ring}` first; nothing was changed",
             pause.reason
         )));
     }
-    let targets = engine::targets_from_desired(ctx.state_dir(), desired)
-        .map_err(engine_failure)?
-        .into_iter()
-        .map(|t| engine::targets::with_drift(t, gates.drift))
-        .collect();
-    run_rollout(ctx, store, targets, new)
+    let engine = ctx.engine();
+    let rollout = engine::deploy::Rollout::for_ring(&engine, desired, &gates, false)
+        .map_err(engine_failure)?;
+    let deployed = create_and_deploy(ctx, store, &new, &rollout)?;
+    match gates.staged() {
+        true => super::promote::report(deployed, rollout.batches.len()),
+        false => report_direct(deployed, rollout.targets.len()),
+    }
 }
 
 /// Whether the Active deployment put every worker where the desired state does, with
@@ -382,17 +379,28 @@ pub fn run_rollout(
     new: NewDeployment,
 ) -> Outcome {
     let workers = targets.len();
-    let deployment = store
-        .create_deployment(&new)
-        .map_err(|e| Failure::Internal(e.into()))?;
     let rollout = engine::deploy::Rollout::direct(targets);
-    let deployed = block_on(engine::deploy::deploy(
-        &ctx.engine(),
-        store,
-        &deployment,
-        &rollout,
-    ))?
-    .map_err(engine_failure)?;
+    let deployed = create_and_deploy(ctx, store, &new, &rollout)?;
+    report_direct(deployed, workers)
+}
+
+/// Records `new` and runs it as `rollout` says.
+fn create_and_deploy(
+    ctx: &Context,
+    store: &mut Store,
+    new: &NewDeployment,
+    rollout: &engine::deploy::Rollout,
+) -> Result<engine::deploy::Deployed, Failure> {
+    let deployment = store
+        .create_deployment(new)
+        .map_err(|e| Failure::Internal(e.into()))?;
+    let engine = ctx.engine();
+    let run = engine::deploy::deploy(&engine, store, &deployment, rollout);
+    block_on(run)?.map_err(engine_failure)
+}
+
+/// Says how a deployment of every worker at once went: an error when it failed.
+fn report_direct(deployed: engine::deploy::Deployed, workers: usize) -> Outcome {
     match deployed.end {
         engine::deploy::RolloutEnd::Failed {
             deployment: d,

@@ -73,6 +73,31 @@ impl Rollout {
         }
     }
 
+    /// How a new deployment of `desired` rolls out as `gates` say: batch by batch with
+    /// health checks when its strategy or `health:` asks for it ([`Rollout::gated`]),
+    /// else every worker at once, put back on failure. With `wait`, an unreachable worker
+    /// is waited for up to the ring's progress deadline (the daemon); without, it fails
+    /// the deployment at once (a person at the command line).
+    pub fn for_ring(
+        ctx: &Context,
+        desired: &DesiredState,
+        gates: &Gates,
+        wait: bool,
+    ) -> Result<Self, EngineError> {
+        if gates.staged() {
+            return Self::gated(ctx, desired, gates, 0, false);
+        }
+        let targets = targets::targets_from_desired(&ctx.state_dir, desired)?
+            .into_iter()
+            .map(|t| targets::with_drift(t, gates.drift))
+            .collect();
+        let direct = Self::direct(targets);
+        Ok(match wait {
+            true => direct.waiting_up_to(gates.health.progress_deadline),
+            false => direct,
+        })
+    }
+
     /// The rollout `gates` ask for of `desired`, from batch `done` on: batches by the
     /// ring's strategy, a health check after each, revert or leave on failure.
     pub fn gated(

@@ -14,7 +14,7 @@ mod rollout;
 mod verdict;
 
 pub use hold::{fail, pause, unpause};
-pub(super) use rollout::{effective_gates, run};
+pub(super) use rollout::{effective_gates, report};
 pub use verdict::{approve, reject};
 
 use super::apply::{actor, open_writer, plan_against_workers, refuse_unreachable};

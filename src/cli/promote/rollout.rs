@@ -134,7 +134,7 @@ pub(in crate::cli) fn run(
 }
 
 /// Says where a run of a deployment ended: an error when it failed.
-fn report(deployed: Deployed, batches: usize) -> Outcome {
+pub(in crate::cli) fn report(deployed: Deployed, batches: usize) -> Outcome {
     match deployed.end {
         RolloutEnd::Active(d) => {
             emit(&format!(

@@ -13,7 +13,7 @@ use crate::model::deployment::{Deployment, DeploymentState, NewDeployment};
 use crate::model::{Bundle, DesiredState};
 use crate::pipeline::plan::PlanInput;
 use crate::pipeline::policy::ring_policies;
-use crate::pipeline::rollout::{Gates, HealthTiming};
+use crate::pipeline::rollout::Gates;
 use std::path::Path;
 
 impl Reconciler {
@@ -268,10 +268,19 @@ async fn deploy_ring(
         return Ok(None);
     }
     let plan = plan_text(pass, &desired).await;
-    let rollout = match gates {
-        Some(g) if g.staged() => Rollout::gated(&pass.ctx, &desired, g, 0, false)?,
-        _ => direct(pass, &desired, gates)?,
+    let ungated;
+    let gates = match gates {
+        Some(g) => g,
+        None => {
+            ungated =
+                Gates::from_spec(&Default::default()).map_err(|source| EngineError::Gates {
+                    ring: ring.to_owned(),
+                    source,
+                })?;
+            &ungated
+        }
     };
+    let rollout = Rollout::for_ring(&pass.ctx, &desired, gates, true)?;
     let d = store.create_deployment(&NewDeployment { fingerprint, ..new })?;
     let deployed = deploy(&pass.ctx, store, &d, &rollout).await?;
     let deployment = deployed.end.deployment().clone();
@@ -347,25 +356,4 @@ async fn plan_text(pass: &Pass<'_>, desired: &DesiredState) -> String {
     };
     let (plan, _) = engine::plan_ring(&pass.ctx, desired, input).await;
     crate::report::text::render(&plan, false)
-}
-
-/// An ungated ring's deployment: every worker at once, waiting for unreachable ones up
-/// to the ring's progress deadline.
-fn direct(
-    pass: &Pass<'_>,
-    desired: &DesiredState,
-    gates: Option<&Gates>,
-) -> Result<Rollout, PassError> {
-    let mut targets = engine::targets_from_desired(&pass.ctx.state_dir, desired)?;
-    if let Some(g) = gates {
-        targets = targets
-            .into_iter()
-            .map(|t| engine::targets::with_drift(t, g.drift))
-            .collect();
-    }
-    let deadline = gates.map_or_else(
-        || HealthTiming::default().progress_deadline,
-        |g| g.health.progress_deadline,
-    );
-    Ok(Rollout::direct(targets).waiting_up_to(deadline))
 }
