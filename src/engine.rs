@@ -2,7 +2,7 @@
 //! against them, decide what its gates allow, switch its workers batch by batch, record.
 //! The decisions on data are the pure pipeline's; this layer does the IO around them.
 //!
-//! - [`observe`]: reading workers, and the plan against them.
+//! - [`observe`](mod@observe): reading workers, and the plan against them.
 //! - [`targets`]: what a rollout writes to each worker, from a compiled desired state
 //!   or from a recorded deployment and the object store (rollback and drift repair).
 //! - [`switch`]: switching workers several at a time, waiting for unreachable ones.
@@ -11,7 +11,7 @@
 //! - [`gates`] and [`promotion`]: the gates in force for a ring, and what they say of a
 //!   deployment now.
 //!
-//! Everything that runs is given an [`Context`]: no process-wide settings.
+//! Everything that runs is given a [`Context`]: no process-wide settings.
 
 pub mod compile;
 pub mod deploy;

@@ -1,7 +1,7 @@
 //! One pass of the daemon, under the writer lock: deploy the tracked branch's newest
-//! commit to the rings that auto-deploy and move on queued promotions ([`deploy`]), or
-//! repair drift on the workers of every ring's Active deployment ([`repair`]). A
-//! deployment that failed on a worker is tried again with backoff ([`retry`]). Each pass
+//! commit to the rings that auto-deploy and move on queued promotions (`deploy`), or
+//! repair drift on the workers of every ring's Active deployment (`repair`). A
+//! deployment that failed on a worker is tried again with backoff (`retry`). Each pass
 //! takes the lock only for its own duration, so `ringops apply`, `rollback` and friends
 //! interleave with the daemon.
 
