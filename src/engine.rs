@@ -124,6 +124,9 @@ pub enum EngineError {
         /// Its Active deployment.
         deployment: crate::model::deployment::DeploymentId,
     },
+    /// A promotion refused before anything was recorded.
+    #[error(transparent)]
+    Refused(#[from] promotion::intake::Refusal),
     /// The ring's trusted gates do not parse.
     #[error("ring `{ring}`'s gates cannot be used")]
     Gates {
@@ -150,6 +153,7 @@ impl EngineError {
             EngineError::Source(e) => e.is_user_error(),
             EngineError::Untrusted { .. }
             | EngineError::TakenWorker { .. }
+            | EngineError::Refused(_)
             | EngineError::Gates { .. } => true,
             _ => false,
         }

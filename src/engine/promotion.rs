@@ -278,5 +278,6 @@ pub async fn abandon(
     end_failed(ctx, store, d, ending).await
 }
 
+pub mod intake;
 #[cfg(test)]
 mod tests;

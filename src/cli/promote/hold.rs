@@ -2,11 +2,12 @@
 //! [`unpause`]), `fail`, and going on with a rollout that waits for a person
 //! (`promote --continue`).
 
-use super::rollout::{describe_wait, effective_gates, gates_and_desired, run};
+use super::rollout::{effective_gates, gates_and_desired, run};
 use super::{HoldArgs, internal};
 use crate::adapters::store::Store;
 use crate::cli::apply::{actor, open_writer};
 use crate::cli::{Context, Failure, Outcome, block_on, emit, engine_failure};
+use crate::engine::promotion::intake::describe as describe_wait;
 use crate::engine::promotion::{self, Step};
 use crate::model::deployment::Waiting;
 use std::process::ExitCode;

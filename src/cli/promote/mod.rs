@@ -19,16 +19,16 @@ pub use verdict::{approve, reject};
 
 use super::apply::{actor, open_writer, plan_against_workers, refuse_unreachable};
 use super::{Context, Failure, Outcome, block_on, emit, engine_failure};
-use crate::adapters::store::gates::RolloutState;
 use crate::adapters::store::{Store, StoreError};
 use crate::engine;
+use crate::engine::promotion::intake;
 use crate::model::Bundle;
 use crate::model::deployment::{Deployment, NewDeployment, Waiting};
 use crate::model::plan::{Plan, Revision};
 use crate::pipeline::rollout::Gates;
 use crate::report;
 use clap::Args;
-use rollout::{compile, describe_wait, proceed};
+use rollout::{compile, proceed};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -97,9 +97,8 @@ pub fn promote(ctx: &Context, args: &PromoteArgs) -> Outcome {
         return hold::continue_waiting(ctx, &mut store, &args.ring, Waiting::Continue);
     }
     let gates = effective_gates(ctx, &store, &args.ring, None)?.map_err(engine_failure)?;
-    let source_ring = promotes_from(&gates, &args.ring)?;
-    refuse_unfinished(&store, &args.ring)?;
-    let source = promotable(&store, &source_ring, &args.ring)?;
+    let (source_ring, source) =
+        intake::promotable(&store, &gates, &args.ring).map_err(engine_failure)?;
     let emergency = match args.emergency {
         false => None,
         true => Some(emergency_approver(ctx, args, &gates)?),
@@ -130,17 +129,8 @@ pub fn promote(ctx: &Context, args: &PromoteArgs) -> Outcome {
         return Ok(ExitCode::SUCCESS);
     }
     let new = new_deployment(args, &source, &source_ring, &plan, emergency.as_deref());
-    let deployment = queue(&mut store, &new, emergency.is_some())?;
+    let deployment = intake::queue(&mut store, &new, emergency.is_some()).map_err(internal)?;
     proceed(ctx, &mut store, &deployment, &gates, &desired)
-}
-
-/// The ring `ring` promotes from (its `promotesFrom`), refused when it names none.
-fn promotes_from(gates: &Gates, ring: &str) -> Result<String, Failure> {
-    gates.promotes_from.clone().ok_or_else(|| {
-        Failure::user(format!(
-            "ring `{ring}` does not promote from another ring (no `promotesFrom`); deploy it with `ringops apply --ring {ring}`"
-        ))
-    })
 }
 
 /// Whether the ring's Active deployment already has the plan's fingerprint.
@@ -175,42 +165,6 @@ fn new_deployment(
     }
 }
 
-/// The Active deployment of `source_ring` to promote into `ring`: refused while the
-/// source ring has none or is paused (it is not known healthy).
-fn promotable(store: &Store, source_ring: &str, ring: &str) -> Result<Deployment, Failure> {
-    let source = store
-        .active(source_ring)
-        .map_err(internal)?
-        .ok_or_else(|| {
-            Failure::user(format!(
-                "cannot promote `{ring}`: ring `{source_ring}` has no Active deployment to promote"
-            ))
-        })?;
-    if let Some(pause) = store.ring_pause(source_ring).map_err(internal)? {
-        return Err(Failure::user(format!(
-            "cannot promote `{ring}`: ring `{source_ring}` is paused ({}); it is not known healthy",
-            pause.reason
-        )));
-    }
-    Ok(source)
-}
-
-/// Records the promotion as a Queued deployment (noted as an emergency when it is one).
-fn queue(store: &mut Store, new: &NewDeployment, emergency: bool) -> Result<Deployment, Failure> {
-    let deployment = store.create_deployment(new).map_err(internal)?;
-    if emergency {
-        store
-            .note(
-                deployment.id,
-                "emergency promotion: windows, freezes and approvals bypassed",
-            )
-            .map_err(internal)?;
-    }
-    let state = RolloutState::running(emergency, 0);
-    store.set_rollout(deployment.id, &state).map_err(internal)?;
-    Ok(deployment)
-}
-
 /// Refuses to promote from `source_ring` while its health check (from its gates in
 /// force) fails on any of its workers.
 fn refuse_unhealthy(
@@ -229,14 +183,9 @@ fn refuse_unhealthy(
             "ring `{source_ring}` does not compile"
         )));
     };
-    let health = engine::health::RingHealth::new(ctx.state_dir(), &gates, &desired);
-    let workers: Vec<String> = desired.workers.keys().cloned().collect();
-    let checked = block_on(health.check(&workers))?;
-    checked.map_err(|why| {
-        Failure::user(format!(
-            "cannot promote `{ring}`: ring `{source_ring}` is not healthy: {why}"
-        ))
-    })
+    let engine = ctx.engine();
+    let check = intake::check_source_health(&engine, &gates, &desired, ring);
+    block_on(check)?.map_err(engine_failure)
 }
 
 /// The reason recorded for a promotion.
@@ -281,21 +230,4 @@ fn emergency_approver(ctx: &Context, args: &PromoteArgs, gates: &Gates) -> Resul
         )));
     }
     Ok(approver.name)
-}
-
-/// Refuses a promotion while the ring has a deployment queued or half rolled out.
-fn refuse_unfinished(store: &Store, ring: &str) -> Result<(), Failure> {
-    if let Some(d) = store.unfinished(ring).map_err(internal)? {
-        let waiting = store
-            .rollout(d.id)
-            .map_err(internal)?
-            .and_then(|r| r.waiting);
-        return Err(Failure::user(format!(
-            "ring `{ring}` already has {} {} ({}); approve, reject, continue or `ringops fail {ring} --reason ...` it first",
-            d.id,
-            d.state,
-            describe_wait(waiting)
-        )));
-    }
-    Ok(())
 }

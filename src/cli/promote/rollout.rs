@@ -170,8 +170,3 @@ pub(in crate::cli) fn report(deployed: Deployed, batches: usize) -> Outcome {
         ))),
     }
 }
-
-/// How a queued or paused deployment's wait reads in a message.
-pub(super) fn describe_wait(waiting: Option<Waiting>) -> &'static str {
-    waiting.map_or("in progress", Waiting::describe)
-}
