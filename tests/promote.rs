@@ -593,6 +593,27 @@ fn approvals_time_out() {
 }
 
 #[test]
+fn an_approval_past_the_timeout_is_refused_even_when_it_would_complete_the_gate() {
+    let (world, id) = queued_with_approval_timeout();
+    world.as_approver("approve", &id, "alice", &[]).expect(0);
+    world.backdate(&id, HOURS_2);
+    let late = world.as_approver("approve", &id, "bob", &[]);
+    late.expect(1);
+    assert!(
+        late.stderr.contains("approval timed out") && late.stderr.contains("not recorded"),
+        "{}",
+        late.stderr
+    );
+    assert_eq!(world.state_of(&id), "Failed");
+    let show = world.show(&id);
+    assert!(!show.contains("approved by bob"), "{show}");
+    assert!(
+        world.workers("core-prod").is_empty(),
+        "a production worker was written"
+    );
+}
+
+#[test]
 fn a_closed_window_holds_a_promotion_and_an_emergency_bypasses_it() {
     // Never open: 30 February does not exist.
     let world = World::new("  window: {cron: \"0 0 30 2 *\", duration: 1m}\n", "");

@@ -14,6 +14,16 @@ use chrono::{DateTime, Utc};
 use std::borrow::Borrow;
 use std::time::Duration;
 
+/// Whether `d` waited for approvals past its ring's `approvals.timeout` at `now`: then
+/// no approval may be recorded any more (it is rejected instead), even one that would
+/// complete the gate.
+pub fn approval_timed_out(d: &Deployment, gates: &Gates, now: DateTime<Utc>) -> bool {
+    let waited = now.timestamp_millis().saturating_sub(d.created_at.0);
+    let waited = Duration::from_millis(u64::try_from(waited).unwrap_or(0));
+    let timeout = gates.approvals.as_ref().and_then(|a| a.timeout);
+    timeout.is_some_and(|t| waited >= t)
+}
+
 /// What a deployment's gates say of its next step.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {

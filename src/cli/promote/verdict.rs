@@ -5,13 +5,14 @@ use super::rollout::{gates_and_desired, proceed};
 use super::{VerdictArgs, internal};
 use crate::adapters::store::gates::Verdict;
 use crate::adapters::store::{Store, StoreError};
-use crate::cli::apply::{open_writer, plan_against_workers};
+use crate::cli::apply::{actor, open_writer, plan_against_workers};
 use crate::cli::identity::{ApproverEntry, identify, read_token};
 use crate::cli::{Context, Failure, Outcome, emit};
 use crate::engine::promotion;
 use crate::model::deployment::{Deployment, DeploymentId, DeploymentState, Waiting};
 use crate::model::plan::Revision;
 use crate::report;
+use chrono::Utc;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -44,6 +45,14 @@ fn verdict(ctx: &Context, args: &VerdictArgs, verdict: Verdict) -> Outcome {
         return Err(Failure::user(format!(
             "{} is not an approver of ring `{}`",
             approver.name, d.ring
+        )));
+    }
+    if verdict == Verdict::Approved && promotion::approval_timed_out(&d, &gates, Utc::now()) {
+        let why = format!("approval timed out; rejected by {}", actor());
+        promotion::reject(&mut store, &d, &why).map_err(internal)?;
+        return Err(Failure::user(format!(
+            "{}: approval timed out; rejected (the approval was not recorded)",
+            d.id
         )));
     }
     if verdict == Verdict::Approved {

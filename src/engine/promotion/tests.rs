@@ -221,3 +221,14 @@ fn holding_notes_a_reason_once_and_rejecting_fails_the_deployment() {
     let rollout = w.store.rollout(d.id).expect("rollout");
     assert_eq!(rollout.and_then(|r| r.waiting), None);
 }
+
+#[test]
+fn an_approval_times_out_at_the_gates_timeout_whatever_it_would_complete() {
+    let mut w = world();
+    let d = queue(&mut w.store, RolloutState::running(false, 0));
+    let gates = approvals(Some(60));
+    assert!(!approval_timed_out(&d, &gates, at(9, 0)));
+    assert!(approval_timed_out(&d, &gates, at(9, 1)));
+    assert!(!approval_timed_out(&d, &approvals(None), at(23, 0)));
+    assert!(!approval_timed_out(&d, &ungated(), at(23, 0)));
+}
