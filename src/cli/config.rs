@@ -55,6 +55,16 @@ pub struct FileConfig {
 pub use crate::adapters::config_file::ConfigError;
 
 impl FileConfig {
+    /// How many workers are read or switched at once: `max_concurrent_workers`, at
+    /// least 1, else the engine's default.
+    pub fn concurrency(&self) -> usize {
+        self.max_concurrent_workers
+            .unwrap_or(crate::engine::MAX_CONCURRENT_WORKERS)
+            .max(1)
+    }
+}
+
+impl FileConfig {
     /// Reads `explicit`, or `ringops.toml` in `cwd` when it exists, or nothing.
     /// Relative paths in the file are taken from the file's folder.
     pub fn find(explicit: Option<&Path>, cwd: &Path) -> Result<Self, ConfigError> {

@@ -198,10 +198,7 @@ fn settings_from(
             (None, None) => Duration::from_secs(30),
             (flag, key) => duration(flag, key, "stop_grace")?,
         },
-        concurrency: file
-            .max_concurrent_workers
-            .unwrap_or(crate::engine::MAX_CONCURRENT_WORKERS)
-            .max(1),
+        concurrency: file.concurrency(),
     })
 }
 

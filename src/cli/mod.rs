@@ -284,6 +284,7 @@ impl Context {
         let file = config::FileConfig::find(cli.config.as_deref(), &cwd)
             .map_err(|e| Failure::User(e.into()))?;
         let repo = file.repo_location(cli.repo.as_deref(), &cwd)?;
+        let concurrency = file.concurrency();
         // Absolute, because worker locations are recorded from it.
         let state_dir = cwd.join(
             cli.state_dir
@@ -292,6 +293,7 @@ impl Context {
                 .unwrap_or_else(|| PathBuf::from(".ringops")),
         );
         Ok(Context {
+            concurrency,
             repo,
             fetched: std::sync::atomic::AtomicBool::new(false),
             path: cli.path.clone().or(file.path).unwrap_or_default(),
@@ -301,9 +303,6 @@ impl Context {
             approvers: file.approvers,
             notify: file.notify,
             blobs: BlobMemo::default(),
-            concurrency: file
-                .max_concurrent_workers
-                .unwrap_or(crate::engine::MAX_CONCURRENT_WORKERS),
         })
     }
 

@@ -17,11 +17,60 @@ use std::time::Duration;
 /// Whether `d` waited for approvals past its ring's `approvals.timeout` at `now`: then
 /// no approval may be recorded any more (it is rejected instead), even one that would
 /// complete the gate.
-pub fn approval_timed_out(d: &Deployment, gates: &Gates, now: DateTime<Utc>) -> bool {
+fn approval_timed_out(d: &Deployment, gates: &Gates, now: DateTime<Utc>) -> bool {
     let waited = now.timestamp_millis().saturating_sub(d.created_at.0);
     let waited = Duration::from_millis(u64::try_from(waited).unwrap_or(0));
     let timeout = gates.approvals.as_ref().and_then(|a| a.timeout);
     timeout.is_some_and(|t| waited >= t)
+}
+
+/// An approver's verdict on a deployment awaiting approval.
+pub struct Ballot<'a> {
+    /// The approver (from their token).
+    pub approver: &'a str,
+    /// Approved or rejected.
+    pub verdict: Verdict,
+    /// What the deployment would write now: an approval binds to it.
+    pub fingerprint: &'a str,
+    /// Why (a rejection's reason).
+    pub reason: &'a str,
+}
+
+/// What [`cast`] did with a verdict.
+#[derive(Debug)]
+pub enum Cast {
+    /// The approval is recorded; the deployment waits on or may start ([`advance`]).
+    Approved,
+    /// The rejection is recorded and the deployment Failed.
+    Rejected(Deployment),
+    /// The approval came past the gate's timeout: not recorded, the deployment Failed.
+    TimedOut(Deployment),
+}
+
+/// Records `ballot` on `d` at `now`, for every caller (CLI, API): a rejection fails the
+/// deployment; an approval past the ring's `approvals.timeout` is refused, even one
+/// that would complete the gate, and the deployment is rejected instead.
+pub fn cast(
+    store: &mut Store,
+    d: &Deployment,
+    gates: &Gates,
+    ballot: &Ballot<'_>,
+    now: DateTime<Utc>,
+) -> Result<Cast, StoreError> {
+    if ballot.verdict == Verdict::Approved && approval_timed_out(d, gates, now) {
+        let why = format!(
+            "approval timed out; rejected when {} approved",
+            ballot.approver
+        );
+        return Ok(Cast::TimedOut(reject(store, d, &why)?));
+    }
+    let (approver, verdict) = (ballot.approver, ballot.verdict);
+    store.record_verdict(d.id, approver, verdict, ballot.fingerprint, ballot.reason)?;
+    if verdict == Verdict::Rejected {
+        let why = format!("rejected by {approver}: {}", ballot.reason);
+        return Ok(Cast::Rejected(reject(store, d, &why)?));
+    }
+    Ok(Cast::Approved)
 }
 
 /// What a deployment's gates say of its next step.

@@ -141,6 +141,22 @@ impl Gates {
         held
     }
 
+    /// The gates of a ring that declares none: every worker at once, nothing held.
+    pub fn ungated() -> Self {
+        Gates {
+            approvals: None,
+            strategy: Strategy::from_spec(None),
+            health: HealthTiming::default(),
+            probe: None,
+            auto_revert: false,
+            window: None,
+            freeze: false,
+            auto_deploy: false,
+            drift: DriftMode::default(),
+            promotes_from: None,
+        }
+    }
+
     /// The gates `spec` declares, with defaults for what it leaves out.
     pub fn from_spec(spec: &RingSpec) -> Result<Self, GateError> {
         let approvals = spec

@@ -7,7 +7,7 @@ use super::{HoldArgs, internal};
 use crate::adapters::store::Store;
 use crate::cli::apply::{actor, open_writer};
 use crate::cli::{Context, Failure, Outcome, block_on, emit, engine_failure};
-use crate::engine::promotion::intake::describe as describe_wait;
+use crate::engine::promotion::intake;
 use crate::engine::promotion::{self, Step};
 use crate::model::deployment::Waiting;
 use std::process::ExitCode;
@@ -88,7 +88,7 @@ pub(super) fn continue_waiting(
         return Err(Failure::user(format!(
             "{} of ring `{ring}` is not waiting to be continued ({})",
             d.id,
-            describe_wait(rollout.waiting)
+            intake::describe(rollout.waiting)
         )));
     }
     let (gates, _, desired) = gates_and_desired(ctx, store, &d)?;

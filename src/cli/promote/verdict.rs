@@ -5,10 +5,10 @@ use super::rollout::{gates_and_desired, proceed};
 use super::{VerdictArgs, internal};
 use crate::adapters::store::gates::Verdict;
 use crate::adapters::store::{Store, StoreError};
-use crate::cli::apply::{actor, open_writer, plan_against_workers};
+use crate::cli::apply::{open_writer, plan_against_workers};
 use crate::cli::identity::{ApproverEntry, identify, read_token};
 use crate::cli::{Context, Failure, Outcome, emit};
-use crate::engine::promotion;
+use crate::engine::promotion::{self, Ballot, Cast};
 use crate::model::deployment::{Deployment, DeploymentId, DeploymentState, Waiting};
 use crate::model::plan::Revision;
 use crate::report;
@@ -47,14 +47,6 @@ fn verdict(ctx: &Context, args: &VerdictArgs, verdict: Verdict) -> Outcome {
             approver.name, d.ring
         )));
     }
-    if verdict == Verdict::Approved && promotion::approval_timed_out(&d, &gates, Utc::now()) {
-        let why = format!("approval timed out; rejected by {}", actor());
-        promotion::reject(&mut store, &d, &why).map_err(internal)?;
-        return Err(Failure::user(format!(
-            "{}: approval timed out; rejected (the approval was not recorded)",
-            d.id
-        )));
-    }
     if verdict == Verdict::Approved {
         // What is approved: the plan against the workers as they are now.
         let head = Revision {
@@ -66,15 +58,24 @@ fn verdict(ctx: &Context, args: &VerdictArgs, verdict: Verdict) -> Outcome {
     }
     // The approval binds to what would be written now, which may differ from what was
     // queued (then it counts for nothing).
-    let fingerprint = desired.fingerprint();
-    store
-        .record_verdict(d.id, &approver.name, verdict, &fingerprint, &args.reason)
-        .map_err(internal)?;
-    if verdict == Verdict::Rejected {
-        let why = format!("rejected by {}: {}", approver.name, args.reason);
-        promotion::reject(&mut store, &d, &why).map_err(internal)?;
-        emit(&format!("Deployment {} rejected; it is Failed.\n", d.id))?;
-        return Ok(ExitCode::SUCCESS);
+    let ballot = Ballot {
+        approver: &approver.name,
+        verdict,
+        fingerprint: &desired.fingerprint(),
+        reason: &args.reason,
+    };
+    match promotion::cast(&mut store, &d, &gates, &ballot, Utc::now()).map_err(internal)? {
+        Cast::Approved => {}
+        Cast::Rejected(d) => {
+            emit(&format!("Deployment {} rejected; it is Failed.\n", d.id))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Cast::TimedOut(d) => {
+            return Err(Failure::user(format!(
+                "{}: approval timed out; rejected (the approval was not recorded)",
+                d.id
+            )));
+        }
     }
     emit(&format!("Approved {} as {}.\n", d.id, approver.name))?;
     proceed(ctx, &mut store, &d, &gates, &desired)

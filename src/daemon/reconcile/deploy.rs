@@ -268,19 +268,8 @@ async fn deploy_ring(
         return Ok(None);
     }
     let plan = plan_text(pass, &desired).await;
-    let ungated;
-    let gates = match gates {
-        Some(g) => g,
-        None => {
-            ungated =
-                Gates::from_spec(&Default::default()).map_err(|source| EngineError::Gates {
-                    ring: ring.to_owned(),
-                    source,
-                })?;
-            &ungated
-        }
-    };
-    let rollout = Rollout::for_ring(&pass.ctx, &desired, gates, true)?;
+    let ungated = Gates::ungated();
+    let rollout = Rollout::for_ring(&pass.ctx, &desired, gates.unwrap_or(&ungated), true)?;
     let d = store.create_deployment(&NewDeployment { fingerprint, ..new })?;
     let deployed = deploy(&pass.ctx, store, &d, &rollout).await?;
     let deployment = deployed.end.deployment().clone();

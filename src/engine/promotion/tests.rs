@@ -61,7 +61,10 @@ fn between(store: &mut Store, waiting: Option<Waiting>, emergency: bool) -> Depl
 }
 
 fn ungated() -> Gates {
-    Gates::from_spec(&RingSpec::default()).expect("default gates")
+    let ungated = Gates::ungated();
+    let from_default = Gates::from_spec(&RingSpec::default()).expect("default gates");
+    assert_eq!(format!("{ungated:?}"), format!("{from_default:?}"));
+    ungated
 }
 
 fn approvals(timeout_s: Option<u64>) -> Gates {
@@ -227,6 +230,18 @@ fn an_approval_times_out_at_the_gates_timeout_whatever_it_would_complete() {
     let mut w = world();
     let d = queue(&mut w.store, RolloutState::running(false, 0));
     let gates = approvals(Some(60));
+    let ballot = Ballot {
+        approver: "bob",
+        verdict: Verdict::Approved,
+        fingerprint: "f1",
+        reason: "",
+    };
+    let late = cast(&mut w.store, &d, &gates, &ballot, at(9, 1)).expect("cast");
+    assert!(matches!(late, Cast::TimedOut(ref f) if f.state == DeploymentState::Failed));
+    assert!(
+        w.store.verdicts(d.id).expect("verdicts").is_empty(),
+        "recorded"
+    );
     assert!(!approval_timed_out(&d, &gates, at(9, 0)));
     assert!(approval_timed_out(&d, &gates, at(9, 1)));
     assert!(!approval_timed_out(&d, &approvals(None), at(23, 0)));
