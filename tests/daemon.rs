@@ -883,9 +883,7 @@ fn a_deleted_job_folder_is_restored_and_still_watched() {
 fn drift_on_a_report_ring_is_recorded_once_and_left_in_place() {
     let fleet = Fleet::new();
     let daemon = Daemon::ready(&fleet);
-    fleet
-        .run(&["apply", "--ring", "staging", "--yes", "--wait"])
-        .expect(0);
+    fleet.run(&["promote", "staging", "--wait"]).expect(0);
     let ini = fleet.worker("core-stg-1").join(WRITER_INI);
     let edited = format!("{}# hot edit\n", read(&ini));
     std::fs::write(&ini, &edited).expect("hot edit");

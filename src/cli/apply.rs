@@ -10,6 +10,7 @@ use crate::model::observed::ObservedState;
 use crate::model::plan::Revision;
 use crate::model::{Bundle, DesiredState, Plan};
 use crate::pipeline::plan::PlanInput;
+use crate::pipeline::rollout::Gates;
 use crate::report;
 use crate::report::saved::{Facts, SavedPlan};
 use clap::Args;
@@ -54,27 +55,55 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Outcome {
     };
     emit(&report::text::render(&prepared.plan, true))?;
     refuse_unreachable(&prepared.plan)?;
-    let active = store
-        .active(ring)
-        .map_err(|e| Failure::Internal(e.into()))?;
-    let plan = &prepared.plan;
-    let current = match &active {
-        Some(a) if plan.summary.is_empty() && a.fingerprint == plan.fingerprint => {
-            same_placements(ctx, &store, a.id, &prepared.desired)?
+    let gates = admitted(ctx, &store, &prepared)?;
+    let unchanged = match compare_active(ctx, &store, &prepared)? {
+        Compared::Runs => {
+            emit("Nothing to apply.\n")?;
+            return Ok(ExitCode::SUCCESS);
         }
-        _ => false,
+        Compared::NewCommit => true,
+        Compared::Changes => false,
     };
-    if current {
-        emit("Nothing to apply.\n")?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    if !args.yes && !confirm(&format!("Apply this plan to ring {ring}?"))? {
+    if !unchanged && !args.yes && !confirm(&format!("Apply this plan to ring {ring}?"))? {
         emit("Apply cancelled.\n")?;
         return Ok(ExitCode::from(1));
     }
-    let outcome = deploy(ctx, &mut store, &prepared, &args.reason);
+    let outcome = deploy(ctx, &mut store, &prepared, &gates, &args.reason, unchanged);
     super::leave_to_exit(prepared);
     outcome
+}
+
+/// How a prepared ring compares with its Active deployment.
+enum Compared {
+    /// The Active deployment is this commit and the workers hold it: nothing to do.
+    Runs,
+    /// Another commit with the same desired state, held by the workers: recorded as
+    /// changing nothing, so the ring carries the commit on.
+    NewCommit,
+    /// Something on the workers changes.
+    Changes,
+}
+
+/// Whether applying `prepared` changes anything on the ring's workers, and whether it
+/// is a commit the ring does not run yet.
+fn compare_active(ctx: &Context, store: &Store, prepared: &Prepared) -> Result<Compared, Failure> {
+    let plan = &prepared.plan;
+    let active = store
+        .active(&plan.ring)
+        .map_err(|e| Failure::Internal(e.into()))?;
+    let Some(a) = active.filter(|a| plan.summary.is_empty() && a.fingerprint == plan.fingerprint)
+    else {
+        return Ok(Compared::Changes);
+    };
+    if !same_placements(ctx, store, a.id, &prepared.desired)? {
+        return Ok(Compared::Changes);
+    }
+    Ok(
+        match prepared.bundle.commit.as_deref() == Some(a.commit.as_str()) {
+            true => Compared::Runs,
+            false => Compared::NewCommit,
+        },
+    )
 }
 
 /// Takes the writer lock and opens the state, marking deployments a crashed writer
@@ -259,11 +288,20 @@ fn apply_saved(ctx: &Context, store: &mut Store, file: &Path, args: &ApplyArgs) 
         )));
     }
     emit(&report::text::render(&now.plan, true))?;
+    let gates = admitted(ctx, store, &now)?;
+    let unchanged = match compare_active(ctx, store, &now)? {
+        Compared::Runs => {
+            emit("Nothing to apply.\n")?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Compared::NewCommit => true,
+        Compared::Changes => false,
+    };
     emit(&format!(
         "Applying saved plan {} (nothing changed since it was made).\n",
         file.display()
     ))?;
-    deploy(ctx, store, &now, &args.reason)
+    deploy(ctx, store, &now, &gates, &args.reason, unchanged)
 }
 
 /// A rollout never starts while a worker cannot be read: it would be left behind.
@@ -294,9 +332,10 @@ pub fn confirm(question: &str) -> Result<bool, Failure> {
     Ok(answer.trim() == "yes")
 }
 
-/// Deploys a prepared ring: refused when its gates need `promote`; batch by batch with
-/// health checks when its strategy or `health:` asks for it; else at once.
-fn deploy(ctx: &Context, store: &mut Store, prepared: &Prepared, reason: &str) -> Outcome {
+/// The gates in force for a prepared ring, when `apply` may deploy it: refused when
+/// the ring receives only what the ring before it ran (`promotesFrom`) or its gates
+/// need `promote` (approvals, a window, a freeze).
+fn admitted(ctx: &Context, store: &Store, prepared: &Prepared) -> Result<Gates, Failure> {
     let (bundle, desired) = (&prepared.bundle, &prepared.desired);
     let ring = &desired.ring;
     let gates = match super::promote::effective_gates(ctx, store, ring, Some(bundle))? {
@@ -310,6 +349,12 @@ fn deploy(ctx: &Context, store: &mut Store, prepared: &Prepared, reason: &str) -
         }
         Err(e) => return Err(engine_failure(e)),
     };
+    if let Some(from) = &gates.promotes_from {
+        return Err(Failure::user(format!(
+            "ring `{ring}` receives only bundles that ring `{from}` ran (promotesFrom: {from}); \
+             deploy it with `ringops promote {ring}` (in an emergency: `ringops promote {ring} --emergency --reason ...`); nothing was changed"
+        )));
+    }
     let held = gates.promotion_only();
     if !held.is_empty() {
         return Err(Failure::user(format!(
@@ -317,6 +362,22 @@ fn deploy(ctx: &Context, store: &mut Store, prepared: &Prepared, reason: &str) -
             held.join(", "),
         )));
     }
+    Ok(gates)
+}
+
+/// Deploys a prepared ring that `gates` admit: batch by batch with health checks when
+/// its strategy or `health:` asks for it, else at once; `unchanged`, recorded as
+/// changing nothing on its workers.
+fn deploy(
+    ctx: &Context,
+    store: &mut Store,
+    prepared: &Prepared,
+    gates: &Gates,
+    reason: &str,
+    unchanged: bool,
+) -> Outcome {
+    let (bundle, desired) = (&prepared.bundle, &prepared.desired);
+    let ring = &desired.ring;
     let new = NewDeployment {
         ring: ring.clone(),
         commit: bundle.commit.clone().unwrap_or_default(),
@@ -338,9 +399,16 @@ fn deploy(ctx: &Context, store: &mut Store, prepared: &Prepared, reason: &str) -
         )));
     }
     let engine = ctx.engine();
-    let rollout = engine::deploy::Rollout::for_ring(&engine, desired, &gates, false)
+    let rollout = engine::deploy::Rollout::for_ring(&engine, desired, gates, false)
         .map_err(engine_failure)?;
+    let rollout = match unchanged {
+        true => rollout.without_changes(),
+        false => rollout,
+    };
     let deployed = create_and_deploy(ctx, store, &new, &rollout)?;
+    if unchanged {
+        return super::promote::report(deployed, 0);
+    }
     match gates.staged() {
         true => super::promote::report(deployed, rollout.batches.len()),
         false => report_direct(deployed, rollout.targets.len()),

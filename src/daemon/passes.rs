@@ -138,6 +138,9 @@ fn log_pass(report: &PassReport, shared: &Shared, settings: &Settings, started: 
         let d = deployment;
         match &d.error {
             Some(e) => tracing::error!(deployment = %d.id, ring = %d.ring, state = %d.state, "{e}"),
+            None if d.unchanged => {
+                tracing::info!(deployment = %d.id, ring = %d.ring, state = %d.state, commit = %crate::report::short(&d.commit), "deployed: {}", crate::model::deployment::NO_CHANGES)
+            }
             None => {
                 tracing::info!(deployment = %d.id, ring = %d.ring, state = %d.state, commit = %crate::report::short(&d.commit), "deployed")
             }

@@ -10,10 +10,10 @@ use super::health::RingHealth;
 use super::restore::{Restore, clear_old_locations, restore};
 use super::switch::{Switching, switch_and_record};
 use super::{Context, EngineError, Target, targets};
-use crate::adapters::store::Store;
 use crate::adapters::store::gates::RolloutState;
+use crate::adapters::store::{Store, WorkerEntry};
 use crate::model::DesiredState;
-use crate::model::deployment::{Deployment, DeploymentState, Waiting};
+use crate::model::deployment::{Deployment, DeploymentState, NO_CHANGES, Waiting, WorkerOutcome};
 use crate::pipeline::rollout::{Batch, Gates};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -51,6 +51,10 @@ pub struct Rollout {
     pub emergency: bool,
     /// The health check after each batch.
     pub health: RingHealth,
+    /// The ring's Active deployment already has this desired state: the deployment
+    /// records its workers as they are and becomes Active at once, switching, probing
+    /// and waiting for nothing ([`Rollout::without_changes`]).
+    pub unchanged: bool,
 }
 
 impl Rollout {
@@ -70,6 +74,7 @@ impl Rollout {
             staged: false,
             emergency: false,
             health: RingHealth::none(),
+            unchanged: false,
         }
     }
 
@@ -124,7 +129,18 @@ impl Rollout {
             staged: true,
             emergency,
             health: RingHealth::new(&ctx.state_dir, gates, desired),
+            unchanged: false,
         })
+    }
+
+    /// The same rollout of a desired state the ring's Active deployment already has:
+    /// nothing on the workers changes, so the deployment only carries its commit (the
+    /// next ring promotes it). Gates still hold it before it starts.
+    pub fn without_changes(self) -> Self {
+        Rollout {
+            unchanged: true,
+            ..self
+        }
     }
 
     /// The same rollout switching its batches as one, waiting for unreachable workers
@@ -192,6 +208,13 @@ pub async fn deploy(
     deployment: &Deployment,
     rollout: &Rollout,
 ) -> Result<Deployed, EngineError> {
+    if rollout.unchanged && deployment.state == DeploymentState::Queued {
+        let end = without_changes(ctx, store, deployment, rollout)?;
+        return Ok(Deployed {
+            end,
+            changed: Vec::new(),
+        });
+    }
     begin(ctx, store, deployment, rollout)?;
     let mut run = Run {
         started: Instant::now(),
@@ -371,6 +394,39 @@ async fn finish(
     if let Some(p) = previous.filter(|p| p.id != id) {
         clear_old_locations(ctx, store, p.id, id, &rollout.targets).await?;
     }
+    Ok(RolloutEnd::Active(activation.deployment))
+}
+
+/// A deployment of the desired state its ring already has: each worker recorded as it
+/// stands (its files, where it is), then Active at once, marked as changing nothing.
+fn without_changes(
+    ctx: &Context,
+    store: &mut Store,
+    deployment: &Deployment,
+    rollout: &Rollout,
+) -> Result<RolloutEnd, EngineError> {
+    let id = deployment.id;
+    store.transition(id, DeploymentState::Building, "storing artifacts")?;
+    let files = rollout.targets.iter().flat_map(|t| t.files.values());
+    ctx.objects
+        .put_known(files.map(|f| (f.sha256.as_str(), &*f.content)))?;
+    store.transition(id, DeploymentState::Deploying, NO_CHANGES)?;
+    let written: Vec<_> = rollout.targets.iter().map(Target::written).collect();
+    let entries: Vec<WorkerEntry<'_>> = rollout
+        .targets
+        .iter()
+        .zip(&written)
+        .map(|(target, artifacts)| WorkerEntry {
+            worker: &target.name,
+            outcome: WorkerOutcome::Unchanged,
+            message: NO_CHANGES,
+            placement: &target.placement,
+            artifacts: Some(artifacts),
+        })
+        .collect();
+    store.record_workers(id, &entries)?;
+    store.transition(id, DeploymentState::Validating, NO_CHANGES)?;
+    let activation = store.activate_unchanged(id, &format!("active; {NO_CHANGES}"))?;
     Ok(RolloutEnd::Active(activation.deployment))
 }
 

@@ -301,6 +301,14 @@ pub async fn run(
     let done = rollout.batches_done as usize;
     store.set_rollout(d.id, &RolloutState::running(rollout.emergency, done))?;
     let plan = Rollout::gated(ctx, desired, gates, done, rollout.emergency)?;
+    let unchanged = done == 0
+        && store
+            .active(&d.ring)?
+            .is_some_and(|a| a.fingerprint == d.fingerprint);
+    let plan = match unchanged {
+        true => plan.without_changes(),
+        false => plan,
+    };
     deploy(ctx, store, d, &plan).await
 }
 

@@ -351,7 +351,13 @@ pub struct Deployment {
     pub finished_at: Option<Timestamp>,
     /// When it was pruned from history; kept for audit, hidden from history.
     pub expires_at: Option<Timestamp>,
+    /// It changed nothing on its ring's workers: the ring already had its desired state,
+    /// and it carries its commit on to the next ring.
+    pub unchanged: bool,
 }
+
+/// How a deployment that changed nothing on its ring's workers is described.
+pub const NO_CHANGES: &str = "no changes on this ring's workers";
 
 /// Something that happened to a deployment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

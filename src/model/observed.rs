@@ -64,6 +64,14 @@ pub enum WorkerSync {
         /// The files that differ, sorted by path.
         drifted: Vec<DriftedFile>,
     },
+    /// Switched by a rollout that waits between batches (a paused canary) and holding
+    /// its files as that rollout recorded them: waiting for the rollout to go on.
+    Waiting {
+        /// The rollout's deployment.
+        deployment: crate::model::deployment::DeploymentId,
+        /// Number of artifacts checked.
+        files: usize,
+    },
     /// The worker's files could not be read.
     Unreachable {
         /// Why.

@@ -49,6 +49,36 @@ pub fn ring_spec(bundle: &Bundle, name: &str) -> Option<RingSpec> {
     })
 }
 
+/// Every ring `bundle` defines, in promotion order: each after the ring it promotes
+/// from, otherwise as the files define them (a cycle, an error the compiler reports,
+/// leaves its rings in file order at the end).
+pub fn ring_order(bundle: &Bundle) -> Vec<String> {
+    let loaded = load_rings(bundle);
+    let mut left: Vec<(String, Option<String>)> = Vec::new();
+    for doc in &loaded.documents {
+        if let Resource::Ring(spec) = &doc.resource
+            && !left.iter().any(|(name, _)| name == doc.name())
+        {
+            let from = spec.promotes_from.as_ref().map(|f| f.value.clone());
+            left.push((doc.name().to_owned(), from));
+        }
+    }
+    let mut order: Vec<String> = Vec::with_capacity(left.len());
+    loop {
+        let defined = |ring: &str| left.iter().any(|(name, _)| name == ring);
+        let ready = left.iter().position(|(_, from)| {
+            from.as_deref()
+                .is_none_or(|f| order.iter().any(|o| o == f) || !defined(f))
+        });
+        match ready {
+            Some(i) => order.push(left.remove(i).0),
+            None => break,
+        }
+    }
+    order.extend(left.into_iter().map(|(name, _)| name));
+    order
+}
+
 /// The documents of the files that can hold a `Ring` (those that say `Ring` at all):
 /// the rest of a large fleet is not parsed just to read its rings.
 fn load_rings(bundle: &Bundle) -> super::load::Loaded {
@@ -94,5 +124,40 @@ mod tests {
         );
         assert_eq!(policies["prod"].drift, DriftMode::Report);
         assert!(!policies["prod"].auto_deploy);
+    }
+
+    fn ring(name: &str, from: Option<&str>) -> String {
+        let spec = from.map_or_else(|| "{}".to_owned(), |f| format!("{{promotesFrom: {f}}}"));
+        format!(
+            "apiVersion: ringops/v1\nkind: Ring\nmetadata: {{name: {name}}}\nspec: {spec}\n---\n"
+        )
+    }
+
+    #[test]
+    fn rings_are_ordered_after_the_ring_they_promote_from() {
+        let mut bundle = Bundle::default();
+        let text = [
+            ring("edge", Some("production")),
+            ring("production", Some("staging")),
+            ring("dev", None),
+            ring("staging", Some("dev")),
+            ring("loop-a", Some("loop-b")),
+            ring("loop-b", Some("loop-a")),
+            ring("lab", None),
+        ]
+        .concat();
+        bundle.files.insert("rings.yaml".into(), text.into_bytes());
+        assert_eq!(
+            ring_order(&bundle),
+            [
+                "dev",
+                "staging",
+                "production",
+                "edge",
+                "lab",
+                "loop-a",
+                "loop-b"
+            ]
+        );
     }
 }

@@ -299,6 +299,18 @@ fn create_private_dir(dir: &Path) -> Result<()> {
     })
 }
 
+/// The deployment each worker of a ring must match now, with the artifacts it
+/// recorded for them: the Active deployment's, except on the workers that a rollout
+/// under way (Deploying, stopped between batches: a paused canary) already switched,
+/// which hold the rollout's.
+#[derive(Clone, Debug, Default)]
+pub struct Following {
+    /// The Active deployment and the workers that still hold its files.
+    pub active: Option<(Deployment, BTreeMap<String, Vec<WrittenArtifact>>)>,
+    /// The rollout under way and the workers it switched.
+    pub rollout: Option<(Deployment, BTreeMap<String, Vec<WrittenArtifact>>)>,
+}
+
 /// The read queries, the same on the writer and on a reader.
 macro_rules! reads {
     ($ty:ty) => {
@@ -391,6 +403,28 @@ macro_rules! reads {
                     d.state == crate::model::deployment::DeploymentState::Queued
                         || d.state.is_in_progress()
                 }))
+            }
+
+            /// What each worker of `ring` must hold now ([`Following`]).
+            pub fn following(&self, ring: &str) -> Result<Following> {
+                let active = self.active(ring)?;
+                let rollout = self.unfinished(ring)?.filter(|d| {
+                    d.state == crate::model::deployment::DeploymentState::Deploying
+                        && active.as_ref().is_none_or(|a| a.id != d.id)
+                });
+                let switched = match &rollout {
+                    Some(d) => self.artifacts(d.id)?,
+                    None => BTreeMap::new(),
+                };
+                let mut kept = match &active {
+                    Some(a) => self.artifacts(a.id)?,
+                    None => BTreeMap::new(),
+                };
+                kept.retain(|worker, _| !switched.contains_key(worker));
+                Ok(Following {
+                    active: active.map(|d| (d, kept)),
+                    rollout: rollout.map(|d| (d, switched)),
+                })
             }
 
             /// Drift events, newest first, of one ring or all; pruned ones left out.

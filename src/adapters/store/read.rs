@@ -15,7 +15,7 @@ use std::str::FromStr;
 /// The columns [`deployment_from_row`] reads, in order.
 pub(super) const DEPLOYMENT_COLUMNS: &str = "seq, ring, commit_id, tree_id, fingerprint, state, \
      actor, reason, error, rollback_of, created_at, updated_at, activated_at, finished_at, \
-     expires_at";
+     expires_at, unchanged";
 
 /// A stored text that does not parse as `T` becomes a conversion error naming the column.
 fn parsed<T: FromStr>(row: &Row<'_>, index: usize) -> rusqlite::Result<T>
@@ -65,6 +65,7 @@ pub(super) fn deployment_from_row(row: &Row<'_>) -> rusqlite::Result<Deployment>
         activated_at: opt_time(row, 12)?,
         finished_at: opt_time(row, 13)?,
         expires_at: opt_time(row, 14)?,
+        unchanged: row.get(15)?,
     })
 }
 

@@ -131,6 +131,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
         since  INTEGER NOT NULL
     ) STRICT;
     ",
+    // 5: a deployment that changed nothing on its ring's workers (its ring already had
+    // its desired state; it carries a new commit on to the next ring).
+    "
+    ALTER TABLE deployments ADD COLUMN unchanged INTEGER NOT NULL DEFAULT 0
+        CHECK (unchanged IN (0, 1));
+    ",
 ];
 
 /// The schema version this build writes.

@@ -107,6 +107,21 @@ impl Store {
         self.change(id, DeploymentState::Active, message)
     }
 
+    /// [`Store::activate`] for a deployment that changed nothing on its ring's workers,
+    /// marked so in the same transaction.
+    pub fn activate_unchanged(&mut self, id: DeploymentId, message: &str) -> Result<Activation> {
+        let (now, path) = (self.clock.now(), self.path.clone());
+        let tx = self.begin()?;
+        tx.execute(
+            "UPDATE deployments SET unchanged = 1 WHERE id = ?1",
+            params![id.to_string()],
+        )
+        .map_err(map_err(&path))?;
+        let activation = change_state(&tx, &path, now, id, DeploymentState::Active, message)?;
+        tx.commit().map_err(map_err(&path))?;
+        Ok(activation)
+    }
+
     fn change(
         &mut self,
         id: DeploymentId,

@@ -121,7 +121,7 @@ pub fn promote(ctx: &Context, args: &PromoteArgs) -> Outcome {
     let (plan, _) = plan_against_workers(ctx, &bundle, &desired, head)?;
     emit(&report::text::render(&plan, true))?;
     refuse_unreachable(&plan)?;
-    if runs_already(&store, &args.ring, &plan)? {
+    if runs_already(&store, &args.ring, &source.commit, &plan)? {
         emit(&format!(
             "Nothing to promote: ring {} already runs this.\n",
             args.ring
@@ -133,12 +133,14 @@ pub fn promote(ctx: &Context, args: &PromoteArgs) -> Outcome {
     proceed(ctx, &mut store, &deployment, &gates, &desired)
 }
 
-/// Whether the ring's Active deployment already has the plan's fingerprint.
-fn runs_already(store: &Store, ring: &str, plan: &Plan) -> Result<bool, Failure> {
+/// Whether the ring's Active deployment already is `commit` with the plan's
+/// fingerprint. (A new commit that changes nothing here is still promoted: recorded as
+/// changing nothing, it carries the commit on to the next ring.)
+fn runs_already(store: &Store, ring: &str, commit: &str, plan: &Plan) -> Result<bool, Failure> {
     Ok(store
         .active(ring)
         .map_err(internal)?
-        .is_some_and(|a| a.fingerprint == plan.fingerprint))
+        .is_some_and(|a| a.commit == commit && a.fingerprint == plan.fingerprint))
 }
 
 /// The deployment promoting `source` into the ring, by the `emergency` approver when

@@ -136,6 +136,15 @@ pub(in crate::cli) fn run(
 /// Says where a run of a deployment ended: an error when it failed.
 pub(in crate::cli) fn report(deployed: Deployed, batches: usize) -> Outcome {
     match deployed.end {
+        RolloutEnd::Active(d) if d.unchanged => {
+            emit(&format!(
+                "Deployment {} is Active on ring {}: {}.\n",
+                d.id,
+                d.ring,
+                crate::model::deployment::NO_CHANGES
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
         RolloutEnd::Active(d) => {
             emit(&format!(
                 "Deployment {} is Active on ring {} ({} batch(es)).\n",

@@ -195,6 +195,11 @@ fn handled(state: DeploymentState) -> bool {
 /// of it is under way (a paused canary, a queued promotion).
 fn held(store: &Store, ring: &str, gates: Option<&Gates>) -> Result<Option<String>, PassError> {
     if let Some(gates) = gates {
+        if let Some(from) = &gates.promotes_from {
+            return Ok(Some(format!(
+                "it receives only what ring `{from}` ran; `ringops promote {ring}`"
+            )));
+        }
         if !gates.auto_deploy {
             return Ok(Some(
                 "its trusted definition does not auto-deploy".to_owned(),
@@ -261,15 +266,17 @@ async fn deploy_ring(
         Err(failed) => return Ok(failed),
     };
     let fingerprint = desired.fingerprint();
-    if store
-        .active(ring)?
-        .is_some_and(|a| a.fingerprint == fingerprint)
-    {
+    let active = store.active(ring)?;
+    if active.as_ref().is_some_and(|a| a.commit == new.commit) {
         return Ok(None);
     }
-    let plan = plan_text(pass, &desired).await;
+    let unchanged = active.is_some_and(|a| a.fingerprint == fingerprint);
     let ungated = Gates::ungated();
     let rollout = Rollout::for_ring(&pass.ctx, &desired, gates.unwrap_or(&ungated), true)?;
+    let (plan, rollout) = match unchanged {
+        true => (String::new(), rollout.without_changes()),
+        false => (plan_text(pass, &desired).await, rollout),
+    };
     let d = store.create_deployment(&NewDeployment { fingerprint, ..new })?;
     let deployed = deploy(&pass.ctx, store, &d, &rollout).await?;
     let deployment = deployed.end.deployment().clone();

@@ -7,7 +7,7 @@ use crate::adapters::secrets::HostSecrets;
 use crate::adapters::store::Store;
 use crate::engine::switch::Switching;
 use crate::engine::{self, sync::compare};
-use crate::model::deployment::{Deployment, DeploymentState, Drift};
+use crate::model::deployment::{Deployment, Drift};
 use crate::model::manifest::DriftMode;
 use crate::model::observed::{Difference, WorkerSync};
 use std::collections::{BTreeMap, BTreeSet};
@@ -55,41 +55,24 @@ impl Reconciler {
     }
 }
 
-/// The ring's workers to check, by the deployment they must match: those a rollout in
-/// progress (a paused canary) already switched keep its files, the others the Active
-/// deployment's. A worker another ring owns now, or not in `only`, is left out.
+/// The ring's workers to check, by the deployment they must match
+/// ([`Store::following`]). A worker another ring owns now, or not in `only`, is left out.
 fn split_ring(
     store: &Store,
     ring: &str,
     owners: &BTreeMap<String, String>,
     only: Option<&BTreeSet<String>>,
 ) -> Result<Vec<(Deployment, BTreeSet<String>)>, PassError> {
-    let active = store.active(ring)?;
-    let rollout = in_rollout(store, ring, active.as_ref())?;
-    let workers_of = |d: &Option<Deployment>| -> Result<BTreeSet<String>, PassError> {
-        Ok(match d {
-            Some(d) => store.artifacts(d.id)?.into_keys().collect(),
-            None => BTreeSet::new(),
-        })
-    };
-    let (recorded, switched) = (workers_of(&active)?, workers_of(&rollout)?);
-    let mut on_active = BTreeSet::new();
-    let mut on_rollout = BTreeSet::new();
-    for worker in recorded.union(&switched) {
+    let following = store.following(ring)?;
+    let keep = |worker: &String| {
         let elsewhere = owners.get(worker).is_some_and(|owner| owner != ring);
-        if elsewhere || only.is_some_and(|o| !o.contains(worker)) {
-            continue;
-        }
-        match switched.contains(worker) {
-            true => on_rollout.insert(worker.clone()),
-            false => on_active.insert(worker.clone()),
-        };
-    }
-    let pairs = [(active, on_active), (rollout, on_rollout)];
-    Ok(pairs
+        !elsewhere && only.is_none_or(|o| o.contains(worker))
+    };
+    Ok([following.active, following.rollout]
         .into_iter()
-        .filter_map(|(d, workers)| Some((d?, workers)))
-        .filter(|(_, workers)| !workers.is_empty())
+        .flatten()
+        .map(|(d, workers)| (d, workers.into_keys().filter(keep).collect()))
+        .filter(|(_, workers): &(Deployment, BTreeSet<String>)| !workers.is_empty())
         .collect())
 }
 
@@ -118,18 +101,6 @@ struct Repair<'a> {
     mode: DriftMode,
     ctx: &'a engine::Context,
     secrets: &'a HostSecrets,
-}
-
-/// The ring's newest deployment when a rollout of it is under way (Deploying, between
-/// batches) and it is not the Active one.
-fn in_rollout(
-    store: &Store,
-    ring: &str,
-    active: Option<&Deployment>,
-) -> Result<Option<Deployment>, PassError> {
-    let unfinished = store.unfinished(ring)?;
-    Ok(unfinished
-        .filter(|d| active.is_none_or(|a| a.id != d.id) && d.state == DeploymentState::Deploying))
 }
 
 impl Reconciler {

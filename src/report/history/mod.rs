@@ -8,7 +8,8 @@
 
 use super::{plural, short};
 use crate::model::deployment::{
-    Deployment, DeploymentEvent, DeploymentState, Timestamp, WorkerRecord, WrittenArtifact,
+    Deployment, DeploymentEvent, DeploymentId, DeploymentState, NO_CHANGES, Timestamp, Waiting,
+    WorkerRecord, WrittenArtifact,
 };
 pub use crate::model::observed::{DriftedFile, WorkerSync};
 use serde::Serialize;
@@ -72,10 +73,19 @@ fn deployments_table(deployments: &[Deployment]) -> String {
             short(&d.commit).to_owned(),
             one_line(&d.actor),
             d.created_at.to_string(),
-            one_line(&d.reason),
+            reason_cell(d),
         ]);
     }
     table(&rows, "")
+}
+
+/// A deployment's reason on one line, marked when it changed nothing on its workers.
+fn reason_cell(d: &Deployment) -> String {
+    match (d.unchanged, d.reason.trim().is_empty()) {
+        (false, _) => one_line(&d.reason),
+        (true, true) => format!("({NO_CHANGES})"),
+        (true, false) => format!("{} ({NO_CHANGES})", one_line(&d.reason)),
+    }
 }
 
 /// What `history --prune` hid from history.
@@ -172,6 +182,12 @@ pub fn show_text(record: &DeploymentRecord) -> String {
         .map(|(k, v)| vec![format!("{k}:"), v])
         .collect();
     out.push_str(&table(&rows, "  "));
+    if d.unchanged {
+        let _ = writeln!(
+            out,
+            "  {NO_CHANGES}: the ring already had this desired state"
+        );
+    }
     if let Some(expires) = d.expires_at {
         let _ = writeln!(out, "  pruned from history at {expires}");
     }
@@ -271,6 +287,23 @@ pub struct RingStatus {
     /// Set when a rollback pinned the ring.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pin: Option<crate::model::deployment::Pin>,
+    /// What the newest deployment, unfinished, waits for (approvals, `--continue`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Waiting>,
+}
+
+impl RingStatus {
+    /// A ring the tracked branch defines that was never deployed.
+    pub fn never_deployed(ring: String) -> Self {
+        RingStatus {
+            ring,
+            active: None,
+            latest: None,
+            workers: Vec::new(),
+            pin: None,
+            waiting: None,
+        }
+    }
 }
 
 /// One worker of the Active deployment and how its files compare with the record.
@@ -346,6 +379,7 @@ fn ring_text(r: &RingStatus) -> String {
             a.activated_at.unwrap_or(a.updated_at),
             short(&a.commit)
         ),
+        None if r.latest.is_none() => format!("ring {}: never deployed\n", r.ring),
         None => format!("ring {}: no Active deployment\n", r.ring),
     };
     if let Some(p) = &r.pin {
@@ -361,9 +395,12 @@ fn ring_text(r: &RingStatus) -> String {
     }
     if let Some(l) = &r.latest {
         let _ = write!(out, "  latest: {} {} at {}", l.id, l.state, l.updated_at);
-        match (&l.error, l.state) {
-            (Some(e), DeploymentState::Failed) => {
+        match (&l.error, l.state, r.waiting) {
+            (Some(e), DeploymentState::Failed, _) => {
                 let _ = writeln!(out, ": {}", one_line(e));
+            }
+            (_, _, Some(waiting)) => {
+                let _ = writeln!(out, ": {}", waiting_text(waiting, &r.ring, l.id));
             }
             _ => out.push('\n'),
         }
@@ -381,6 +418,17 @@ fn ring_text(r: &RingStatus) -> String {
         }
     }
     out
+}
+
+/// What an unfinished deployment waits for, and the command that moves it on.
+fn waiting_text(waiting: Waiting, ring: &str, id: DeploymentId) -> String {
+    let next = match waiting {
+        Waiting::Approval => format!("`ringops approve {id}`"),
+        Waiting::Continue => format!("`ringops promote {ring} --continue`"),
+        Waiting::Paused => format!("`ringops resume {ring}`"),
+        Waiting::Window | Waiting::Freeze => return waiting.describe().to_owned(),
+    };
+    format!("{}; {next}", waiting.describe())
 }
 
 /// The first few drifted files of a worker, one per line.
@@ -410,6 +458,10 @@ fn sync_text(sync: &WorkerSync) -> String {
             "drifted ({} {})",
             drifted.len(),
             plural(drifted.len(), "file", "files")
+        ),
+        WorkerSync::Waiting { deployment, files } => format!(
+            "switched to {deployment} ({files} {}), waiting for the rollout to go on",
+            plural(*files, "file", "files")
         ),
         WorkerSync::Unreachable { reason } => format!("unreachable ({})", one_line(reason)),
     }

@@ -34,6 +34,7 @@ fn deployment(seq: u64, ring: &str, state: DeploymentState) -> Deployment {
         activated_at: activated.then(|| at(t + 4)),
         finished_at: (state != DeploymentState::Deploying).then(|| at(t + 4)),
         expires_at: None,
+        unchanged: false,
     }
 }
 
@@ -110,6 +111,7 @@ fn status() -> Status {
                 ring: "dev".to_owned(),
                 active: Some(deployment(3, "dev", DeploymentState::Active)),
                 latest: Some(latest),
+                waiting: None,
                 pin: Some(crate::model::deployment::Pin {
                     ring: "dev".to_owned(),
                     commit: "c".repeat(40),
@@ -139,8 +141,16 @@ fn status() -> Status {
                 active: None,
                 latest: Some(deployment(2, "prod", DeploymentState::Deploying)),
                 pin: None,
-                workers: vec![],
+                waiting: Some(crate::model::deployment::Waiting::Continue),
+                workers: vec![WorkerStatus {
+                    worker: "p1".to_owned(),
+                    sync: WorkerSync::Waiting {
+                        deployment: crate::model::deployment::DeploymentId(2),
+                        files: 2,
+                    },
+                }],
             },
+            RingStatus::never_deployed("edge".to_owned()),
         ],
         writer: Writer::Held {
             pid: Some(4242),
