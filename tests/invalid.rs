@@ -14,6 +14,7 @@ use std::path::Path;
 const LOCATIONS: &[(&str, &[&str])] = &[
     ("absolute-artifact-path", &["blueprints.yaml:9:13"]),
     ("artifact-path-characters", &["blueprints.yaml:9:13"]),
+    ("auto-deploy-promoted-ring", &["fleet.yaml:15:17"]),
     ("bad-api-version", &["workflow.yaml:2:13"]),
     ("channel-no-consumer", &["workflow.yaml:8:12"]),
     ("channel-no-producer", &["workflow.yaml:8:13"]),

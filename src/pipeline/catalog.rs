@@ -175,6 +175,17 @@ impl<'a> Catalog<'a> {
         for (name, ring) in &self.rings {
             let file = ring.file();
             if let Some(from) = &ring.spec.promotes_from {
+                if ring.spec.auto_deploy {
+                    diags.error(
+                        file,
+                        from.at,
+                        "auto-deploy-promoted-ring",
+                        format!(
+                            "ring `{name}` has `autoDeploy: true` but receives only what ring `{}` ran (`promotesFrom`): remove `autoDeploy` and move it on with `ringops promote {name}`",
+                            from.value
+                        ),
+                    );
+                }
                 if !self.rings.contains_key(from.value.as_str()) {
                     self.unknown(diags, file, from, "ring");
                 } else if self.promotion_cycle(name) {
