@@ -86,7 +86,7 @@ fn migrates_an_empty_folder_and_reopens_with_data() {
             .id
     };
     let db = state_dir.join(DB_FILE);
-    assert_eq!(user_version(&db), 4);
+    assert_eq!(user_version(&db), 5);
     let mode: String = rusqlite::Connection::open(&db)
         .expect("raw")
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
