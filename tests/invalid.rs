@@ -39,6 +39,7 @@ const LOCATIONS: &[(&str, &[&str])] = &[
     ("missing-feature", &["workflow.yaml:7:18"]),
     ("missing-required-param", &["workflow.yaml:7:13"]),
     ("module-duplicate-step", &["module.yaml:10:13"]),
+    ("module-inherited-placement", &["workflow.yaml:11:42"]),
     ("module-invalid-port-name", &["module.yaml:6:12"]),
     ("module-unknown-blueprint", &["module.yaml:8:18"]),
     ("module-unknown-channel", &["module.yaml:9:16"]),
