@@ -36,6 +36,7 @@ const LOCATIONS: &[(&str, &[&str])] = &[
             "workflow.yaml:17:18",
         ],
     ),
+    ("manifest-not-utf8", &["workflow.yaml:8:23"]),
     ("missing-feature", &["workflow.yaml:7:18"]),
     ("missing-required-param", &["workflow.yaml:7:13"]),
     ("module-duplicate-step", &["module.yaml:10:13"]),
@@ -67,6 +68,7 @@ const LOCATIONS: &[(&str, &[&str])] = &[
     ("unknown-transport", &["workflow.yaml:7:25"]),
     ("unresolved-secret", &["workflow.yaml:11:16"]),
     ("wrong-param-type", &["workflow.yaml:10:15"]),
+    ("yaml-alias-bomb", &["bomb.yaml:13:19"]),
     ("yaml-syntax", &["workflow.yaml:9:6"]),
 ];
 
