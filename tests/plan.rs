@@ -664,3 +664,34 @@ fn a_change_of_only_a_secret_is_shown_without_the_secret() {
         "--- a/wf/s.inner/leak.conf\n+++ b/wf/s.inner/leak.conf\n(only sensitive values changed)\n"
     );
 }
+
+/// Regression: after a secret's value changed, a plan against the workers showed the
+/// whole artifact as changed from a "not shown" line, gave no reason, and said the
+/// sensitive values changed "too". It says that only sensitive values changed, and names
+/// the secret under *because*, in every format.
+#[test]
+fn a_rotated_secret_is_named_in_a_plan_against_the_workers() {
+    let repo = Repo::init();
+    repo.copy_in(&fixture("plan/sensitive/base"), "");
+    repo.commit("base");
+    let state = tempfile::tempdir().expect("state dir");
+    let secrets = secrets_dir(&[("db-password", "pw-before-rotation")]);
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--state", state.path().to_str().expect("UTF-8")]);
+        all.extend(["--secrets-dir", secrets.path().to_str().expect("UTF-8")]);
+        repo.ringops(&all)
+    };
+    run(&["apply", "--ring", "dev", "--yes", "--reason", "first"]).expect(0);
+    std::fs::write(secrets.path().join("db-password"), "pw-after-rotation").expect("rotate");
+    let settings = common::commit_filters();
+    for format in ["text", "markdown", "json"] {
+        let plan = run(&["plan", "--ring", "dev", "--format", format]);
+        plan.expect(0);
+        for value in ["pw-before-rotation", "pw-after-rotation"] {
+            assert!(!plan.stdout.contains(value), "{format}: {}", plan.stdout);
+        }
+        let name = format!("rotated-secret-{format}");
+        settings.bind(|| insta::assert_snapshot!(name, plan.stdout));
+    }
+}

@@ -1,6 +1,9 @@
 //! The state adapters through their public API: the SQLite deployment record (schema,
 //! lifecycle, one Active per ring, crash recovery, prune), with the object store and the
-//! writer lock as the apply path will use them.
+//! writer lock as the apply path will use them; and, through the binary, what a
+//! damaged or foreign state file does to the commands.
+
+mod common;
 
 use DeploymentState::*;
 use ringops::adapters::lock::WriterLock;
@@ -145,6 +148,111 @@ fn corrupt_file_is_refused_naming_its_path() {
         garbage,
         "the file is left as it was"
     );
+}
+
+/// What may stand at `ringops.db` without being a ringops state: an empty file (SQLite
+/// would take it for a new database), text, an SQLite database of something else, and
+/// one with a schema version but none of ringops' tables.
+fn not_a_state(db: &Path) -> Vec<(&'static str, Vec<u8>)> {
+    let sqlite = |sql: &str| {
+        let _ = std::fs::remove_file(db);
+        rusqlite::Connection::open(db)
+            .expect("raw")
+            .execute_batch(sql)
+            .expect("foreign database");
+        let bytes = std::fs::read(db).expect("read");
+        std::fs::remove_file(db).expect("remove");
+        bytes
+    };
+    vec![
+        ("empty", Vec::new()),
+        ("text", b"notes from the night shift\n".repeat(10)),
+        ("foreign SQLite", sqlite("CREATE TABLE notes (body TEXT);")),
+        (
+            "versioned SQLite",
+            sqlite("PRAGMA user_version = 3; CREATE TABLE notes (body TEXT);"),
+        ),
+    ]
+}
+
+/// Regression: an empty `ringops.db` was taken for a new state and migrated.
+#[test]
+fn an_empty_or_foreign_database_is_refused_and_left_as_it_is() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join(DB_FILE);
+    for (what, bytes) in not_a_state(&db) {
+        std::fs::write(&db, &bytes).expect("write");
+        for err in [
+            Store::open(dir.path()).expect_err("writer refuses"),
+            StoreReader::open(dir.path()).expect_err("reader refuses"),
+        ] {
+            assert!(matches!(err, StoreError::Corrupt { .. }), "{what}: {err:?}");
+            assert!(err.to_string().contains("move it aside"), "{what}: {err}");
+        }
+        assert_eq!(
+            std::fs::read(&db).expect("read"),
+            bytes,
+            "{what}: left as is"
+        );
+    }
+}
+
+/// `status` and `apply` refuse a state file that is not a ringops database with the
+/// "move it aside" message, and change neither the file nor any worker.
+#[test]
+fn commands_refuse_a_state_file_that_is_not_a_ringops_database() {
+    let fleet = common::Fleet::new();
+    let db = fleet.state.path().join(DB_FILE);
+    for (what, bytes) in not_a_state(&db) {
+        std::fs::write(&db, &bytes).expect("write");
+        for args in [
+            &["status"][..],
+            &["apply", "--ring", "dev", "--yes", "--reason", "r"][..],
+        ] {
+            let run = fleet.run(args);
+            run.expect(2);
+            let expected = format!(
+                "{} is not a readable ringops state database (empty, damaged, or not ringops' SQLite); move it aside to start a new state",
+                db.display()
+            );
+            assert!(
+                run.stderr.contains(&expected),
+                "{what} {args:?}: {}",
+                run.stderr
+            );
+        }
+        assert_eq!(
+            std::fs::read(&db).expect("read"),
+            bytes,
+            "{what}: left as is"
+        );
+        assert!(
+            !fleet.worker("core-dev-1").exists(),
+            "{what}: no worker written"
+        );
+    }
+}
+
+/// A first `apply` creates the database whole: a complete ringops state, and no
+/// temporary file left beside it.
+#[test]
+fn a_fresh_state_is_a_complete_database_with_nothing_left_beside_it() {
+    let fleet = common::Fleet::new();
+    fleet
+        .run(&["apply", "--ring", "dev", "--yes", "--reason", "first"])
+        .expect(0);
+    let db = fleet.state.path().join(DB_FILE);
+    assert!(user_version(&db) >= 4, "migrated");
+    let names: Vec<String> = std::fs::read_dir(fleet.state.path())
+        .expect("state dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with(".ringops.db.new")),
+        "{names:?}"
+    );
+    fleet.run(&["status"]).expect(0);
+    StoreReader::open(fleet.state.path()).expect("a ringops state");
 }
 
 #[test]

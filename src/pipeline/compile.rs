@@ -303,6 +303,29 @@ spec:
         );
     }
 
+    /// The name of an undefined variable comes from the template's text, so it is given
+    /// even for a job with secrets; a key computed from a secret is not shown.
+    #[test]
+    fn an_undefined_variable_is_named_also_in_a_job_with_secrets() {
+        for (template, named) in [
+            ("{{ params.retentoin_days }}", "params.retentoin_days"),
+            ("{{ params[params.key] }}", "params[...]"),
+        ] {
+            let text = FLEET.replace("key={{ params.key }}", template);
+            let diags = dev(&text).unwrap_err();
+            let messages: Vec<&str> = diags.iter().map(|d| d.message.as_str()).collect();
+            let expected = format!("undefined variable {named}");
+            assert!(
+                messages.iter().any(|m| m.ends_with(&expected)),
+                "{messages:?}"
+            );
+            assert!(
+                messages.iter().all(|m| !m.contains("s3cret")),
+                "{messages:?}"
+            );
+        }
+    }
+
     #[test]
     fn channel_names_cannot_make_paths() {
         let text = FLEET.replace("raw", "../../x");

@@ -4,10 +4,10 @@
 //!
 //! Pure: the observed state comes in as data; reading workers is the transports' job.
 
-use super::plan::{PlanInput, assemble, diff_worker};
+use super::plan::{PlanInput, assemble, diff_worker, only_sensitive_diff};
 use crate::model::observed::{ObservedState, ObservedWorker, PresentFile};
 use crate::model::plan::{DriftKind, Unreachable};
-use crate::model::{Artifact, DesiredState, Plan, WorkerPlan};
+use crate::model::{Action, ActionKind, Artifact, DesiredState, Plan, WorkerPlan};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What would change on each worker if the desired state replaced what is there.
@@ -15,13 +15,20 @@ pub fn plan_observed(observed: &ObservedState, head: &DesiredState, input: PlanI
     let empty_worker = ObservedWorker::default();
     let empty = BTreeMap::new();
     let names: BTreeSet<&String> = observed.workers.keys().chain(head.workers.keys()).collect();
+    let rotated = rotated_secrets(observed, head, &input.changed_files);
     let workers: Vec<WorkerPlan> = names
         .into_iter()
         .filter(|name| !observed.unreachable.contains_key(*name))
         .map(|name| {
             let seen = observed.workers.get(name).unwrap_or(&empty_worker);
             let after = head.workers.get(name).map_or(&empty, |w| &w.artifacts);
-            worker_plan(name, seen, after, &input)
+            let mut plan = worker_plan(name, seen, after, &input);
+            for action in plan.actions.iter_mut().filter(|a| a.drift.is_none()) {
+                if let Some(artifact) = after.get(&action.path) {
+                    explain_hidden(action, artifact, &rotated, &input.changed_files);
+                }
+            }
+            plan
         })
         .collect();
     let mut plan = assemble(workers.into_iter(), head, input);
@@ -56,6 +63,76 @@ fn worker_plan(
         worker: name.to_owned(),
         actions,
         unmanaged: seen.unmanaged.clone(),
+    }
+}
+
+/// The `secret:NAME` sources whose values changed since ringops wrote the workers'
+/// files. An artifact none of whose repository files changed since the Active
+/// deployment is rendered from the same text, so it differs from what ringops wrote
+/// only if a secret it uses changed: its secrets are suspects. A secret that such an
+/// artifact still matching what was written also uses kept its value.
+fn rotated_secrets(
+    observed: &ObservedState,
+    head: &DesiredState,
+    changed: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    let (mut suspects, mut kept) = (BTreeSet::new(), BTreeSet::new());
+    for (name, seen) in &observed.workers {
+        let Some(desired) = head.workers.get(name) else {
+            continue;
+        };
+        for (path, artifact) in &desired.artifacts {
+            let Some(written) = seen.managed.get(path) else {
+                continue;
+            };
+            if secrets_of(artifact).next().is_none() || !repo_unchanged(artifact, changed) {
+                continue;
+            }
+            let into = if written.sha256 == artifact.sha256 {
+                &mut kept
+            } else {
+                &mut suspects
+            };
+            into.extend(secrets_of(artifact).cloned());
+        }
+    }
+    suspects.difference(&kept).cloned().collect()
+}
+
+/// An artifact's `secret:NAME` sources.
+fn secrets_of(artifact: &Artifact) -> impl Iterator<Item = &String> {
+    artifact.sources.iter().filter(|s| s.starts_with("secret:"))
+}
+
+/// True when no repository file behind the artifact changed since the Active deployment.
+fn repo_unchanged(artifact: &Artifact, changed: &BTreeSet<String>) -> bool {
+    !artifact.sources.iter().any(|s| changed.contains(s))
+}
+
+/// Adds the rotated secrets behind an action to its reasons. An update of an artifact
+/// with hidden values whose repository files did not change is an update of hidden
+/// values only: its shown text is rendered from the same text as what the worker holds.
+fn explain_hidden(
+    action: &mut Action,
+    artifact: &Artifact,
+    rotated: &BTreeSet<String>,
+    changed: &BTreeSet<String>,
+) {
+    let before = action.why.len();
+    action.why.extend(
+        secrets_of(artifact)
+            .filter(|s| rotated.contains(*s))
+            .cloned(),
+    );
+    if action.why.len() > before {
+        action.why.sort();
+        action.why.dedup();
+    }
+    let hidden_only = action.kind == ActionKind::Update
+        && artifact.shown.is_some()
+        && repo_unchanged(artifact, changed);
+    if hidden_only {
+        action.diff = Some(only_sensitive_diff(&action.path));
     }
 }
 
@@ -220,6 +297,55 @@ mod tests {
         let plan = plan_observed(&seen, &head, PlanInput::default());
         insta::assert_snapshot!("drift-text", crate::report::text::render(&plan, false));
         insta::assert_snapshot!("drift-markdown", crate::report::markdown::render(&plan));
+    }
+
+    /// `w1` holds two artifacts ringops wrote: `a` uses secrets `x` and `y`, `b` uses
+    /// `y`; the desired `a` now differs, `b` does not.
+    fn rotated(changed: &[&str]) -> Plan {
+        let artifact = |content: &str, secrets: &[&str]| {
+            let mut sources = vec!["wf.yaml".to_owned()];
+            sources.extend(secrets.iter().map(|s| format!("secret:{s}")));
+            Artifact::new(content.to_owned(), sources, vec![]).with_shown(
+                Some("pw: (sensitive value)\n".into()),
+                Some("digest".into()),
+            )
+        };
+        let mut head = desired(&[]);
+        let artifacts = &mut head.workers.get_mut("w1").expect("w1").artifacts;
+        artifacts.insert("wf/s/a".into(), artifact("pw: new\n", &["x", "y"]));
+        artifacts.insert("wf/s/b".into(), artifact("pw: same\n", &["y"]));
+        let written = [("wf/s/a", "pw: old\n"), ("wf/s/b", "pw: same\n")];
+        let seen = on_disk(&written, &written, &[]);
+        let input = PlanInput {
+            changed_files: changed.iter().map(|s| s.to_string()).collect(),
+            ..PlanInput::default()
+        };
+        plan_observed(&seen, &head, input)
+    }
+
+    #[test]
+    fn a_rotated_secret_is_a_reason_and_only_sensitive_values_changed() {
+        let plan = rotated(&[]);
+        let actions = &plan.workers[0].actions;
+        assert_eq!(actions.len(), 1, "{actions:?}");
+        assert_eq!(
+            actions[0].why,
+            ["secret:x"],
+            "y kept its value: b still matches"
+        );
+        assert_eq!(
+            actions[0].diff.as_deref(),
+            Some("--- a/wf/s/a\n+++ b/wf/s/a\n(only sensitive values changed)\n")
+        );
+    }
+
+    #[test]
+    fn a_changed_repository_file_leaves_the_secrets_untold() {
+        let plan = rotated(&["wf.yaml"]);
+        let action = &plan.workers[0].actions[0];
+        assert_eq!(action.why, ["wf.yaml"]);
+        let diff = action.diff.as_deref().unwrap_or("");
+        assert!(!diff.contains("(only sensitive values changed)"), "{diff}");
     }
 
     #[test]

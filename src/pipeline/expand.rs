@@ -37,6 +37,9 @@ pub struct Job<'a> {
     pub with: BTreeMap<String, Arg>,
     /// Where the job runs.
     pub placement: &'a Placement,
+    /// File the placement was written in: the importing step's for a module's step
+    /// that inherits it.
+    pub placement_file: &'a str,
     /// Channels consumed.
     pub inputs: Vec<ChannelRef<'a>>,
     /// Channels produced.
@@ -186,6 +189,7 @@ fn direct_job<'a>(
         blueprint,
         with: args(file, &step.with),
         placement,
+        placement_file: file,
         inputs: refs(file, &step.inputs),
         outputs: refs(file, &step.outputs),
         file,

@@ -7,6 +7,7 @@ use crate::model::manifest::{API_VERSION, Document, Metadata, Resource};
 use crate::model::{Bundle, Diagnostic, Diagnostics, Pos, Spanned};
 use rayon::prelude::*;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_saphyr::budget::BudgetBreach;
 use std::collections::BTreeSet;
 use std::fmt;
 
@@ -50,12 +51,7 @@ pub fn load(bundle: &Bundle, diags: &mut Diagnostics) -> Loaded {
             let mut file_diags = Diagnostics::default();
             match std::str::from_utf8(bytes) {
                 Ok(text) => parse_file(path, text, &mut loaded, &mut file_diags),
-                Err(e) => file_diags.error(
-                    path,
-                    Pos { line: 1, col: 1 },
-                    "not-utf8",
-                    format!("file is not UTF-8 text ({e})"),
-                ),
+                Err(e) => file_diags.push(not_utf8(path, bytes, &e)),
             }
             (loaded, file_diags)
         })
@@ -71,11 +67,35 @@ pub fn load(bundle: &Bundle, diags: &mut Diagnostics) -> Loaded {
     loaded
 }
 
+/// A file that is not UTF-8, reported at its first invalid byte.
+fn not_utf8(path: &str, bytes: &[u8], e: &std::str::Utf8Error) -> Diagnostic {
+    let valid = &bytes[..e.valid_up_to()];
+    // The prefix is valid UTF-8, so its lines and characters can be counted.
+    let text = std::str::from_utf8(valid).unwrap_or_default();
+    let line_start = text.rfind('\n').map_or(0, |i| i + 1);
+    let at = Pos {
+        line: text.matches('\n').count() as u32 + 1,
+        col: text[line_start..].chars().count() as u32 + 1,
+    };
+    let byte = bytes.get(e.valid_up_to()).copied().unwrap_or_default();
+    Diagnostic::new(
+        path,
+        at,
+        "not-utf8",
+        format!(
+            "file is not UTF-8 text: byte 0x{byte:02X} here is not valid UTF-8; save the file as UTF-8"
+        ),
+    )
+}
+
 /// Parses the documents of one file. When the file has an error, its documents are
 /// parsed one by one so every broken document is reported and the others still count.
 pub fn parse_file(path: &str, text: &str, out: &mut Loaded, diags: &mut Diagnostics) {
     match parse_documents(path, text, diags) {
         Ok(docs) => out.documents.extend(docs),
+        // A file past a budget is refused whole: parsing its documents one by one
+        // would give each its own budget.
+        Err(first) if first.code == BUDGET_CODE => diags.push(first),
         Err(first) => {
             let chunks = split_documents(text);
             let hint = !looks_like_manifest(chunks[0].1);
@@ -125,7 +145,17 @@ fn parse_documents(
     diags: &mut Diagnostics,
 ) -> Result<Vec<Document>, Diagnostic> {
     // Strict booleans: only `true`/`false`, so `n`, `no` and `off` stay strings (YAML 1.2).
-    let options = serde_saphyr::options! { with_snippet: false, strict_booleans: true };
+    let options = serde_saphyr::options! {
+        with_snippet: false,
+        strict_booleans: true,
+        budget: serde_saphyr::budget! {
+            max_nodes: MAX_NODES,
+            max_aliases: MAX_ALIASES,
+            max_anchors: MAX_ANCHORS,
+            max_depth: MAX_DEPTH,
+            max_documents: MAX_DOCUMENTS,
+        },
+    };
     let raws = serde_saphyr::from_str_multiple_with_options::<RawDoc, Vec<_>>(text, options)
         .map_err(|e| yaml_error(path, &e))?;
     Ok(raws
@@ -181,8 +211,68 @@ fn yaml_error(path: &str, error: &serde_saphyr::Error) -> Diagnostic {
             col: l.column() as u32,
         })
         .unwrap_or(Pos { line: 1, col: 1 });
+    if let Some(breach) = budget_breach(error) {
+        return Diagnostic::new(path, at, BUDGET_CODE, budget_message(breach));
+    }
     let text = error.without_snippet().to_string();
     Diagnostic::new(path, at, "yaml", clean_message(&text))
+}
+
+/// The code of a file refused at a budget.
+const BUDGET_CODE: &str = "yaml-budget";
+
+/// Most values (lists, maps, scalars) one file may expand to, an alias counting each
+/// time it is used: far above any fleet, far below what exhausts memory.
+pub const MAX_NODES: usize = 250_000;
+/// Most aliases (`*name`) one file may use.
+pub const MAX_ALIASES: usize = 50_000;
+/// Most anchors (`&name`) one file may define.
+pub const MAX_ANCHORS: usize = 50_000;
+/// Deepest nesting of lists and maps.
+pub const MAX_DEPTH: usize = 64;
+/// Most documents (`---`) in one file.
+pub const MAX_DOCUMENTS: usize = 1_024;
+
+/// The budget breach behind a YAML error, if that is what it is.
+fn budget_breach(error: &serde_saphyr::Error) -> Option<&BudgetBreach> {
+    let mut error = error;
+    loop {
+        match error {
+            serde_saphyr::Error::Budget { breach, .. } => return Some(breach),
+            serde_saphyr::Error::AliasError { error: inner, .. }
+            | serde_saphyr::Error::WithSnippet { error: inner, .. } => error = inner,
+            _ => return None,
+        }
+    }
+}
+
+/// What limit a file hit, and why ringops has it, in plain words.
+fn budget_message(breach: &BudgetBreach) -> String {
+    let what = match breach {
+        BudgetBreach::Nodes { .. } | BudgetBreach::Events { .. } => format!(
+            "the YAML expands to more than {MAX_NODES} values (an alias counts each time it is used)"
+        ),
+        BudgetBreach::Aliases { .. } => {
+            format!("the YAML uses more than {MAX_ALIASES} aliases (`*name`)")
+        }
+        BudgetBreach::AliasAnchorRatio { .. } => {
+            "the YAML uses aliases (`*name`) far more often than it defines anchors".to_owned()
+        }
+        BudgetBreach::Anchors { .. } => {
+            format!("the YAML defines more than {MAX_ANCHORS} anchors (`&name`)")
+        }
+        BudgetBreach::Depth { .. } => {
+            format!("the YAML nests lists and maps more than {MAX_DEPTH} levels deep")
+        }
+        BudgetBreach::Documents { .. } => {
+            format!("the file holds more than {MAX_DOCUMENTS} documents (`---`)")
+        }
+        _ => "the YAML is too large or too complex to read".to_owned(),
+    };
+    format!(
+        "{what}: ringops stops reading a manifest at this limit so that a file (such as a few \
+         nested aliases that expand to billions of values) cannot exhaust its memory and time"
+    )
 }
 
 /// Strips the ` at line N column M` serde-saphyr appends; the diagnostic carries it.
@@ -452,6 +542,59 @@ mod tests {
                 diags.iter().all(|d| !d.message.contains(TEMPLATE_HINT)),
                 "{text}: {diags:?}"
             );
+        }
+    }
+
+    /// Regression: a non-UTF-8 manifest was reported at 1:1 with Rust's byte index.
+    #[test]
+    fn a_manifest_that_is_not_utf8_is_reported_at_its_first_invalid_byte() {
+        let bundle = Bundle {
+            files: [(
+                "f/m.yaml".to_owned(),
+                b"kind: Ring\n# caf\xc3\xa9 caf\xe9\n".to_vec(),
+            )]
+            .into(),
+            ..Bundle::default()
+        };
+        let mut diags = Diagnostics::default();
+        load(&bundle, &mut diags);
+        let shown: Vec<String> = diags.into_sorted().iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "f/m.yaml:2:11: error: file is not UTF-8 text: byte 0xE9 here is not valid UTF-8; save the file as UTF-8"
+            ]
+        );
+    }
+
+    /// Regression: budget refusals showed serde-saphyr's debug value
+    /// (`budget breached: Nodes { nodes: 250001 }`).
+    #[test]
+    fn budget_refusals_say_which_limit_in_plain_words() {
+        let ring = "apiVersion: ringops/v1\nkind: Ring\nmetadata: {name: r}\nspec:\n  values:\n";
+        let nested = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
+        let deep = format!("{ring}    a: {nested}\n");
+        let documents = "apiVersion: ringops/v1\n---\n".repeat(MAX_DOCUMENTS + 1);
+        let mut bomb = format!("{ring}    a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..9 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            bomb.push_str(&format!("    a{i}: &a{i} [{refs}]\n"));
+        }
+        for (text, limit) in [
+            (deep, format!("more than {MAX_DEPTH} levels deep")),
+            (documents, format!("more than {MAX_DOCUMENTS} documents")),
+            (bomb, format!("more than {MAX_NODES} values")),
+        ] {
+            let (_, diags) = parse(&text);
+            assert_eq!(diags.len(), 1, "{diags:?}");
+            let message = &diags[0].message;
+            assert_eq!(diags[0].code, "yaml-budget", "{message}");
+            assert!(message.contains(&limit), "{message}");
+            assert!(
+                message.contains("cannot exhaust its memory and time"),
+                "{message}"
+            );
+            assert!(!message.contains('{'), "{message}");
         }
     }
 

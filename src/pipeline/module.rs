@@ -190,7 +190,7 @@ impl<'a> Import<'a> {
             );
             return None;
         };
-        let Some(placement) = self.placement(inner) else {
+        let Some((placement, placement_file)) = self.placement(inner) else {
             missing_placement(self.wf_file, self.step, diags);
             return None;
         };
@@ -199,6 +199,7 @@ impl<'a> Import<'a> {
             blueprint,
             with: pass_params(self.mfile, &inner.with, self.spec, &self.given),
             placement,
+            placement_file,
             inputs: inner
                 .inputs
                 .iter()
@@ -215,9 +216,10 @@ impl<'a> Import<'a> {
         })
     }
 
-    /// The inner step's placement, else the importing step's.
-    fn placement(&self, inner: &'a Step) -> Option<&'a Placement> {
-        inner.placement.as_ref().or(self.step.placement.as_ref())
+    /// The inner step's placement, else the importing step's; with the file it is in.
+    fn placement(&self, inner: &'a Step) -> Option<(&'a Placement, &'a str)> {
+        let own = inner.placement.as_ref().map(|p| (p, self.mfile));
+        own.or_else(|| self.step.placement.as_ref().map(|p| (p, self.wf_file)))
     }
 
     /// A channel named by an inner step. A port resolves to the importing step's channel,

@@ -102,10 +102,10 @@ pub fn slots<'a>(
     check_only: bool,
     diags: &mut Diagnostics,
 ) -> Option<Vec<Slot<'a>>> {
-    let placement = job.placement;
+    let (placement, file) = (job.placement, job.placement_file);
     let group = placement.group.value.as_str();
     if !cat.groups.contains_key(group) {
-        cat.unknown(diags, job.file, &placement.group, "group");
+        cat.unknown(diags, file, &placement.group, "group");
         return None;
     }
     let candidates = candidates(pool, job);
@@ -116,7 +116,7 @@ pub fn slots<'a>(
             " matching the selector"
         };
         diags.error(
-            job.file,
+            file,
             placement.group.at,
             "no-workers",
             format!(
@@ -128,9 +128,12 @@ pub fn slots<'a>(
     }
     let replicas = placement.replicas.as_ref().map(|r| r.value);
     if replicas == Some(0) {
-        let at = placement.replicas.as_ref().map_or(job.at, |r| r.at);
+        let at = placement
+            .replicas
+            .as_ref()
+            .map_or(placement.group.at, |r| r.at);
         diags.error(
-            job.file,
+            file,
             at,
             "replicas",
             format!(
@@ -169,9 +172,12 @@ fn candidates<'a>(pool: &RingWorkers<'a>, job: &Job<'a>) -> Vec<&'a str> {
 
 fn too_few_workers(job: &Job, ring: &str, eligible: usize, diags: &mut Diagnostics) {
     let placement = job.placement;
-    let at = placement.replicas.as_ref().map(|r| r.at).unwrap_or(job.at);
+    let at = placement
+        .replicas
+        .as_ref()
+        .map_or(placement.group.at, |r| r.at);
     diags.error(
-        job.file,
+        job.placement_file,
         at,
         "replicas",
         format!(

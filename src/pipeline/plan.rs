@@ -130,7 +130,7 @@ fn shown_diff(path: &str, before: Option<&Artifact>, after: &Artifact) -> String
     let old = before.map_or("", |b| b.display_text());
     let new = after.display_text();
     if before.is_some() && old == new {
-        return format!("--- a/{path}\n+++ b/{path}\n{ONLY_SENSITIVE}\n");
+        return only_sensitive_diff(path);
     }
     let mut sensitive: Vec<&str> = after.sensitive.iter().map(String::as_str).collect();
     if let Some(b) = before {
@@ -149,6 +149,11 @@ pub const ALSO_SENSITIVE: &str = "(sensitive values changed too)";
 
 /// The diff of an artifact whose only changes are in sensitive values.
 pub const ONLY_SENSITIVE: &str = "(only sensitive values changed)";
+
+/// The diff of an update that changes only hidden values.
+pub fn only_sensitive_diff(path: &str) -> String {
+    format!("--- a/{path}\n+++ b/{path}\n{ONLY_SENSITIVE}\n")
+}
 
 /// A unified diff with 3 lines of context; lines holding a sensitive value are masked.
 pub fn unified_diff(path: &str, old: &str, new: &str, sensitive: &[&str]) -> String {

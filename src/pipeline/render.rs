@@ -11,7 +11,7 @@ use super::catalog::{Catalog, Entry};
 use super::expand::{Expanded, Job, args};
 use super::params::{self, Params, SecretSource};
 use super::place::{self, Slot};
-use super::template::{Origin, Templates, describe, error_pos};
+use super::template::{Origin, Templates, error_pos, plain_cause, render_cause};
 use crate::model::desired::HookSpec;
 use crate::model::manifest::{Hook, WorkerGroupSpec};
 use crate::model::manifest::{RingSpec, With};
@@ -340,15 +340,13 @@ impl<'a> Renderer<'a> {
                 }
                 Err(failure) => {
                     let message = render_error(r, path, &failure);
-                    let at = match &failure {
-                        RenderFailure::Template(e) => error_pos(origin, e),
-                        RenderFailure::TooLarge => crate::model::Pos {
-                            line: origin.first_line,
-                            col: 1,
-                        },
-                    };
-                    out.diags
-                        .error(&origin.file, at, "template-render", message);
+                    let (RenderFailure::Template(e) | RenderFailure::TooLarge(e)) = &failure;
+                    out.diags.error(
+                        &origin.file,
+                        error_pos(origin, e),
+                        "template-render",
+                        message,
+                    );
                 }
             }
         }
@@ -437,10 +435,10 @@ const HIDDEN: &str = "(content hidden: it holds sensitive values)\n";
 /// Most bytes one rendered file may have; a larger one is an error, not an allocation.
 pub const MAX_ARTIFACT_BYTES: usize = 8 << 20;
 
-/// Why a render failed.
+/// Why a render failed; each with minijinja's error, which knows the line.
 enum RenderFailure {
     Template(minijinja::Error),
-    TooLarge,
+    TooLarge(minijinja::Error),
 }
 
 /// Renders into a buffer that refuses to grow past [`MAX_ARTIFACT_BYTES`].
@@ -450,7 +448,7 @@ fn render_capped(template: &minijinja::Template, ctx: &Value) -> Result<String, 
         // minijinja writes only whole `str`s, so the bytes are UTF-8 (kept without a copy).
         Ok(_) => Ok(String::from_utf8(buffer.bytes)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())),
-        Err(_) if buffer.overflowed => Err(RenderFailure::TooLarge),
+        Err(e) if buffer.overflowed => Err(RenderFailure::TooLarge(e)),
         Err(e) => Err(RenderFailure::Template(e)),
     }
 }
@@ -478,13 +476,17 @@ impl std::io::Write for Capped {
 }
 
 /// The message of a render error. For a job with hidden params only the kind of error
-/// is given: its details could quote a transformed secret.
+/// is given: its details could quote a transformed secret. The limits and an undefined
+/// variable's name come from ringops and the template's text, so they are always given.
 fn render_error(r: &Render, path: &str, failure: &RenderFailure) -> String {
     let cause = match failure {
-        RenderFailure::TooLarge => {
-            format!("output is larger than {} MiB", MAX_ARTIFACT_BYTES >> 20)
-        }
-        RenderFailure::Template(e) if r.params.hidden.is_empty() => describe(e),
+        RenderFailure::TooLarge(_) => format!(
+            "the output is larger than {} MiB: ringops stops a render at this limit so that a \
+             template cannot fill the memory and the workers' disks",
+            MAX_ARTIFACT_BYTES >> 20
+        ),
+        RenderFailure::Template(e) if r.params.hidden.is_empty() => render_cause(e),
+        RenderFailure::Template(e) if plain_cause(e).is_some() => render_cause(e),
         RenderFailure::Template(e) => {
             format!(
                 "{} (details hidden: the job has sensitive params)",

@@ -10,7 +10,7 @@ use super::checks::template_path;
 use crate::model::manifest::{BlueprintSpec, FileSpec};
 use crate::model::{Bundle, Diagnostics, Pos};
 use minijinja::syntax::SyntaxConfig;
-use minijinja::{Environment, Template, UndefinedBehavior};
+use minijinja::{Environment, ErrorKind, Template, UndefinedBehavior};
 use std::collections::BTreeMap;
 
 /// Instructions one template render may execute; far above any real job file.
@@ -163,8 +163,33 @@ pub(super) fn error_pos(origin: &Origin, e: &minijinja::Error) -> Pos {
     }
 }
 
+/// Why a render failed, in plain words: [`plain_cause`], else the error's kind and detail.
+pub(super) fn render_cause(e: &minijinja::Error) -> String {
+    plain_cause(e).unwrap_or_else(|| describe(e))
+}
+
+/// The cause of a render error when it can be told from ringops' limits and the
+/// template's text alone (never from a value, so it may be shown for a job with
+/// sensitive params): the fuel limit and why it exists, or the undefined variable by
+/// name (minijinja names it from the template's text; a computed key is `...`).
+pub(super) fn plain_cause(e: &minijinja::Error) -> Option<String> {
+    match e.kind() {
+        ErrorKind::OutOfFuel => Some(format!(
+            "the template ran more than {FUEL} instructions: ringops stops a render at this \
+             limit so that a template (such as a loop that never ends) cannot hang the compiler"
+        )),
+        ErrorKind::UndefinedError => {
+            let detail = e.detail()?;
+            let end = detail.find("` is undefined")?;
+            let start = detail[..end].rfind('`')? + 1;
+            Some(format!("undefined variable {}", &detail[start..end]))
+        }
+        _ => None,
+    }
+}
+
 /// A template error's kind and detail, for a diagnostic message.
-pub(super) fn describe(e: &minijinja::Error) -> String {
+fn describe(e: &minijinja::Error) -> String {
     match e.detail() {
         Some(detail) => format!("{}: {detail}", e.kind()),
         None => e.kind().to_string(),

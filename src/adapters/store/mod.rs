@@ -10,6 +10,7 @@
 //! `spawn_blocking`.
 
 pub mod compiled;
+mod fresh;
 pub mod gates;
 pub mod memo;
 mod read;
@@ -39,15 +40,15 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Why the state could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The file is not an SQLite database, or is damaged.
+    /// The file is empty, damaged, or not a ringops database.
     #[error(
-        "{path} is not a readable ringops state database (damaged, or not SQLite); move it aside to start a new state"
+        "{path} is not a readable ringops state database (empty, damaged, or not ringops' SQLite); move it aside to start a new state"
     )]
     Corrupt {
         /// The database file.
         path: PathBuf,
-        /// What SQLite said.
-        source: rusqlite::Error,
+        /// What SQLite said, when it said something.
+        source: Option<rusqlite::Error>,
     },
     /// The schema is newer than this build knows.
     #[error(
@@ -130,9 +131,10 @@ impl StoreError {
     fn sqlite(path: &Path, source: rusqlite::Error) -> Self {
         let path = path.to_owned();
         match source.sqlite_error_code() {
-            Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
-                Self::Corrupt { path, source }
-            }
+            Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => Self::Corrupt {
+                path,
+                source: Some(source),
+            },
             Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
                 Self::Busy { path, source }
             }
@@ -209,11 +211,19 @@ impl Store {
     pub fn open_with_clock(state_dir: &Path, clock: Arc<dyn Clock>) -> Result<Self> {
         create_private_dir(state_dir)?;
         let path = state_dir.join(DB_FILE);
+        if !path.try_exists().map_err(|e| io_error(state_dir, e))? {
+            fresh::create(state_dir, &path)?;
+        }
         let err = |e| StoreError::sqlite(&path, e);
-        let mut conn = Connection::open(&path).map_err(err)?;
+        refuse_empty(&path)?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn = Connection::open_with_flags(&path, flags).map_err(err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
-        // Read the version before changing anything: a damaged or newer file is left as is.
-        refuse_newer(&path, schema::version(&conn).map_err(err)?)?;
+        // Read the version before changing anything: a damaged, foreign or newer file is
+        // left as is.
+        let found = schema::version(&conn).map_err(err)?;
+        refuse_newer(&path, found)?;
+        refuse_foreign(&path, &conn, found)?;
         let _mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
             .map_err(err)?;
@@ -257,12 +267,14 @@ impl StoreReader {
         if !path.is_file() {
             return Err(not_ready(0));
         }
+        refuse_empty(&path)?;
         let err = |e| StoreError::sqlite(&path, e);
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&path, flags).map_err(err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
         let found = schema::version(&conn).map_err(err)?;
         refuse_newer(&path, found)?;
+        refuse_foreign(&path, &conn, found)?;
         if found < schema::latest() {
             return Err(not_ready(found));
         }
@@ -273,6 +285,42 @@ impl StoreReader {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Refuses an empty database file: a fresh state is created whole ([`fresh::create`]),
+/// so an empty one is damage (SQLite would take it for a new database).
+fn refuse_empty(path: &Path) -> Result<()> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| io_error(path, e))?
+        .len();
+    if len == 0 {
+        return Err(StoreError::Corrupt {
+            path: path.to_owned(),
+            source: None,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses an SQLite database that is not ringops': one with no schema version (a
+/// ringops state has one from its creation on) or without the deployments table.
+fn refuse_foreign(path: &Path, conn: &Connection, found: i64) -> Result<()> {
+    let has_deployments =
+        found > 0 && schema::has_deployments(conn).map_err(|e| StoreError::sqlite(path, e))?;
+    if !has_deployments {
+        return Err(StoreError::Corrupt {
+            path: path.to_owned(),
+            source: None,
+        });
+    }
+    Ok(())
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Io {
+        path: path.to_owned(),
+        source,
     }
 }
 

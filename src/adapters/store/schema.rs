@@ -149,6 +149,15 @@ pub(super) fn version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.pragma_query_value(None, "user_version", |row| row.get(0))
 }
 
+/// True when the database has ringops' deployments table.
+pub(super) fn has_deployments(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'deployments')",
+        [],
+        |row| row.get(0),
+    )
+}
+
 /// Brings the database up to [`latest`] in one write transaction, so two processes
 /// opening a new state at once do not both migrate. Returns the version found inside the
 /// transaction (the caller refuses a newer one before calling). An up-to-date database
