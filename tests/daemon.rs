@@ -285,6 +285,42 @@ fn blind_worktree(fleet: &Fleet) -> (tempfile::TempDir, std::path::PathBuf) {
 }
 
 #[test]
+fn an_oversized_webhook_body_gets_its_413_whole_before_the_connection_closes() {
+    use std::io::Read;
+    let fleet = Fleet::new();
+    let secrets = common::secrets_dir(&[("webhook", "s3cret\n")]);
+    let mut cmd = fleet.command(&["daemon", "--listen", "127.0.0.1:0", "--poll-interval", "1h"]);
+    cmd.arg("--webhook-secret-file")
+        .arg(secrets.path().join("webhook"));
+    let daemon = Daemon::start(cmd);
+    daemon.wait_ready();
+    let addr = daemon.listening().expect("listening");
+    let body = vec![b' '; 4 << 20];
+    // Several times: a reset that discards the answer depends on timing.
+    for _ in 0..5 {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(BOUND)).expect("timeout");
+        let head = format!(
+            "POST /hooks/git HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nX-Hub-Signature-256: sha256=00\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).expect("send the head");
+        stream.write_all(&body).expect("the whole body is taken");
+        let mut answer = Vec::new();
+        stream
+            .read_to_end(&mut answer)
+            .expect("the answer arrives whole, no reset");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(
+            answer.contains("the body is larger than 1048576 bytes"),
+            "{answer}"
+        );
+    }
+}
+
+#[test]
 fn the_webhook_checks_signatures_and_limits_and_a_good_call_triggers_a_deploy() {
     let fleet = Fleet::new();
     let (_outside, worktree) = blind_worktree(&fleet);

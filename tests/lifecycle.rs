@@ -409,6 +409,72 @@ fn dir_targets_are_written_there_and_an_unreachable_one_stops_apply() {
 }
 
 #[test]
+fn a_worker_folder_that_is_a_symbolic_link_is_refused_and_where_it_points_is_untouched() {
+    let fleet = Fleet::new();
+    let elsewhere = tempfile::tempdir().expect("dir");
+    let (real, link) = (elsewhere.path().join("real"), elsewhere.path().join("link"));
+    std::fs::create_dir(&real).expect("real folder");
+    std::os::unix::fs::symlink(&real, &link).expect("link");
+    let groups = format!("{FLEET}/groups.yaml");
+    fleet.repo.edit(
+        &groups,
+        "labels: {region: us}}\n    - {name: core-stg-1",
+        &format!(
+            "labels: {{region: us}}, target: \"dir:{}\"}}\n    - {{name: core-stg-1",
+            link.display()
+        ),
+    );
+    fleet.repo.commit("core-dev-2 behind a link");
+    let apply = fleet.run(&["apply", "--ring", "dev", "--yes"]);
+    let expected = format!(
+        "worker core-dev-2 is unreachable (worker core-dev-2: worker directory {} is a symbolic link (to {}), which ringops does not follow; give the worker the real folder",
+        link.display(),
+        real.display()
+    );
+    assert!(
+        apply.expect(1).stderr.contains(&expected),
+        "{}",
+        apply.stderr
+    );
+    assert_eq!(snapshot_dir(&real), Vec::new(), "written through the link");
+    assert!(
+        !fleet.worker("core-dev-1").exists(),
+        "another worker was written"
+    );
+}
+
+#[test]
+fn a_job_folder_replaced_by_a_symbolic_link_is_drift_that_drift_fix_repairs() {
+    let fleet = Fleet::new();
+    fleet.run(&["apply", "--ring", "dev", "--yes"]).expect(0);
+    let job = fleet.worker("core-dev-1").join("invoices/archive.store");
+    let deployed = snapshot_dir(&job);
+    let outside = tempfile::tempdir().expect("dir");
+    std::fs::write(outside.path().join("writer.ini"), "someone else's\n").expect("write");
+    let before = snapshot_dir(outside.path());
+    std::fs::remove_dir_all(&job).expect("rm -r");
+    std::os::unix::fs::symlink(outside.path(), &job).expect("link");
+
+    let drift = fleet.run(&["drift", "--detailed-exitcode"]);
+    let out = &drift.expect(2).stdout;
+    assert!(
+        out.contains("replaced by a symbolic link on its path")
+            && out.contains("invoices/archive.store/writer.ini"),
+        "{out}"
+    );
+    fleet.run(&["drift", "--fix"]).expect(0);
+    let meta = std::fs::symlink_metadata(&job).expect("job folder");
+    assert!(meta.is_dir(), "the link is still there");
+    assert_eq!(snapshot_dir(&job), deployed);
+    assert_eq!(
+        snapshot_dir(outside.path()),
+        before,
+        "written through the link"
+    );
+    fleet.run(&["drift", "--detailed-exitcode"]).expect(0);
+}
+
+#[test]
 fn a_writer_with_wait_goes_on_once_the_lock_is_released() {
     let fleet = Fleet::new();
     let held =
@@ -428,4 +494,97 @@ fn a_writer_with_wait_goes_on_once_the_lock_is_released() {
     let status = child.wait_exit();
     assert!(status.success(), "{}", child.stderr());
     assert!(fleet.worker("core-dev-1").join(WRITER_INI).is_file());
+}
+
+/// A tmpfs of `size` mounted over `dir` until dropped: a disk that can really fill up.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mounts it; `None` (after [`common::skip`], which fails under CI) when this
+    /// process may not mount (not root, or a container without the capability).
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        if !common::require_tool("mount", "mount") {
+            return None;
+        }
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status();
+        if !status.is_ok_and(|s| s.success()) {
+            common::skip("needs to mount a tmpfs (root with CAP_SYS_ADMIN)");
+            return None;
+        }
+        Some(Tmpfs(dir.to_owned()))
+    }
+
+    /// Writes one file until the disk is full.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut file = std::fs::File::create(self.0.join("filler")).expect("filler");
+        let block = vec![0u8; 1 << 16];
+        loop {
+            if let Err(e) = file.write_all(&block) {
+                assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn with_the_state_disk_full_history_status_and_show_still_work() {
+    let fleet = Fleet::new();
+    let Some(disk) = Tmpfs::mount(fleet.state.path(), "64m") else {
+        return;
+    };
+    fleet.run(&["apply", "--ring", "dev", "--yes"]).expect(0);
+    disk.fill();
+    let history = fleet.run(&["history"]);
+    assert!(
+        history.expect(0).stdout.contains("d-000001"),
+        "{}",
+        history.stdout
+    );
+    let status = fleet.run(&["status"]);
+    let out = &status.expect(0).stdout;
+    assert!(
+        out.contains("ring dev: d-000001 Active") && out.contains("core-dev-1  in sync"),
+        "{out}"
+    );
+    let show = fleet.run(&["show", "d-000001"]);
+    assert!(
+        show.expect(0).stdout.contains("state:        Active"),
+        "{}",
+        show.stdout
+    );
+    // A writer fails, saying why, and changes nothing.
+    change_format(&fleet, "avro");
+    let before = snapshot_dir(&fleet.worker("core-dev-1"));
+    let apply = fleet.run(&["apply", "--ring", "dev", "--yes"]);
+    assert_ne!(apply.code, 0, "{}", apply.stdout);
+    assert!(
+        apply
+            .stderr
+            .to_lowercase()
+            .contains("no space left on device"),
+        "{}",
+        apply.stderr
+    );
+    assert_eq!(snapshot_dir(&fleet.worker("core-dev-1")), before);
 }

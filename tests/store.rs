@@ -103,7 +103,7 @@ fn migrates_an_empty_folder_and_reopens_with_data() {
         ("dev", "c1", Queued)
     );
     assert_eq!(id.to_string(), "d-000001");
-    assert_eq!(user_version(&db), 4, "reopening does not migrate again");
+    assert_eq!(user_version(&db), 5, "reopening does not migrate again");
 }
 
 #[test]

@@ -22,7 +22,8 @@
 //! generic message, the cause logged).
 //!
 //! The webhook: with no [`Service::webhook_secret`] the route answers 404 (the webhook
-//! is off and says so). Otherwise, in this order: a body over [`BODY_LIMIT`] gets 413;
+//! is off and says so). Otherwise, in this order: a body over [`BODY_LIMIT`] gets 413
+//! (sent whole: the rest of the body is read and dropped first, up to 16 MiB);
 //! a missing, malformed or wrong signature gets 401 ([`webhook::verify`]); then the rate
 //! limit (1 a second, bursts of 5) gives 429 with `Retry-After`, so only callers that
 //! know the secret use up the quota; the rest wake [`Service::trigger`] with
@@ -44,8 +45,7 @@ use crate::daemon::metrics::{Metrics, WebhookResult};
 use crate::daemon::webhook;
 use crate::report::history::FORMAT_VERSION;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -53,6 +53,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use http_body_util::BodyExt;
 use serde::Serialize;
 use std::future::Future;
 use std::num::NonZeroU32;
@@ -125,10 +126,7 @@ pub fn router(service: Service) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route(
-            "/hooks/git",
-            post(hook).layer(DefaultBodyLimit::max(BODY_LIMIT)),
-        )
+        .route("/hooks/git", post(hook).layer(DefaultBodyLimit::disable()))
         .merge(guarded)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(middleware::from_fn(time_limit))
@@ -210,11 +208,7 @@ async fn time_limit(request: Request, next: Next) -> Response {
 }
 
 /// `POST /hooks/git`: see the module documentation for the order of the checks.
-async fn hook(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn hook(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let service = &state.service;
     let metrics = &service.metrics;
     let Some(secret) = &service.webhook_secret else {
@@ -226,7 +220,7 @@ async fn hook(
             message,
         );
     };
-    let body = match hook_body(body) {
+    let body = match hook_body(body).await {
         Ok(body) => body,
         Err(refusal) => {
             return refuse(metrics, refusal.result, refusal.status, &refusal.message);
@@ -266,21 +260,50 @@ struct Refusal {
     message: String,
 }
 
-/// The webhook's body, or why it is refused: too large (413) or unreadable.
-fn hook_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Refusal> {
-    match body {
-        Ok(body) => Ok(body),
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(Refusal {
-            result: WebhookResult::TooLarge,
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            message: format!("the body is larger than {BODY_LIMIT} bytes"),
-        }),
-        Err(e) => Err(Refusal {
-            result: WebhookResult::Malformed,
-            status: e.status(),
-            message: "cannot read the body".to_owned(),
-        }),
+/// The webhook's body, or why it is refused: too large (413, after the rest of the
+/// body is read and dropped, see [`drain`]) or unreadable.
+async fn hook_body(mut body: Body) -> Result<Bytes, Refusal> {
+    let mut kept = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map(|f| f.into_data().unwrap_or_default()) else {
+            return Err(Refusal {
+                result: WebhookResult::Malformed,
+                status: StatusCode::BAD_REQUEST,
+                message: "cannot read the body".to_owned(),
+            });
+        };
+        if kept.len() + data.len() > BODY_LIMIT {
+            drain(body).await;
+            return Err(Refusal {
+                result: WebhookResult::TooLarge,
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                message: format!("the body is larger than {BODY_LIMIT} bytes"),
+            });
+        }
+        kept.extend_from_slice(&data);
     }
+    Ok(Bytes::from(kept))
+}
+
+/// At most this much of an oversized body is read and dropped before its 413.
+const DRAIN_LIMIT: usize = 16 * BODY_LIMIT;
+/// For at most this long.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// Reads and drops the rest of a refused body (up to [`DRAIN_LIMIT`] bytes, for up to
+/// [`DRAIN_TIME`]), so that the refusal reaches the client whole: a connection closed
+/// with unread data in it is reset, and the reset may discard the response.
+async fn drain(mut body: Body) {
+    let mut dropped = 0;
+    let read = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            dropped += frame.data_ref().map_or(0, Bytes::len);
+            if dropped > DRAIN_LIMIT {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, read).await;
 }
 
 /// The 429 refusal, with `Retry-After` in whole seconds (at least 1), when this verified

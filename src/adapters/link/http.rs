@@ -26,7 +26,7 @@ pub mod wire;
 use super::{Hooks, Link, LinkError, SwitchError};
 use crate::adapters::backoff::Backoff;
 use crate::adapters::worker_dir::{
-    Applied, Batch, Inventory, ManagedEntry, OnDisk, WorkerDirError,
+    Applied, Batch, Inventory, LINK_ON_PATH, ManagedEntry, OnDisk, WorkerDirError,
 };
 use crate::model::manifest::DriftMode;
 use base64::Engine as _;
@@ -418,7 +418,8 @@ fn known_what(what: &str) -> &'static str {
         "a folder" => "a folder",
         "a symbolic link" => "a symbolic link",
         "a special file" => "a special file",
-        "behind a symbolic link" => "behind a symbolic link",
+        // The first agents said "behind a symbolic link".
+        "behind a symbolic link" | LINK_ON_PATH => LINK_ON_PATH,
         _ => "not a regular file",
     }
 }

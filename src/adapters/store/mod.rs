@@ -103,6 +103,16 @@ pub enum StoreError {
         /// What and where.
         detail: String,
     },
+    /// The disk holding the state is full: SQLite could not grow a file.
+    #[error(
+        "cannot use state {path}: the disk holding it is full (no space left on device); free some space and try again"
+    )]
+    NoSpace {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
     /// Any other database failure.
     #[error("cannot use state {path}")]
     Sqlite {
@@ -130,6 +140,9 @@ impl StoreError {
     /// Classifies an SQLite error on the database at `path`.
     fn sqlite(path: &Path, source: rusqlite::Error) -> Self {
         let path = path.to_owned();
+        if out_of_space(&source) {
+            return Self::NoSpace { path, source };
+        }
         match source.sqlite_error_code() {
             Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => Self::Corrupt {
                 path,
@@ -254,10 +267,34 @@ pub struct StoreReader {
     path: PathBuf,
 }
 
+/// Whether SQLite failed for want of disk space: the database or journal could not
+/// grow (`SQLITE_FULL`), or the write-ahead log's index file could not be made or grown.
+fn out_of_space(e: &rusqlite::Error) -> bool {
+    use rusqlite::ffi;
+    let rusqlite::Error::SqliteFailure(failure, _) = e else {
+        return false;
+    };
+    matches!(
+        failure.extended_code,
+        ffi::SQLITE_FULL | ffi::SQLITE_IOERR_SHMSIZE | ffi::SQLITE_IOERR_SHMOPEN
+    )
+}
+
 impl StoreReader {
     /// Opens `<state_dir>/ringops.db` read-only. A missing state is
     /// [`StoreError::NotReady`].
+    ///
+    /// On a full disk, where the write-ahead log's shared index cannot be made, it reads
+    /// with an index of its own in memory instead (SQLite's exclusive locking mode): the
+    /// read-only commands keep working while nothing can be written.
     pub fn open(state_dir: &Path) -> Result<Self> {
+        match Self::open_with(state_dir, false) {
+            Err(StoreError::NoSpace { .. }) => Self::open_with(state_dir, true),
+            other => other,
+        }
+    }
+
+    fn open_with(state_dir: &Path, private_index: bool) -> Result<Self> {
         let path = state_dir.join(DB_FILE);
         let not_ready = |found| StoreError::NotReady {
             path: path.clone(),
@@ -269,9 +306,20 @@ impl StoreReader {
         }
         refuse_empty(&path)?;
         let err = |e| StoreError::sqlite(&path, e);
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&path, flags).map_err(err)?;
+        let access = match private_index {
+            // SQLite takes its own index only on a connection that could write; nothing
+            // is written (`query_only` below).
+            true => OpenFlags::SQLITE_OPEN_READ_WRITE,
+            false => OpenFlags::SQLITE_OPEN_READ_ONLY,
+        };
+        let conn = Connection::open_with_flags(&path, access | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+        if private_index {
+            conn.pragma_update(None, "query_only", true).map_err(err)?;
+            conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
+                .map_err(err)?;
+        }
         let found = schema::version(&conn).map_err(err)?;
         refuse_newer(&path, found)?;
         refuse_foreign(&path, &conn, found)?;

@@ -19,6 +19,9 @@ pub(super) struct Change<'b> {
     pub writes: Vec<(&'b str, &'b FileSpec)>,
     /// Managed files to remove.
     pub deletions: Vec<String>,
+    /// Symbolic links standing where a folder of a file to write must be: each is
+    /// removed (never followed) and a real folder made in its place.
+    pub links: Vec<String>,
     /// The record once applied.
     pub managed: Managed,
     /// Files of the batch already on disk as asked.
@@ -104,18 +107,18 @@ pub(super) fn plan_change<'b>(
             found: current.generation,
         });
     }
-    let deletions: BTreeSet<String> = current
+    let mut deletions = BTreeSet::new();
+    for path in current
         .files
         .keys()
         .filter(|p| !batch.files.contains_key(*p))
-        .cloned()
-        .collect();
-    for path in &deletions {
-        if let Blocked::Symlink(link) = disk.blocked(path)? {
-            return Err(symlink(disk, path, link));
+    {
+        // Behind a link it is no longer ringops' file: forgotten, never removed.
+        if !matches!(disk.blocked(path)?, Blocked::Symlink(_)) {
+            deletions.insert(path.clone());
         }
     }
-    let decisions = needs_writes(disk, current, batch, &deletions, learning)?;
+    let (decisions, links) = needs_writes(disk, current, batch, &deletions, learning)?;
     let mut writes = Vec::new();
     let mut files = BTreeMap::new();
     let mut unchanged = 0;
@@ -139,6 +142,7 @@ pub(super) fn plan_change<'b>(
     Ok(Change {
         writes,
         deletions: deletions.into_iter().collect(),
+        links: links.into_iter().collect(),
         managed: Managed {
             generation,
             files,
@@ -151,6 +155,8 @@ pub(super) fn plan_change<'b>(
 /// Whether a path must be written, or the file to hash before that can be told.
 enum Pending {
     Decided(bool),
+    /// A folder on its way is this symbolic link: written once a real folder replaces it.
+    Relink(String),
     /// A file with the batch's mode: the same if its content hashes to the batch's.
     Compare {
         stamp: Option<Stamp>,
@@ -159,24 +165,31 @@ enum Pending {
 }
 
 /// Whether each of the batch's paths must be (re)written, in batch order, refusing the
-/// first path (in that order) where something ringops does not manage is in the way.
-/// Files are hashed only when the stat cache does not know them, several at a time.
+/// first path (in that order) where something ringops does not manage is in the way;
+/// beside them, the symbolic links standing where their folders must be. Files are
+/// hashed only when the stat cache does not know them, several at a time.
 fn needs_writes(
     disk: &mut Disk,
     current: &Managed,
     batch: &Batch,
     deletions: &BTreeSet<String>,
     learning: &mut Learning,
-) -> Result<Vec<bool>, WorkerDirError> {
+) -> Result<(Vec<bool>, BTreeSet<String>), WorkerDirError> {
     let (pending, refusal) = look_all(disk, current, batch, deletions);
     let (known, to_hash) = cached_shas(learning.cache, batch, &pending);
     let mut hashed = scan::hash_all(disk, &to_hash)?.into_iter();
     let mut known = known.into_iter();
     let mut out = Vec::with_capacity(pending.len());
+    let mut links = BTreeSet::new();
     for ((path, spec), p) in batch.files.iter().zip(pending) {
         let (stamp, managed) = match p {
             Pending::Decided(write) => {
                 out.push(write);
+                continue;
+            }
+            Pending::Relink(link) => {
+                links.insert(link);
+                out.push(true);
                 continue;
             }
             Pending::Compare { stamp, managed } => (stamp, managed),
@@ -195,7 +208,7 @@ fn needs_writes(
     }
     match refusal {
         Some(e) => Err(e),
-        None => Ok(out),
+        None => Ok((out, links)),
     }
 }
 
@@ -211,11 +224,34 @@ fn look_all(
     for (path, spec) in &batch.files {
         let managed = current.files.contains_key(path);
         match look(disk, path, spec, managed, deletions) {
+            Ok(Pending::Relink(link)) if !holds_managed(current, &link) => {
+                return (pending, Some(symlink(disk, path, &link)));
+            }
             Ok(p) => pending.push(p),
             Err(e) => return (pending, Some(e)),
         }
     }
     (pending, None)
+}
+
+/// Whether the record lists a file under folder `folder`: a link standing there now
+/// replaced a folder of ringops' (drift, which a switch repairs), rather than being
+/// something ringops never wrote in its way.
+fn holds_managed(current: &Managed, folder: &str) -> bool {
+    let prefix = format!("{folder}/");
+    current
+        .files
+        .range(prefix.clone()..)
+        .next()
+        .is_some_and(|(path, _)| path.starts_with(&prefix))
+}
+
+fn symlink(disk: &Disk, path: &str, link: &str) -> WorkerDirError {
+    WorkerDirError::SymlinkInPath {
+        root: disk.root.to_owned(),
+        path: path.to_owned(),
+        link: link.to_owned(),
+    }
 }
 
 /// For each file to compare, in order, the sha256 the stat cache knows for its stamp;
@@ -270,7 +306,7 @@ fn look(
 ) -> Result<Pending, WorkerDirError> {
     match disk.blocked(path)? {
         Blocked::No => {}
-        Blocked::Symlink(link) => return Err(symlink(disk, path, link)),
+        Blocked::Symlink(link) => return Ok(Pending::Relink(link.to_owned())),
         Blocked::NotAFolder(file) if deletions.contains(file) => return Ok(Pending::Decided(true)),
         Blocked::NotAFolder(file) => {
             return Err(in_the_way(
@@ -310,14 +346,6 @@ fn look(
                 )),
             }
         }
-    }
-}
-
-fn symlink(disk: &Disk, path: &str, link: &str) -> WorkerDirError {
-    WorkerDirError::SymlinkInPath {
-        root: disk.root.to_owned(),
-        path: path.to_owned(),
-        link: link.to_owned(),
     }
 }
 

@@ -65,6 +65,16 @@ pub enum WorkerDirError {
         /// The generation on disk.
         found: u64,
     },
+    /// The worker directory itself is a symbolic link; ringops never follows one.
+    #[error(
+        "worker directory {root} is a symbolic link (to {target}), which ringops does not follow; give the worker the real folder (`target: \"dir:/real/path\"`)"
+    )]
+    RootIsLink {
+        /// The worker directory.
+        root: PathBuf,
+        /// Where the link points.
+        target: String,
+    },
     /// A folder on the way to a path is a symbolic link; ringops never follows one.
     #[error(
         "worker directory {root}: refusing to write or remove `{path}`: `{link}` is a symbolic link, which ringops does not follow"
@@ -128,6 +138,7 @@ impl WorkerDirError {
                 | WorkerDirError::InvalidMode { .. }
                 | WorkerDirError::GenerationMismatch { .. }
                 | WorkerDirError::SymlinkInPath { .. }
+                | WorkerDirError::RootIsLink { .. }
                 | WorkerDirError::InTheWay { .. }
         )
     }

@@ -43,6 +43,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use switch::{Stop, Written};
 
+/// What stands at a managed path when a folder on its way is a symbolic link (drift
+/// reads "replaced by a symbolic link on its path").
+pub const LINK_ON_PATH: &str = "a symbolic link on its path";
+
 /// The folder ringops reserves inside every worker directory.
 pub const RESERVED: &str = ".ringops";
 
@@ -110,7 +114,7 @@ pub enum OnDisk {
     /// Something ringops did not write there.
     NotAFile {
         /// What it is: "a folder", "a symbolic link", "a special file" or
-        /// "behind a symbolic link".
+        /// [`LINK_ON_PATH`].
         what: &'static str,
     },
 }
@@ -171,10 +175,24 @@ impl WorkerDir {
         &self.root
     }
 
+    /// Refuses a root that is itself a symbolic link: everything under it would be
+    /// written wherever the link points.
+    fn refuse_linked_root(&self) -> Result<(), WorkerDirError> {
+        match std::fs::symlink_metadata(&self.root) {
+            Ok(meta) if meta.file_type().is_symlink() => Err(WorkerDirError::RootIsLink {
+                root: self.root.clone(),
+                target: std::fs::read_link(&self.root)
+                    .map_or_else(|_| "?".to_owned(), |t| t.display().to_string()),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Replaces `.ringops/<name>` with `bytes` as a whole (temporary file, flush, rename,
     /// folder flush), creating `.ringops/` when needed: for records kept beside
     /// `managed.json`.
     pub fn write_record(&self, name: &str, bytes: &[u8]) -> Result<(), WorkerDirError> {
+        self.refuse_linked_root()?;
         let disk = Disk::new(&self.root);
         let folder = records::reserved(&disk);
         std::fs::create_dir_all(&folder).map_err(|e| disk.err(&folder, e))?;
@@ -187,6 +205,7 @@ impl WorkerDir {
     /// Only files whose stat changed since ringops last saw them are hashed, and only
     /// folders whose stat changed are listed (see `.ringops/stat-cache`).
     pub fn inventory(&self) -> Result<Inventory, WorkerDirError> {
+        self.refuse_linked_root()?;
         let mut disk = Disk::new(&self.root);
         let (managed, pending) = match records::read_journal(&disk)? {
             Some(journal) => (journal.managed, true),
@@ -234,6 +253,7 @@ impl WorkerDir {
     /// Finishes a switch interrupted by a crash, or throws away one that was never
     /// committed. Apply does this first; call it alone to settle a directory.
     pub fn recover(&self) -> Result<(), WorkerDirError> {
+        self.refuse_linked_root()?;
         let mut disk = Disk::new(&self.root);
         if disk.kind(&self.root.join(RESERVED))? != Kind::Dir {
             return Ok(());
@@ -256,6 +276,7 @@ impl WorkerDir {
     }
 
     fn apply_with(&self, batch: &Batch, stop: Stop) -> Result<Applied, WorkerDirError> {
+        self.refuse_linked_root()?;
         let mut disk = Disk::new(&self.root);
         check::check_batch(&disk, batch)?;
         self.prepare(&disk)?;

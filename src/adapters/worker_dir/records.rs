@@ -68,6 +68,9 @@ pub(super) struct Journal {
     pub format: u32,
     /// Managed files to remove (pruned, or standing where a folder must go).
     pub deletions: Vec<String>,
+    /// Symbolic links standing where a folder must go: removed (never followed) first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
     /// Staged files to rename into place.
     pub renames: Vec<Rename>,
     /// `managed.json` once the switch is done.
@@ -83,10 +86,16 @@ pub(super) struct Rename {
 }
 
 impl Journal {
-    pub fn new(deletions: Vec<String>, renames: Vec<Rename>, managed: Managed) -> Self {
+    pub fn new(
+        deletions: Vec<String>,
+        links: Vec<String>,
+        renames: Vec<Rename>,
+        managed: Managed,
+    ) -> Self {
         Self {
             format: FORMAT,
             deletions,
+            links,
             renames,
             managed,
         }

@@ -182,7 +182,7 @@ pub(super) fn look(disk: &mut Disk, path: &str) -> Result<Seen, WorkerDirError> 
         Blocked::NotAFolder(_) => return Ok(Seen::Other(OnDisk::Missing)),
         Blocked::Symlink(_) => {
             return Ok(Seen::Other(OnDisk::NotAFile {
-                what: "behind a symbolic link",
+                what: super::LINK_ON_PATH,
             }));
         }
     }

@@ -78,7 +78,7 @@ pub(super) fn switch(
     if stop == Stop::AfterStaging {
         return Ok(written);
     }
-    let journal = Journal::new(change.deletions, renames, change.managed);
+    let journal = Journal::new(change.deletions, change.links, renames, change.managed);
     records::write_journal(disk, &journal)?;
     if stop == Stop::AfterJournal {
         return Ok(written);
@@ -108,6 +108,7 @@ fn replay(disk: &mut Disk, journal: &Journal, stop: Stop) -> Result<(), WorkerDi
     let mut dirty = BTreeSet::new();
     let mut ops = 0;
     disk.forget();
+    unlink_all(disk, &journal.links, &mut dirty)?;
     for path in &journal.deletions {
         remove_managed(disk, path, &mut dirty)?;
         ops += 1;
@@ -150,7 +151,28 @@ fn replay(disk: &mut Disk, journal: &Journal, stop: Stop) -> Result<(), WorkerDi
     remove_tree(disk, &staging)
 }
 
-/// Removes one managed file or link (never a folder, never through a link).
+/// Removes the symbolic links that stand where folders must go (the links only, never
+/// what they point at), outermost first; one already gone or replaced is left as it is.
+fn unlink_all(
+    disk: &mut Disk,
+    links: &[String],
+    dirty: &mut BTreeSet<PathBuf>,
+) -> Result<(), WorkerDirError> {
+    for link in links {
+        let outer_gone = !matches!(disk.blocked(link)?, Blocked::No);
+        let path = disk.root.join(link);
+        if outer_gone || disk.kind(&path)? != Kind::Symlink {
+            continue;
+        }
+        std::fs::remove_file(&path).map_err(|e| disk.err(&path, e))?;
+        dirty.insert(parent(&path));
+        disk.forget();
+    }
+    Ok(())
+}
+
+/// Removes one managed file or link (never a folder, never through a link: a file
+/// behind one is no longer ringops').
 fn remove_managed(
     disk: &mut Disk,
     path: &str,
@@ -158,8 +180,7 @@ fn remove_managed(
 ) -> Result<(), WorkerDirError> {
     match disk.blocked(path)? {
         Blocked::No => {}
-        Blocked::NotAFolder(_) => return Ok(()),
-        Blocked::Symlink(link) => return Err(symlink(disk, path, link)),
+        Blocked::NotAFolder(_) | Blocked::Symlink(_) => return Ok(()),
     }
     let target = disk.root.join(path);
     if matches!(disk.kind(&target)?, Kind::Dir | Kind::Missing) {

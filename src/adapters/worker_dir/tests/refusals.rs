@@ -1,5 +1,6 @@
 //! What apply refuses, writing nothing: paths that leave the job folder, links on the
-//! way, wrong checksums and modes, stale generations, unmanaged files in the way.
+//! way that ringops did not make drift of (a link replacing its own folder is repaired),
+//! wrong checksums and modes, stale generations, unmanaged files in the way.
 
 use super::*;
 use std::os::unix::fs::symlink;
@@ -24,8 +25,9 @@ fn a_symlinked_job_folder_is_never_followed() {
     assert_eq!(snapshot(&outside), before);
     assert!(!dir.root().join(".ringops/managed.json").exists());
 
-    // A job folder replaced by a link after ringops wrote it: update, prune and
-    // inventory all leave the link's target alone.
+    // A job folder replaced by a link after ringops wrote it is drift: the files
+    // behind it are forgotten, never removed through it, and a switch that writes
+    // there puts a real folder in the link's place; the link's target is left alone.
     fs::remove_file(dir.root().join("wf/a")).unwrap();
     dir.apply(&batch(
         "d1",
@@ -38,22 +40,40 @@ fn a_symlinked_job_folder_is_never_followed() {
     assert_eq!(
         inv.managed["wf/a/job.yaml"].on_disk,
         OnDisk::NotAFile {
-            what: "behind a symbolic link"
+            what: crate::adapters::worker_dir::LINK_ON_PATH
         }
     );
     assert_eq!(inv.unmanaged, ["wf/a"]);
-    for b in [
-        batch("d2", &[("wf/a/job.yaml", "y\n")]),
-        batch("d2", &[("wf/b/job.yaml", "b\n")]),
-    ] {
-        let err = dir.apply(&b).unwrap_err();
-        assert!(
-            matches!(err, WorkerDirError::SymlinkInPath { .. }),
-            "{err:?}"
-        );
-    }
+    let repaired = dir
+        .apply(&batch(
+            "d1",
+            &[("wf/a/job.yaml", "x\n"), ("wf/b/job.yaml", "b\n")],
+        ))
+        .unwrap();
+    assert_eq!(repaired.written, ["wf/a/job.yaml"]);
+    let meta = fs::symlink_metadata(dir.root().join("wf/a")).unwrap();
+    assert!(meta.is_dir(), "the link is still there");
+    assert_eq!(read(&dir, "wf/a/job.yaml"), "x\n");
     assert_eq!(snapshot(&outside), before);
-    assert_eq!(dir.inventory().unwrap().generation, 1);
+    assert!(dir.inventory().unwrap().drifted().next().is_none());
+
+    // Pruned while behind a link: forgotten, the link and its target left alone.
+    fs::remove_dir_all(dir.root().join("wf/a")).unwrap();
+    symlink(&outside, dir.root().join("wf/a")).unwrap();
+    dir.apply(&batch("d2", &[("wf/b/job.yaml", "b\n")]))
+        .unwrap();
+    assert!(
+        fs::symlink_metadata(dir.root().join("wf/a"))
+            .unwrap()
+            .is_symlink()
+    );
+    assert_eq!(snapshot(&outside), before);
+    assert!(
+        !dir.inventory()
+            .unwrap()
+            .managed
+            .contains_key("wf/a/job.yaml")
+    );
 }
 
 #[test]
