@@ -358,21 +358,25 @@ fn clone_copies_to_an_unmanaged_path_that_apply_leaves_alone() {
     );
 }
 
+/// Commits `target: "dir:<folder>"` for worker core-dev-2.
+fn place_core_dev_2(fleet: &Fleet, folder: &Path, message: &str) {
+    fleet.repo.edit(
+        &format!("{FLEET}/groups.yaml"),
+        "labels: {region: us}}\n    - {name: core-stg-1",
+        &format!(
+            "labels: {{region: us}}, target: \"dir:{}\"}}\n    - {{name: core-stg-1",
+            folder.display()
+        ),
+    );
+    fleet.repo.commit(message);
+}
+
 #[test]
 fn dir_targets_are_written_there_and_an_unreachable_one_stops_apply() {
     let fleet = Fleet::new();
     let elsewhere = tempfile::tempdir().expect("dir");
     let target = elsewhere.path().join("core-dev-2");
-    let groups = format!("{FLEET}/groups.yaml");
-    fleet.repo.edit(
-        &groups,
-        "labels: {region: us}}\n    - {name: core-stg-1",
-        &format!(
-            "labels: {{region: us}}, target: \"dir:{}\"}}\n    - {{name: core-stg-1",
-            target.display()
-        ),
-    );
-    fleet.repo.commit("core-dev-2 elsewhere");
+    place_core_dev_2(&fleet, &target, "core-dev-2 elsewhere");
     fleet.run(&["apply", "--ring", "dev", "--yes"]).expect(0);
     assert!(target.join(".ringops/managed.json").is_file());
     assert!(!fleet.worker("core-dev-2").exists());
@@ -415,16 +419,7 @@ fn a_worker_folder_that_is_a_symbolic_link_is_refused_and_where_it_points_is_unt
     let (real, link) = (elsewhere.path().join("real"), elsewhere.path().join("link"));
     std::fs::create_dir(&real).expect("real folder");
     std::os::unix::fs::symlink(&real, &link).expect("link");
-    let groups = format!("{FLEET}/groups.yaml");
-    fleet.repo.edit(
-        &groups,
-        "labels: {region: us}}\n    - {name: core-stg-1",
-        &format!(
-            "labels: {{region: us}}, target: \"dir:{}\"}}\n    - {{name: core-stg-1",
-            link.display()
-        ),
-    );
-    fleet.repo.commit("core-dev-2 behind a link");
+    place_core_dev_2(&fleet, &link, "core-dev-2 behind a link");
     let apply = fleet.run(&["apply", "--ring", "dev", "--yes"]);
     let expected = format!(
         "worker core-dev-2 is unreachable (worker core-dev-2: worker directory {} is a symbolic link (to {}), which ringops does not follow; give the worker the real folder",

@@ -284,3 +284,125 @@ fn status_shows_rings_never_deployed_and_a_canary_waiting_to_go_on() {
         .clone();
     assert!(status.contains("core-prod-1  drifted (1 file)"), "{status}");
 }
+
+/// Commits a change of production's values only: nothing changes on dev or staging.
+fn production_only_commit(world: &World) -> String {
+    world.fleet.repo.edit(
+        RINGS,
+        "values: {log_level: warn, max_retries: 5}",
+        "values: {log_level: error, max_retries: 5}",
+    );
+    world.fleet.repo.commit("production logs errors only")
+}
+
+fn writer_ini(world: &World, worker: &str) -> String {
+    let ini = world
+        .fleet
+        .worker(worker)
+        .join("invoices/archive.store/writer.ini");
+    std::fs::read_to_string(ini).expect("writer.ini")
+}
+
+#[test]
+fn a_rollback_after_a_commit_that_changed_nothing_goes_back_to_other_files() {
+    let world = World::new("", "");
+    world.archive_as_avro();
+    world.fleet.repo.commit("avro");
+    world.run(&["apply", "--ring", "dev", "--yes"]).expect(0);
+    production_only_commit(&world);
+    assert_unchanged(&world.run(&["apply", "--ring", "dev", "--yes"]), "dev");
+    assert!(writer_ini(&world, "core-dev-1").contains("format = avro"));
+    let back = world.run(&["rollback", "--ring", "dev", "--reason", "bad avro", "--yes"]);
+    back.expect(0);
+    assert!(back.stdout.contains("d-000001"), "{}", back.stdout);
+    assert!(writer_ini(&world, "core-dev-1").contains("format = parquet"));
+}
+
+#[test]
+fn a_paused_ring_holds_a_promotion_that_changes_nothing_until_resumed() {
+    let world = World::new("", "");
+    world.run(&["promote", "staging"]).expect(0);
+    production_only_commit(&world);
+    assert_unchanged(&world.run(&["apply", "--ring", "dev", "--yes"]), "dev");
+    world
+        .run(&["pause", "staging", "--reason", "incident"])
+        .expect(0);
+    let held = world.run(&["promote", "staging"]);
+    assert!(
+        held.expect(0)
+            .stdout
+            .contains("ring paused, continue with `ringops resume staging`"),
+        "{}",
+        held.stdout
+    );
+    let id = deployment_id(&held);
+    assert_ne!(world.state_of(&id), "Active");
+    let resumed = world.run(&["resume", "staging"]);
+    assert_unchanged(&resumed, "staging");
+    assert_eq!(world.state_of(&id), "Active");
+}
+
+#[test]
+fn a_drifted_ring_gets_a_real_rollout_not_a_record_of_nothing() {
+    let world = World::new("", "");
+    world.run(&["promote", "staging"]).expect(0);
+    let ini = world
+        .fleet
+        .worker("core-stg-1")
+        .join("invoices/archive.store/writer.ini");
+    let deployed = std::fs::read_to_string(&ini).expect("writer.ini");
+    std::fs::write(&ini, "hot edit\n").expect("hot edit");
+    production_only_commit(&world);
+    world.run(&["apply", "--ring", "dev", "--yes"]).expect(0);
+    let run = world.run(&["promote", "staging"]);
+    run.expect(0);
+    assert!(
+        !run.stdout.contains("no changes on this ring's workers"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(newest(&world, "staging")["unchanged"], false);
+    assert_eq!(std::fs::read_to_string(&ini).expect("writer.ini"), deployed);
+}
+
+#[test]
+fn a_queued_promotion_of_nothing_is_abandoned_when_a_rollback_changed_the_ring() {
+    let world = World::new("", "");
+    world.release_production();
+    world.archive_as_avro();
+    world.fleet.repo.commit("avro");
+    world.run(&["apply", "--ring", "dev", "--yes"]).expect(0);
+    world.release_production();
+    assert!(writer_ini(&world, "core-prod-2").contains("format = avro"));
+    // A change of dev's values: nothing changes on staging or production.
+    world.fleet.repo.edit(
+        RINGS,
+        "values: {log_level: debug, max_retries: 1}",
+        "values: {log_level: debug, max_retries: 2}",
+    );
+    world.fleet.repo.commit("dev retries twice");
+    world.run(&["apply", "--ring", "dev", "--yes"]).expect(0);
+    assert_unchanged(&world.run(&["promote", "staging"]), "staging");
+    let id = deployment_id(&world.run(&["promote", "production"]));
+    let rollback = [
+        "rollback",
+        "--ring",
+        "production",
+        "--reason",
+        "avro is bad",
+        "--yes",
+    ];
+    world.run(&rollback).expect(0);
+    assert!(writer_ini(&world, "core-prod-2").contains("format = parquet"));
+    world.as_approver("approve", &id, "alice", &[]).expect(0);
+    let last = world.as_approver("approve", &id, "bob", &[]);
+    last.expect(1);
+    assert!(
+        last.stderr
+            .contains("the ring's Active deployment changed since (a rollback?); promote again"),
+        "{}",
+        last.stderr
+    );
+    assert_eq!(world.state_of(&id), "Failed");
+    assert!(writer_ini(&world, "core-prod-2").contains("format = parquet"));
+}

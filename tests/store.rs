@@ -212,7 +212,7 @@ fn commands_refuse_a_state_file_that_is_not_a_ringops_database() {
             let run = fleet.run(args);
             run.expect(2);
             let expected = format!(
-                "{} is not a readable ringops state database (empty, damaged, or not ringops' SQLite); move it aside to start a new state",
+                "{} is not a readable ringops state database (empty, damaged, or not ringops' SQLite); move it aside (with any ringops.db-wal and ringops.db-shm beside it) to start a new state",
                 db.display()
             );
             assert!(

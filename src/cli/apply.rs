@@ -64,7 +64,14 @@ pub fn run(ctx: &Context, args: &ApplyArgs) -> Outcome {
         Compared::NewCommit => true,
         Compared::Changes => false,
     };
-    if !unchanged && !args.yes && !confirm(&format!("Apply this plan to ring {ring}?"))? {
+    let question = match unchanged {
+        true => format!(
+            "Nothing changes on the workers of ring {ring}; record {} as its bundle (the next ring promotes it)?",
+            report::short(prepared.bundle.commit.as_deref().unwrap_or_default())
+        ),
+        false => format!("Apply this plan to ring {ring}?"),
+    };
+    if !args.yes && !confirm(&question)? {
         emit("Apply cancelled.\n")?;
         return Ok(ExitCode::from(1));
     }
@@ -91,8 +98,10 @@ fn compare_active(ctx: &Context, store: &Store, prepared: &Prepared) -> Result<C
     let active = store
         .active(&plan.ring)
         .map_err(|e| Failure::Internal(e.into()))?;
-    let Some(a) = active.filter(|a| plan.summary.is_empty() && a.fingerprint == plan.fingerprint)
-    else {
+    if !engine::deploy::changes_nothing(active.as_ref(), &plan.fingerprint, plan) {
+        return Ok(Compared::Changes);
+    }
+    let Some(a) = active else {
         return Ok(Compared::Changes);
     };
     if !same_placements(ctx, store, a.id, &prepared.desired)? {
@@ -401,11 +410,7 @@ fn deploy(
     let engine = ctx.engine();
     let rollout = engine::deploy::Rollout::for_ring(&engine, desired, gates, false)
         .map_err(engine_failure)?;
-    let rollout = match unchanged {
-        true => rollout.without_changes(),
-        false => rollout,
-    };
-    let deployed = create_and_deploy(ctx, store, &new, &rollout)?;
+    let deployed = create_and_deploy(ctx, store, &new, &rollout, unchanged)?;
     if unchanged {
         return super::promote::report(deployed, 0);
     }
@@ -448,20 +453,27 @@ pub fn run_rollout(
 ) -> Outcome {
     let workers = targets.len();
     let rollout = engine::deploy::Rollout::direct(targets);
-    let deployed = create_and_deploy(ctx, store, &new, &rollout)?;
+    let deployed = create_and_deploy(ctx, store, &new, &rollout, false)?;
     report_direct(deployed, workers)
 }
 
-/// Records `new` and runs it as `rollout` says.
+/// Records `new` (marked as changing nothing when `unchanged`) and runs it as `rollout`
+/// says.
 fn create_and_deploy(
     ctx: &Context,
     store: &mut Store,
     new: &NewDeployment,
     rollout: &engine::deploy::Rollout,
+    unchanged: bool,
 ) -> Result<engine::deploy::Deployed, Failure> {
-    let deployment = store
-        .create_deployment(new)
-        .map_err(|e| Failure::Internal(e.into()))?;
+    let internal = |e: crate::adapters::store::StoreError| Failure::Internal(e.into());
+    let mut deployment = store.create_deployment(new).map_err(internal)?;
+    if unchanged {
+        let note = crate::model::deployment::NO_CHANGES;
+        deployment = store
+            .mark_unchanged(deployment.id, note)
+            .map_err(internal)?;
+    }
     let engine = ctx.engine();
     let run = engine::deploy::deploy(&engine, store, &deployment, rollout);
     block_on(run)?.map_err(engine_failure)

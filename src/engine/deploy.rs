@@ -51,10 +51,6 @@ pub struct Rollout {
     pub emergency: bool,
     /// The health check after each batch.
     pub health: RingHealth,
-    /// The ring's Active deployment already has this desired state: the deployment
-    /// records its workers as they are and becomes Active at once, switching, probing
-    /// and waiting for nothing ([`Rollout::without_changes`]).
-    pub unchanged: bool,
 }
 
 impl Rollout {
@@ -74,7 +70,6 @@ impl Rollout {
             staged: false,
             emergency: false,
             health: RingHealth::none(),
-            unchanged: false,
         }
     }
 
@@ -129,18 +124,7 @@ impl Rollout {
             staged: true,
             emergency,
             health: RingHealth::new(&ctx.state_dir, gates, desired),
-            unchanged: false,
         })
-    }
-
-    /// The same rollout of a desired state the ring's Active deployment already has:
-    /// nothing on the workers changes, so the deployment only carries its commit (the
-    /// next ring promotes it). Gates still hold it before it starts.
-    pub fn without_changes(self) -> Self {
-        Rollout {
-            unchanged: true,
-            ..self
-        }
     }
 
     /// The same rollout switching its batches as one, waiting for unreachable workers
@@ -208,7 +192,7 @@ pub async fn deploy(
     deployment: &Deployment,
     rollout: &Rollout,
 ) -> Result<Deployed, EngineError> {
-    if rollout.unchanged && deployment.state == DeploymentState::Queued {
+    if deployment.unchanged && deployment.state == DeploymentState::Queued {
         let end = without_changes(ctx, store, deployment, rollout)?;
         return Ok(Deployed {
             end,
@@ -250,15 +234,27 @@ fn begin(
         return Ok(());
     }
     let id = deployment.id;
-    store.transition(id, DeploymentState::Building, "storing artifacts")?;
-    let files = rollout.targets.iter().flat_map(|t| t.files.values());
-    ctx.objects
-        .put_known(files.map(|f| (f.sha256.as_str(), &*f.content)))?;
+    store_artifacts(ctx, store, id, &rollout.targets)?;
     let how = match rollout.staged {
         true => format!("switching workers in {} batch(es)", rollout.batches.len()),
         false => "switching workers".to_owned(),
     };
     store.transition(id, DeploymentState::Deploying, &how)?;
+    Ok(())
+}
+
+/// Building: the targets' files put in the object store (rollback and repair read them
+/// there), before any record names them.
+fn store_artifacts(
+    ctx: &Context,
+    store: &mut Store,
+    id: crate::model::deployment::DeploymentId,
+    targets: &[Target],
+) -> Result<(), EngineError> {
+    store.transition(id, DeploymentState::Building, "storing artifacts")?;
+    let files = targets.iter().flat_map(|t| t.files.values());
+    ctx.objects
+        .put_known(files.map(|f| (f.sha256.as_str(), &*f.content)))?;
     Ok(())
 }
 
@@ -397,8 +393,21 @@ async fn finish(
     Ok(RolloutEnd::Active(activation.deployment))
 }
 
-/// A deployment of the desired state its ring already has: each worker recorded as it
-/// stands (its files, where it is), then Active at once, marked as changing nothing.
+/// Whether a deployment of `fingerprint` changes nothing on its ring's workers: the
+/// ring's `active` deployment has that fingerprint (the same files, places and hooks)
+/// and the `plan` against the workers is empty (they hold it, modes too). Such a
+/// deployment is marked when it is taken in ([`Store::mark_unchanged`]) and runs
+/// without switching, probing or waiting for anything: it carries its commit on.
+pub fn changes_nothing(
+    active: Option<&Deployment>,
+    fingerprint: &str,
+    plan: &crate::model::Plan,
+) -> bool {
+    active.is_some_and(|a| a.fingerprint == fingerprint) && plan.summary.is_empty()
+}
+
+/// A deployment marked as changing nothing: each worker recorded as it stands (its
+/// files, where it is), then Active at once. A ring paused by a person holds it.
 fn without_changes(
     ctx: &Context,
     store: &mut Store,
@@ -406,10 +415,11 @@ fn without_changes(
     rollout: &Rollout,
 ) -> Result<RolloutEnd, EngineError> {
     let id = deployment.id;
-    store.transition(id, DeploymentState::Building, "storing artifacts")?;
-    let files = rollout.targets.iter().flat_map(|t| t.files.values());
-    ctx.objects
-        .put_known(files.map(|f| (f.sha256.as_str(), &*f.content)))?;
+    if let Some(pause) = store.ring_pause(&deployment.ring)? {
+        let why = format!("its ring is paused: {}", pause.reason);
+        return wait(store, deployment, rollout, 0, Waiting::Paused, &why);
+    }
+    store_artifacts(ctx, store, id, &rollout.targets)?;
     store.transition(id, DeploymentState::Deploying, NO_CHANGES)?;
     let written: Vec<_> = rollout.targets.iter().map(Target::written).collect();
     let entries: Vec<WorkerEntry<'_>> = rollout
@@ -426,7 +436,7 @@ fn without_changes(
         .collect();
     store.record_workers(id, &entries)?;
     store.transition(id, DeploymentState::Validating, NO_CHANGES)?;
-    let activation = store.activate_unchanged(id, &format!("active; {NO_CHANGES}"))?;
+    let activation = store.activate(id, &format!("active; {NO_CHANGES}"))?;
     Ok(RolloutEnd::Active(activation.deployment))
 }
 

@@ -285,6 +285,23 @@ pub async fn run(
     gates: &Gates,
     redact: &[String],
 ) -> Result<Deployed, EngineError> {
+    let ring_moved = d.unchanged
+        && d.state == DeploymentState::Queued
+        && store
+            .active(&d.ring)?
+            .is_none_or(|a| a.fingerprint != d.fingerprint);
+    if ring_moved {
+        let why = "it was queued as changing nothing, but the ring's Active deployment changed since (a rollback?); promote again";
+        let deployment = reject(store, d, why)?;
+        let end = super::deploy::RolloutEnd::Failed {
+            deployment,
+            reason: why.to_owned(),
+        };
+        return Ok(Deployed {
+            end,
+            changed: Vec::new(),
+        });
+    }
     if desired.fingerprint() != d.fingerprint {
         let why = "what would be written changed since it was queued (workers, secrets or ringops); promote again";
         let ended = abandon(ctx, store, d, gates.auto_revert, why.to_owned(), redact).await?;
@@ -301,14 +318,6 @@ pub async fn run(
     let done = rollout.batches_done as usize;
     store.set_rollout(d.id, &RolloutState::running(rollout.emergency, done))?;
     let plan = Rollout::gated(ctx, desired, gates, done, rollout.emergency)?;
-    let unchanged = done == 0
-        && store
-            .active(&d.ring)?
-            .is_some_and(|a| a.fingerprint == d.fingerprint);
-    let plan = match unchanged {
-        true => plan.without_changes(),
-        false => plan,
-    };
     deploy(ctx, store, d, &plan).await
 }
 

@@ -110,6 +110,19 @@ pub fn parse_file(path: &str, text: &str, out: &mut Loaded, diags: &mut Diagnost
                 out.broken.extend(header(text));
                 return;
             }
+            if chunks.len() > MAX_DOCUMENTS {
+                let at = Pos { line: 1, col: 1 };
+                let breach = BudgetBreach::Documents {
+                    documents: chunks.len(),
+                };
+                diags.push(Diagnostic::new(
+                    path,
+                    at,
+                    BUDGET_CODE,
+                    budget_message(&breach),
+                ));
+                return;
+            }
             for (start_line, chunk) in chunks {
                 // Leading blank lines keep every position right for the whole file.
                 let padded = format!("{}{chunk}", "\n".repeat(start_line));
@@ -249,9 +262,13 @@ fn budget_breach(error: &serde_saphyr::Error) -> Option<&BudgetBreach> {
 /// What limit a file hit, and why ringops has it, in plain words.
 fn budget_message(breach: &BudgetBreach) -> String {
     let what = match breach {
-        BudgetBreach::Nodes { .. } | BudgetBreach::Events { .. } => format!(
+        BudgetBreach::Nodes { .. } => format!(
             "the YAML expands to more than {MAX_NODES} values (an alias counts each time it is used)"
         ),
+        BudgetBreach::Events { .. } => {
+            "the YAML is too long to read (more than a million keys, values and brackets)"
+                .to_owned()
+        }
         BudgetBreach::Aliases { .. } => {
             format!("the YAML uses more than {MAX_ALIASES} aliases (`*name`)")
         }
@@ -575,6 +592,9 @@ mod tests {
         let nested = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
         let deep = format!("{ring}    a: {nested}\n");
         let documents = "apiVersion: ringops/v1\n---\n".repeat(MAX_DOCUMENTS + 1);
+        // A broken first document sends the file down the one-document-at-a-time path:
+        // the document limit holds there too.
+        let broken = format!("kind: [\n---\n{documents}");
         let mut bomb = format!("{ring}    a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 1..9 {
             let refs = vec![format!("*a{}", i - 1); 10].join(", ");
@@ -583,6 +603,7 @@ mod tests {
         for (text, limit) in [
             (deep, format!("more than {MAX_DEPTH} levels deep")),
             (documents, format!("more than {MAX_DOCUMENTS} documents")),
+            (broken, format!("more than {MAX_DOCUMENTS} documents")),
             (bomb, format!("more than {MAX_NODES} values")),
         ] {
             let (_, diags) = parse(&text);

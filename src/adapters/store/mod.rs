@@ -42,7 +42,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum StoreError {
     /// The file is empty, damaged, or not a ringops database.
     #[error(
-        "{path} is not a readable ringops state database (empty, damaged, or not ringops' SQLite); move it aside to start a new state"
+        "{path} is not a readable ringops state database (empty, damaged, or not ringops' SQLite); move it aside (with any ringops.db-wal and ringops.db-shm beside it) to start a new state"
     )]
     Corrupt {
         /// The database file.
@@ -441,8 +441,10 @@ macro_rules! reads {
                 read::gated(&self.conn, &self.path, ring)
             }
 
-            /// The newest deployment of the ring that reached Active and is no longer
-            /// Active: what a rollback goes back to.
+            /// The newest deployment of the ring that reached Active, is no longer Active
+            /// and put other files, places or hooks than the Active one (those that
+            /// changed nothing, carrying a commit on, are passed over): what a rollback
+            /// goes back to.
             pub fn previous_success(&self, ring: &str) -> Result<Option<Deployment>> {
                 read::previous_success(&self.conn, &self.path, ring)
             }

@@ -112,7 +112,8 @@ pub(super) fn previous_success(
 ) -> Result<Option<Deployment>> {
     let sql = format!(
         "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE ring = ?1 AND state != 'Active' \
-         AND activated_at IS NOT NULL ORDER BY seq DESC LIMIT 1"
+         AND activated_at IS NOT NULL AND fingerprint IS NOT (SELECT fingerprint FROM \
+         deployments WHERE ring = ?1 AND state = 'Active') ORDER BY seq DESC LIMIT 1"
     );
     conn.prepare_cached(&sql)
         .and_then(|mut s| s.query_row([ring], deployment_from_row).optional())

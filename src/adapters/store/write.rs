@@ -107,19 +107,21 @@ impl Store {
         self.change(id, DeploymentState::Active, message)
     }
 
-    /// [`Store::activate`] for a deployment that changed nothing on its ring's workers,
-    /// marked so in the same transaction.
-    pub fn activate_unchanged(&mut self, id: DeploymentId, message: &str) -> Result<Activation> {
+    /// Marks a Queued deployment as changing nothing on its ring's workers (decided when
+    /// it was taken in: its ring's Active deployment had its fingerprint and the workers
+    /// held it), with `message` as a note. Returns it, marked.
+    pub fn mark_unchanged(&mut self, id: DeploymentId, message: &str) -> Result<Deployment> {
         let (now, path) = (self.clock.now(), self.path.clone());
         let tx = self.begin()?;
         tx.execute(
-            "UPDATE deployments SET unchanged = 1 WHERE id = ?1",
+            "UPDATE deployments SET unchanged = 1 WHERE id = ?1 AND state = 'Queued'",
             params![id.to_string()],
         )
         .map_err(map_err(&path))?;
-        let activation = change_state(&tx, &path, now, id, DeploymentState::Active, message)?;
+        add_event(&tx, &path, id, now, None, message)?;
+        let deployment = read::get(&tx, &path, id)?;
         tx.commit().map_err(map_err(&path))?;
-        Ok(activation)
+        Ok(deployment)
     }
 
     fn change(

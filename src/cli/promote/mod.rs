@@ -128,8 +128,16 @@ pub fn promote(ctx: &Context, args: &PromoteArgs) -> Outcome {
         ))?;
         return Ok(ExitCode::SUCCESS);
     }
+    let active = store.active(&args.ring).map_err(internal)?;
+    let unchanged = engine::deploy::changes_nothing(active.as_ref(), &plan.fingerprint, &plan);
     let new = new_deployment(args, &source, &source_ring, &plan, emergency.as_deref());
-    let deployment = intake::queue(&mut store, &new, emergency.is_some()).map_err(internal)?;
+    let mut deployment = intake::queue(&mut store, &new, emergency.is_some()).map_err(internal)?;
+    if unchanged {
+        let note = crate::model::deployment::NO_CHANGES;
+        deployment = store
+            .mark_unchanged(deployment.id, note)
+            .map_err(internal)?;
+    }
     proceed(ctx, &mut store, &deployment, &gates, &desired)
 }
 

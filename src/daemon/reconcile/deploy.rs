@@ -9,7 +9,7 @@ use crate::adapters::store::{Store, StoreReader};
 use crate::engine::deploy::{Rollout, deploy};
 use crate::engine::gates::Trust;
 use crate::engine::{self, EngineError};
-use crate::model::deployment::{Deployment, DeploymentState, NewDeployment};
+use crate::model::deployment::{Deployment, DeploymentState, NO_CHANGES, NewDeployment};
 use crate::model::{Bundle, DesiredState};
 use crate::pipeline::plan::PlanInput;
 use crate::pipeline::policy::ring_policies;
@@ -270,14 +270,18 @@ async fn deploy_ring(
     if active.as_ref().is_some_and(|a| a.commit == new.commit) {
         return Ok(None);
     }
-    let unchanged = active.is_some_and(|a| a.fingerprint == fingerprint);
+    let plan = plan_against_workers(pass, &desired).await;
+    let unchanged = engine::deploy::changes_nothing(active.as_ref(), &fingerprint, &plan);
     let ungated = Gates::ungated();
     let rollout = Rollout::for_ring(&pass.ctx, &desired, gates.unwrap_or(&ungated), true)?;
-    let (plan, rollout) = match unchanged {
-        true => (String::new(), rollout.without_changes()),
-        false => (plan_text(pass, &desired).await, rollout),
+    let mut d = store.create_deployment(&NewDeployment { fingerprint, ..new })?;
+    let plan = match unchanged {
+        true => {
+            d = store.mark_unchanged(d.id, NO_CHANGES)?;
+            String::new()
+        }
+        false => crate::report::text::render(&plan, false),
     };
-    let d = store.create_deployment(&NewDeployment { fingerprint, ..new })?;
     let deployed = deploy(&pass.ctx, store, &d, &rollout).await?;
     let deployment = deployed.end.deployment().clone();
     let retryable = matches!(
@@ -339,8 +343,8 @@ fn compile(
     })))
 }
 
-/// The plan against the ring's workers, as text.
-async fn plan_text(pass: &Pass<'_>, desired: &DesiredState) -> String {
+/// The plan against the ring's workers.
+async fn plan_against_workers(pass: &Pass<'_>, desired: &DesiredState) -> crate::model::Plan {
     let input = PlanInput {
         path: pass.trust.head.root.clone(),
         base: None,
@@ -350,6 +354,5 @@ async fn plan_text(pass: &Pass<'_>, desired: &DesiredState) -> String {
         },
         changed_files: Default::default(),
     };
-    let (plan, _) = engine::plan_ring(&pass.ctx, desired, input).await;
-    crate::report::text::render(&plan, false)
+    engine::plan_ring(&pass.ctx, desired, input).await.0
 }
