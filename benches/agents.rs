@@ -107,7 +107,14 @@ async fn start_agent(dir: std::path::PathBuf) -> HttpAgent {
         .await
         .expect("bind");
     let target = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(api::serve(listener, agent, std::future::pending()));
+    let limits = ringops::adapters::http_server::Limits::default();
+    tokio::spawn(api::serve(
+        listener,
+        None,
+        agent,
+        limits,
+        std::future::pending(),
+    ));
     HttpAgent::with_token_text(&target, TOKEN)
 }
 

@@ -7,7 +7,7 @@
 //! - [`config`]: `agent.toml`, checked in one place (every key known, TLS or loopback).
 //! - [`api`]: `fn router(agent)`, the routes, the token check, the body limit, and the
 //!   agent's own validation of every path and checksum before anything is written.
-//! - [`tls`]: a rustls listener for `axum::serve`.
+//! - [`tls`]: the rustls server configuration (served by [`crate::adapters::http_server`]).
 //! - [`heal`]: the watch on the worker directory that records and reverts hot edits.
 //! - [`memory`]: the last applied generation, kept across restarts in `.ringops/`.
 //!

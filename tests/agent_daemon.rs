@@ -321,3 +321,82 @@ fn ringops_apply_tells_fresh_agents_the_ring_s_drift_mode() {
         assert_eq!(inventory["drift_mode"], "report", "{worker}: {inventory}");
     }
 }
+
+#[test]
+fn a_flooded_agent_refuses_past_its_cap_heals_switches_cuts_its_slow_clients_and_stops_in_time() {
+    const CAP: usize = 16;
+    let mut remote = AgentFleet::start(None, &[]);
+    let agent = remote.agent("core-dev-1");
+    agent.kill();
+    let serving = agent.home.path().join("serving.toml");
+    let limits = "stop_grace = \"1s\"\n[http]\nmax_connections = 16\n\
+                  header_timeout = \"8s\"\nbody_timeout = \"8s\"\nbody_min_rate_kib = 1\n";
+    let text = std::fs::read_to_string(&serving).expect("serving.toml");
+    std::fs::write(&serving, format!("{text}{limits}")).expect("serving.toml");
+    agent.restart();
+    let addr = agent.addr;
+    let daemon = remote.daemon();
+    remote.wait_state(&daemon, "d-000001", "Active");
+    let dir = remote.agents["core-dev-1"].dir();
+    let ini = dir.join("invoices/archive.store/writer.ini");
+    let deployed = std::fs::read_to_string(&ini).expect("deployed");
+    let body_head = format!(
+        "PUT /v1/generation HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Length: 100000\r\n\r\n",
+        common::agent::TOKEN
+    );
+
+    let flood = common::flood::Flood::open(addr, CAP + 20, &body_head);
+    daemon.wait_until("the connections past the cap to be closed", || {
+        flood.closed() >= 20
+    });
+    assert!(common::flood::refused(
+        addr,
+        "/v1/healthz",
+        common::daemon::BOUND
+    ));
+    std::fs::write(&ini, format!("{deployed}# hot edit\n")).expect("hot edit");
+    daemon.wait_until("the agent to heal a hot edit while flooded", || {
+        std::fs::read_to_string(&ini).is_ok_and(|t| t == deployed)
+    });
+    // The daemon's kept-alive connection may hold one of the slots.
+    assert!(
+        flood.open_now() >= CAP - 1,
+        "the flood still held the cap: {} open",
+        flood.open_now()
+    );
+    // Through the daemon's kept-alive connection, or once the timeouts free a slot.
+    remote.change_log_level("trace");
+    remote.wait_state(&daemon, "d-000002", "Active");
+    let files = worker_files(&dir);
+    assert!(
+        files
+            .values()
+            .any(|b| String::from_utf8_lossy(b).contains("trace")),
+        "core-dev-1 holds d-000002's files"
+    );
+    daemon.wait_until("the agent's timeouts to cut every slow client", || {
+        flood.closed() == flood.size
+    });
+    drop(flood);
+
+    let flood = common::flood::Flood::open(addr, CAP + 20, &body_head);
+    daemon.wait_until("the connections past the cap to be closed", || {
+        flood.closed() >= 20
+    });
+    let agent = remote.agent("core-dev-1");
+    let asked = Instant::now();
+    agent.signal(libc::SIGTERM);
+    let status = agent.wait_exit(common::daemon::BOUND);
+    assert_eq!(status.code(), Some(0), "{}", agent.stderr());
+    assert!(
+        asked.elapsed() < Duration::from_secs(7),
+        "stopped after {:?}: before the 8 s timeouts, bounded by the 1 s stop grace",
+        asked.elapsed()
+    );
+    assert!(
+        agent
+            .stderr()
+            .contains("HTTP connections still open after the stop grace")
+    );
+}

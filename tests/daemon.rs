@@ -1501,3 +1501,86 @@ fn a_dev_canary_waiting_to_be_continued_is_not_deployed_again_on_every_poll() {
     assert_eq!(deployments.len(), 1, "{deployments:#?}");
     assert_eq!(deployments[0]["state"], "Deploying");
 }
+
+/// Slow clients opened against the daemon: past its connection cap by this many.
+const PAST_THE_CAP: usize = 20;
+
+/// The daemon with `config` (a `ringops.toml`) written beside it, ready.
+fn daemon_with_config(fleet: &Fleet, config: &str) -> (Daemon, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("config dir");
+    let path = dir.path().join("ringops.toml");
+    std::fs::write(&path, config).expect("config");
+    let mut all = vec!["--config", path.to_str().expect("UTF-8")];
+    all.extend(["daemon", "--listen", "127.0.0.1:0"]);
+    let daemon = Daemon::start(fleet.command(&all));
+    daemon.wait_ready();
+    (daemon, dir)
+}
+
+/// A full head announcing a large webhook body (the daemon reads it before any check).
+const WEBHOOK_HEAD: &str = "POST /hooks/git HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n";
+
+#[test]
+fn a_flood_of_slow_clients_past_the_cap_is_refused_while_commits_deploy_and_edits_revert_and_sigterm_waits_only_stop_grace()
+ {
+    let fleet = Fleet::new();
+    // Timeouts far longer than the test: only the cap and the stop grace act on the flood.
+    let config = "poll_interval = \"200ms\"\ndrift_interval = \"1h\"\nstop_grace = \"2s\"\n\
+                  [http]\nmax_connections = 16\nheader_timeout = \"5m\"\nbody_timeout = \"5m\"\n";
+    let (daemon, _config) = daemon_with_config(&fleet, config);
+    let flood = common::flood::Flood::open(daemon.addr, 16 + PAST_THE_CAP, WEBHOOK_HEAD);
+    daemon.wait_until("the connections past the cap to be closed", || {
+        flood.closed() >= PAST_THE_CAP
+    });
+    assert!(
+        common::flood::refused(daemon.addr, "/healthz", BOUND),
+        "a request past the cap is closed unanswered"
+    );
+
+    let ini = fleet.worker("core-dev-1").join(WRITER_INI);
+    set_retention(&fleet.repo, 91);
+    daemon.wait_until("a commit deployed while flooded", || {
+        read(&ini).contains(&retention(91))
+    });
+    let deployed = read(&ini);
+    std::fs::write(&ini, format!("{deployed}# hot edit\n")).expect("hot edit");
+    daemon.wait_until("a hot edit reverted while flooded", || {
+        read(&ini) == deployed
+    });
+    assert_eq!(flood.open_now(), 16, "the flood held the cap throughout");
+    assert!(
+        daemon
+            .stderr()
+            .contains("connections are open (max_connections)"),
+        "{}",
+        daemon.stderr()
+    );
+
+    let asked = Instant::now();
+    daemon.signal(libc::SIGTERM);
+    let status = daemon.wait_exit(BOUND);
+    assert_eq!(status.code(), Some(0), "{}", daemon.stderr());
+    assert!(
+        asked.elapsed() < Duration::from_secs(20),
+        "stopped after {:?}, not bounded by the 2 s stop grace",
+        asked.elapsed()
+    );
+    assert!(
+        daemon
+            .stderr()
+            .contains("HTTP connections still open after the stop grace"),
+        "{}",
+        daemon.stderr()
+    );
+}
+
+#[test]
+fn slow_heads_slow_bodies_and_idle_connections_are_cut_off_by_the_daemon_s_timeouts() {
+    let fleet = Fleet::new();
+    let config = "poll_interval = \"200ms\"\ndrift_interval = \"1h\"\n\
+                  [http]\nheader_timeout = \"1s\"\nbody_timeout = \"1s\"\nbody_min_rate_kib = 1\n";
+    let (daemon, _config) = daemon_with_config(&fleet, config);
+    let flood = common::flood::Flood::open(daemon.addr, 6, WEBHOOK_HEAD);
+    daemon.wait_until("every slow client to be cut off", || flood.closed() == 6);
+    assert_eq!(daemon.get("/healthz").status, 200);
+}

@@ -20,6 +20,16 @@ pub enum SourceError {
         /// git2's explanation.
         message: String,
     },
+    /// The process or the system had no file descriptor left to open it with.
+    #[error(
+        "cannot open the Git repository at or above {path}: {message} (an open-file limit is reached; the repository itself may be fine)"
+    )]
+    TooManyOpenFiles {
+        /// Directory searched from.
+        path: PathBuf,
+        /// The failure, which says "Too many open files".
+        message: String,
+    },
     /// The revision does not name a commit.
     #[error("revision `{rev}` does not name a commit: {message}")]
     BadRevision {
@@ -55,7 +65,10 @@ pub enum SourceError {
 impl SourceError {
     /// True when the user can fix it by changing what they asked for.
     pub fn is_user_error(&self) -> bool {
-        !matches!(self, SourceError::Git(_) | SourceError::Io { .. })
+        !matches!(
+            self,
+            SourceError::Git(_) | SourceError::Io { .. } | SourceError::TooManyOpenFiles { .. }
+        )
     }
 }
 
@@ -63,6 +76,35 @@ impl SourceError {
 pub struct Source {
     repo: Repository,
     blobs: BlobMemo,
+}
+
+/// Why the repository at or above `dir` cannot be opened, from git2's error and
+/// `probe` (an open tried right after it failed): out of file descriptors when either
+/// says so (libgit2 may word it as a missing repository), else not a repository.
+fn open_error(dir: &Path, e: &git2::Error, probe: Option<std::io::Error>) -> SourceError {
+    // strerror(EMFILE) and strerror(ENFILE) both start so.
+    let exhausted = e.message().contains("Too many open files");
+    match probe {
+        Some(probe) => SourceError::TooManyOpenFiles {
+            path: dir.to_owned(),
+            message: probe.to_string(),
+        },
+        None if exhausted => SourceError::TooManyOpenFiles {
+            path: dir.to_owned(),
+            message: e.message().to_owned(),
+        },
+        None => SourceError::NotARepository {
+            path: dir.to_owned(),
+            message: e.message().to_owned(),
+        },
+    }
+}
+
+/// The error of opening `dir` when it fails for want of file descriptors.
+fn fd_probe(dir: &Path) -> Option<std::io::Error> {
+    std::fs::File::open(dir)
+        .err()
+        .filter(super::is_fd_exhaustion)
 }
 
 /// Blob contents already read, by blob id, shared by the [`Source`]s of one command: a
@@ -90,10 +132,7 @@ impl BlobMemo {
 impl Source {
     /// Opens the repository at or above `dir`.
     pub fn open(dir: &Path) -> Result<Self, SourceError> {
-        let repo = Repository::discover(dir).map_err(|e| SourceError::NotARepository {
-            path: dir.to_owned(),
-            message: e.message().to_owned(),
-        })?;
+        let repo = Repository::discover(dir).map_err(|e| open_error(dir, &e, fd_probe(dir)))?;
         Ok(Source {
             repo,
             blobs: BlobMemo::default(),
@@ -309,6 +348,27 @@ fn normalize(path: &str) -> Result<String, SourceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_open_that_ran_out_of_file_descriptors_says_so() {
+        let dir = Path::new("/srv/git/fleet.git");
+        let missing = git2::Error::from_str("could not find repository at '/srv/git/fleet.git'");
+        let emfile = std::io::Error::from_raw_os_error(libc::EMFILE);
+        let enfile = std::io::Error::from_raw_os_error(libc::ENFILE);
+        let worded = git2::Error::new(
+            git2::ErrorCode::GenericError,
+            git2::ErrorClass::Os,
+            "failed to open '/srv/git/fleet.git/HEAD': Too many open files",
+        );
+        let messages = [
+            open_error(dir, &missing, Some(emfile)),
+            open_error(dir, &missing, Some(enfile)),
+            open_error(dir, &worded, None),
+            open_error(dir, &missing, None),
+        ]
+        .map(|e| format!("{e} (user error: {})", e.is_user_error()));
+        insta::assert_snapshot!("open-errors", messages.join("\n"));
+    }
 
     /// Commits `files` (path → content; `None` for a symbolic link to `a.yaml`) as the
     /// whole tree, returning the commit id.

@@ -9,6 +9,7 @@
 //! generic message; the cause goes to the log.
 
 use super::Agent;
+use crate::adapters::http_server::{self, Limits};
 use crate::adapters::link::http::wire::{
     AppliedDoc, CloneRequest, DriftMode, ErrorDoc, ErrorKind, FORMAT_VERSION, GenerationRequest,
     Health, InventoryDoc, WireEntry, WireHooks, WireOnDisk,
@@ -30,6 +31,9 @@ use serde::Serialize;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
 
 /// A request taking longer gets 503, so a stuck hook cannot hold shutdown for ever.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
@@ -69,20 +73,18 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .with_state(agent)
 }
 
-/// Serves `agent` on `listener` until `shutdown` completes, then finishes the requests
-/// in flight (each bounded by [`REQUEST_TIMEOUT`]).
-pub async fn serve<L>(
-    listener: L,
+/// Serves `agent` on `listener` (over TLS with `tls`) within `limits` (see
+/// [`http_server`]) until `shutdown` completes, then lets the requests in flight finish
+/// (each bounded by [`REQUEST_TIMEOUT`], all by [`Limits::stop_grace`]).
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<ServerConfig>>,
     agent: Arc<Agent>,
+    limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    axum::serve(listener, router(agent))
-        .with_graceful_shutdown(shutdown)
-        .await
+) {
+    let tls = tls.map(TlsAcceptor::from);
+    http_server::serve(listener, tls, router(agent), limits, shutdown).await;
 }
 
 /// A JSON document with `status`.

@@ -30,6 +30,12 @@ pub struct FileConfig {
     pub allow_plain_http: bool,
     /// Largest generation body in MiB (default 256).
     pub body_limit_mb: Option<usize>,
+    /// On SIGTERM, how long open connections may still run (default `30s`).
+    #[serde(default, deserialize_with = "crate::adapters::http_server::duration")]
+    pub stop_grace: Option<std::time::Duration>,
+    /// Connection cap and client timeouts.
+    #[serde(default)]
+    pub http: crate::adapters::http_server::HttpConfig,
 }
 
 /// How the agent serves: TLS, or plain HTTP on loopback.
@@ -59,6 +65,8 @@ pub struct Settings {
     pub serving: Serving,
     /// Largest body in bytes.
     pub body_limit: usize,
+    /// Connection cap, client timeouts and stop grace of the HTTP server.
+    pub http: crate::adapters::http_server::Limits,
 }
 
 /// Why `agent.toml` cannot be used.
@@ -134,6 +142,10 @@ pub fn check(path: &Path, file: FileConfig, base: &Path) -> Result<Settings, Age
         token_file: file.token_file.map(rebase),
         serving,
         body_limit: body_limit.saturating_mul(1 << 20),
+        http: file.http.limits(
+            file.stop_grace
+                .unwrap_or(crate::adapters::http_server::DEFAULT_STOP_GRACE),
+        ),
     })
 }
 

@@ -68,17 +68,9 @@ async fn serve(
         .ok();
     let healing = tokio::spawn(heal::run(Arc::clone(&agent), woken));
     tracing::info!(%addr, %scheme, dir = %settings.dir.display(), "agent listening");
-    let served = match tls {
-        Some(config) => {
-            let listener =
-                tls::TlsListener::new(listener, config).map_err(|e| Failure::Internal(e.into()))?;
-            api::serve(listener, agent, stop_signal()).await
-        }
-        None => api::serve(listener, agent, stop_signal()).await,
-    };
+    api::serve(listener, tls, agent, settings.http, stop_signal()).await;
     healing.abort();
     drop((watch, wake));
-    served.map_err(|e| Failure::Internal(anyhow::Error::new(e).context("the agent stopped")))?;
     tracing::info!("agent stopped");
     Ok(())
 }

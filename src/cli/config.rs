@@ -50,6 +50,9 @@ pub struct FileConfig {
     pub notify: Vec<crate::adapters::notify::TargetConfig>,
     /// How many workers are read or switched at once (default 32).
     pub max_concurrent_workers: Option<usize>,
+    /// Daemon: the HTTP API's connection cap and client timeouts (`[http]`).
+    #[serde(default)]
+    pub http: crate::adapters::http_server::HttpConfig,
 }
 
 pub use crate::adapters::config_file::ConfigError;

@@ -4,6 +4,7 @@
 use super::config::FileConfig;
 use super::{Cli, Context, Failure, Outcome};
 use crate::adapters::http_auth::{Secret, is_loopback, read_secret};
+use crate::adapters::http_server::Limits;
 use crate::adapters::notify::{Notifier, NotifySettings};
 use crate::adapters::secrets::HostSecrets;
 use crate::daemon::http::{self, Service};
@@ -84,7 +85,9 @@ pub fn run(cli: &Cli, ctx: &Context, args: &DaemonArgs) -> Outcome {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| Failure::user(format!("cannot listen on {listen}: {e}")))?;
-        serve_while(listener, service, run::run(settings, shared, reload)).await
+        let limits = file.http.limits(settings.stop_grace);
+        let daemon = run::run(settings, shared, reload);
+        serve_while(listener, service, limits, daemon).await
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -137,22 +140,41 @@ fn start_notifier(file: &FileConfig) -> Result<Option<Notifier>, Failure> {
     Ok(Some(notifier))
 }
 
-/// Serves `service` on `listener` while `daemon` (the reconcile loop) runs; once it
-/// returns, stops the server and waits for the requests in flight.
+/// Serves `service` on `listener` while `daemon` (the reconcile loop) runs. The server
+/// stops at SIGTERM or SIGINT, draining its connections (at most `limits.stop_grace`)
+/// while the loop finishes its pass, or when the loop returns.
 async fn serve_while(
     listener: tokio::net::TcpListener,
     service: Service,
+    limits: Limits,
     daemon: impl Future<Output = Result<(), DaemonError>>,
 ) -> Result<(), Failure> {
     let stop = Arc::new(tokio::sync::Notify::new());
     let stopped = Arc::clone(&stop);
-    let server = tokio::spawn(http::serve(listener, service, async move {
-        stopped.notified().await;
+    let signalled = stop_signal().map_err(|e| Failure::Internal(e.into()))?;
+    let server = tokio::spawn(http::serve(listener, service, limits, async move {
+        tokio::select! {
+            () = signalled => {}
+            () = stopped.notified() => {}
+        }
     }));
     let result = daemon.await;
     stop.notify_one();
     let _ = server.await;
     result.map_err(|e| Failure::Internal(e.into()))
+}
+
+/// Completes at the first SIGTERM or SIGINT (the loop watches them too).
+fn stop_signal() -> std::io::Result<impl Future<Output = ()> + Send> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 fn message(failure: &Failure) -> String {

@@ -41,6 +41,7 @@ pub(crate) mod openmetrics;
 mod tests;
 
 use crate::adapters::http_auth::{Secret, challenge, presents};
+use crate::adapters::http_server::{self, Limits};
 use crate::daemon::metrics::{Metrics, WebhookResult};
 use crate::daemon::webhook;
 use crate::report::history::FORMAT_VERSION;
@@ -133,19 +134,19 @@ pub fn router(service: Service) -> Router {
         .with_state(state)
 }
 
-/// Serves `service` on `listener` until `shutdown` completes, then finishes the requests
-/// in flight (each bounded by [`REQUEST_TIMEOUT`]) and returns.
+/// Serves `service` on `listener` within `limits` (see [`http_server`]) until `shutdown`
+/// completes, then lets the requests in flight finish (each bounded by
+/// [`REQUEST_TIMEOUT`], all by [`Limits::stop_grace`]) and returns.
 pub async fn serve(
     listener: TcpListener,
     service: Service,
+    limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "HTTP API listening");
     }
-    axum::serve(listener, router(service))
-        .with_graceful_shutdown(shutdown)
-        .await
+    http_server::serve(listener, None, router(service), limits, shutdown).await;
 }
 
 /// A JSON document (`format_version` first, pretty, ending with a newline) with `status`.

@@ -157,6 +157,35 @@ impl Agent {
         let _ = self.child.wait();
     }
 
+    /// Sends `signal` to the agent.
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill(2) has no memory-safety preconditions; the pid is our child's,
+        // not yet reaped (only `kill`, `wait_exit` and drop reap it).
+        assert_eq!(
+            unsafe { libc::kill(pid, signal) },
+            0,
+            "kill({pid}, {signal})"
+        );
+    }
+
+    /// Waits (at most `within`) for the agent to exit.
+    #[track_caller]
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not exit within {within:?}\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Starts the killed agent again on the same port.
     pub fn restart(&mut self) {
         self.child = Agent::child(self.home.path(), &self.addr.to_string());

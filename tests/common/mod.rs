@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod daemon;
+pub mod flood;
 pub mod promotion;
 
 use std::collections::BTreeMap;

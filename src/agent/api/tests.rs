@@ -36,9 +36,16 @@ impl Running {
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(serve(listener, Arc::clone(&agent), async move {
-            let _ = stopped.await;
-        }));
+        let limits = Limits::default();
+        tokio::spawn(serve(
+            listener,
+            None,
+            Arc::clone(&agent),
+            limits,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         Running {
             agent,
             dir,
