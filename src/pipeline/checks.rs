@@ -157,7 +157,7 @@ pub fn check_hook_reach(
             command.at,
             "hook-command-for-agent",
             format!(
-                "`{which}` of group `{group}` is a command line, but {} reached through an agent, which runs only the hooks its own agent.toml defines: move the command into each agent's agent.toml as `[hooks.NAME]` and name it here with `hook: NAME` (beside `command` while local workers keep it)",
+                "`{which}` of group `{group}` is a command line, but {} reached through an agent, and an agent runs only the hooks its own agent.toml defines: move the command into each agent's agent.toml as `[hooks.NAME]` and name it here with `hook: NAME` (beside `command` while local workers keep it)",
                 some_workers(&agents)
             ),
         );

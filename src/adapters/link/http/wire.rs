@@ -54,7 +54,7 @@ pub struct WireFile {
 pub const HOOK_TIMEOUT_MAX: Duration = Duration::from_secs(240);
 
 /// Why a generation carrying a command line is refused (400): the migration, in short.
-pub const COMMANDS_REFUSED: &str = "a hook here is a command line, and agents run no command they are sent: define it in the agent's agent.toml as [hooks.NAME] (command, timeout) and name it in the worker group (`check: {hook: NAME}`); see README, \"Remote workers: the agent\"";
+pub const COMMANDS_REFUSED: &str = "this generation gives a hook as a command line, and an agent runs no command it is sent: define it in the agent's agent.toml as [hooks.NAME] (command, timeout) and name it in the worker group (`check: {hook: NAME}`); see the README, \"Remote workers: the agent\"";
 
 /// The name of a hook the agent's `agent.toml` defines (`[hooks.NAME]`). Read only
 /// from a JSON string: anything else (a command) is refused with [`COMMANDS_REFUSED`].
