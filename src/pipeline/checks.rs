@@ -392,6 +392,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn hook_errors_name_a_few_workers_and_count_the_rest() {
+        let worker = |name: &str| crate::model::manifest::Worker {
+            name: Spanned::new(name.to_owned(), Pos::default()),
+            ring: Spanned::new("dev".to_owned(), Pos::default()),
+            address: None,
+            labels: BTreeMap::new(),
+            target: Some(Spanned::new(format!("https://{name}:7443"), Pos::default())),
+        };
+        let workers: Vec<_> = ["a", "b", "c", "d", "e"].map(worker).into();
+        let refs: Vec<_> = workers.iter().collect();
+        assert_eq!(some_workers(&refs[..1]), "worker `a` is");
+        assert_eq!(some_workers(&refs[..2]), "workers `a`, `b` are");
+        assert_eq!(some_workers(&refs), "workers `a`, `b`, `c` and 2 more are");
+        let hook = crate::model::manifest::Hook {
+            command: Some(Spanned::new(vec!["true".to_owned()], Pos::default())),
+            ..Default::default()
+        };
+        let mut diags = Diagnostics::default();
+        let hook = Spanned::new(hook, Pos::default());
+        check_hook_reach("g.yaml", ("core", "check"), &hook, &workers, &mut diags);
+        let found = diags.into_sorted();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].code, "hook-command-for-agent");
+    }
+
+    #[test]
     fn names() {
         assert!(is_valid_name("edge-1"));
         assert!(!is_valid_name("Edge"));
