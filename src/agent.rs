@@ -12,8 +12,9 @@
 //! - [`memory`]: the last applied generation, kept across restarts in `.ringops/`.
 //!
 //! The switch itself is the local link's ([`LocalDir`]): the agent never writes a
-//! worker file any other way. Owns no manifests, no state database and no secrets but
-//! its token.
+//! worker file any other way, and runs only the hooks its own `agent.toml` defines,
+//! named by the daemon (never a command sent to it). Owns no manifests, no state
+//! database and no secrets but its token.
 
 pub mod api;
 pub mod config;
@@ -25,6 +26,7 @@ use crate::adapters::http_auth::Secret;
 use crate::adapters::link::LocalDir;
 use crate::adapters::link::http::wire::{DRIFT_KEPT, DriftMode, DriftSeen};
 use crate::adapters::worker_dir::{Batch, OnDisk};
+use crate::model::desired::HookSpec;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -35,6 +37,8 @@ pub struct Agent {
     dir: LocalDir,
     token: Secret,
     body_limit: usize,
+    /// The hooks of `agent.toml`, by name: the only commands the agent runs.
+    hooks: BTreeMap<String, HookSpec>,
     /// Held for the whole of a switch: one writer at a time from this process.
     switching: tokio::sync::Mutex<()>,
     status: Mutex<Status>,
@@ -80,9 +84,15 @@ impl Agent {
             dir: LocalDir::new(dir),
             token,
             body_limit,
+            hooks: BTreeMap::new(),
             switching: tokio::sync::Mutex::new(()),
             status: Mutex::new(status),
         }
+    }
+
+    /// The same agent, running `hooks` (from `agent.toml`) when a generation names them.
+    pub fn with_hooks(self, hooks: BTreeMap<String, HookSpec>) -> Self {
+        Self { hooks, ..self }
     }
 
     /// The worker directory.

@@ -3,13 +3,18 @@
 //! Remote workers end up holding exactly what local workers of the same fleet hold; a
 //! wrong token, a tampered payload and a stale generation are refused with nothing
 //! written; a killed agent fails the apply naming it, and converges once restarted.
+//! Agents run only the hooks their agent.toml defines, named by the worker group: a
+//! command line is refused at compile time and over the wire, an unknown name too,
+//! with nothing written and nothing run.
 //! Every wait is bounded and names what it waited for; agents are killed when a test
 //! ends, however it ends.
 
 mod common;
 
-use common::agent::{AgentFleet, BOUND, DEV_WORKERS, GROUPS, TOKEN};
-use common::{Fleet, output, sha256_hex, worker_files};
+use common::agent::{
+    AGENT_HOOKS, AgentFleet, BOUND, DEV_WORKERS, GROUPS, RINGS, TOKEN, core_hooks,
+};
+use common::{Fleet, files_under, output, sha256_hex, worker_files};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -49,6 +54,15 @@ impl Remote {
         Remote {
             inner: AgentFleet::start(tls, &[]),
             ca: pki.map(Pki::ca),
+        }
+    }
+
+    /// Agents over plain HTTP whose agent.toml ends with `agent_toml`, the fleet edited
+    /// by `edits` (file, text, replacement).
+    fn with_hooks(edits: &[(&str, &str, &str)], agent_toml: &str) -> Remote {
+        Remote {
+            inner: AgentFleet::start_with(None, edits, agent_toml),
+            ca: None,
         }
     }
 
@@ -213,6 +227,140 @@ fn tampered_payloads_and_stale_generations_are_refused_with_nothing_written() {
         );
     }
     assert!(!agent.home.path().join("etc").exists());
+    assert_eq!(agent.inventory()["generation"], 1);
+}
+
+/// A generation of one file replacing generation 1, with `hooks`.
+fn generation_with_hooks(hooks: serde_json::Value) -> Vec<u8> {
+    let mut body: serde_json::Value =
+        serde_json::from_slice(&generation(Some(1), "x/y/z", b"new", &sha256_hex(b"new")))
+            .expect("JSON");
+    body["hooks"] = hooks;
+    serde_json::to_vec(&body).expect("JSON")
+}
+
+fn hooks_log(remote: &Remote, worker: &str) -> String {
+    remote.agents[worker].hooks_log()
+}
+
+#[test]
+fn a_group_s_named_hooks_run_as_each_agent_s_agent_toml_defines_them() {
+    let spy = tempfile::tempdir().expect("spy");
+    let (file, from, to) = core_hooks(spy.path(), true);
+    let remote = Remote::with_hooks(&[(file, from, &to)], AGENT_HOOKS);
+    remote.apply().expect(0);
+    for worker in ["core-dev-1", "core-dev-2"] {
+        let expected = format!("check {worker} dev\nreload {worker} dev\n");
+        assert_eq!(hooks_log(&remote, worker), expected, "{worker}");
+    }
+    assert_eq!(hooks_log(&remote, "edge-dev-1"), "", "edge has no hooks");
+    assert!(
+        files_under(spy.path()).is_empty(),
+        "the group's command lines ran nowhere"
+    );
+
+    // A failing check fails its worker before anything of it is switched.
+    let agent = &remote.agents["core-dev-2"];
+    std::fs::write(agent.home.path().join("fail-check"), "").expect("fail-check");
+    let before = worker_files(&agent.dir());
+    remote.fleet.repo.edit(
+        RINGS,
+        "values: {log_level: debug, max_retries: 1}",
+        "values: {log_level: trace, max_retries: 1}",
+    );
+    remote.fleet.repo.commit("dev logs more");
+    let run = remote.apply();
+    assert_ne!(run.code, 0, "{run:?}");
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        all.contains("core-dev-2") && all.contains("check refused by the test"),
+        "{all}"
+    );
+    assert_eq!(
+        worker_files(&agent.dir()),
+        before,
+        "core-dev-2 not switched"
+    );
+    assert!(files_under(spy.path()).is_empty(), "no command line ran");
+}
+
+#[test]
+fn a_group_command_line_for_agent_workers_is_a_compile_error_and_nothing_is_written() {
+    let spy = tempfile::tempdir().expect("spy");
+    let (file, from, to) = core_hooks(spy.path(), false);
+    let remote = Remote::with_hooks(&[(file, from, &to)], AGENT_HOOKS);
+    let run = remote.apply();
+    run.expect(1);
+    let error = run
+        .stdout
+        .lines()
+        .find(|l| l.contains("`check` of group `core`"))
+        .unwrap_or_else(|| panic!("no error about the check: {run:?}"));
+    let error = error.replace(&spy.path().display().to_string(), "[spy]");
+    insta::assert_snapshot!("agent-group-command-line", error);
+    for agent in remote.agents.values() {
+        assert!(worker_files(&agent.dir()).is_empty(), "nothing written");
+    }
+    assert!(files_under(spy.path()).is_empty(), "nothing ran");
+}
+
+#[test]
+fn a_generation_carrying_a_command_line_is_refused_and_nothing_runs_or_is_written() {
+    let spy = tempfile::tempdir().expect("spy");
+    let remote = Remote::with_hooks(&[], AGENT_HOOKS);
+    remote.apply().expect(0);
+    let agent = &remote.agents["core-dev-1"];
+    let before = worker_files(&agent.dir());
+    let touch = json!(["touch", spy.path().join("pwned")]);
+    let cases = [
+        (
+            json!({"check": {"command": touch, "timeout_ms": 5000}, "worker": "core-dev-1"}),
+            "[hooks.NAME]",
+        ),
+        (json!({"reload": touch}), "[hooks.NAME]"),
+        (
+            json!({"check": "validate", "command": touch}),
+            "unknown field `command`",
+        ),
+    ];
+    let mut answers = Vec::new();
+    for (hooks, says) in cases {
+        let body = generation_with_hooks(hooks);
+        let (status, answer) = agent.request("PUT", "/v1/generation", TOKEN, &body);
+        assert_eq!(status, 400, "{says}: {answer}");
+        let doc: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
+        let error = doc["error"].as_str().expect("error").to_owned();
+        assert!(error.contains(says), "{says}: {error}");
+        assert_eq!(
+            worker_files(&agent.dir()),
+            before,
+            "nothing written ({says})"
+        );
+        answers.push(error);
+    }
+    insta::assert_snapshot!("agent-refuses-a-command-line", answers[0]);
+    assert!(files_under(spy.path()).is_empty(), "no command ran");
+    assert_eq!(hooks_log(&remote, "core-dev-1"), "", "no hook ran");
+    assert_eq!(agent.inventory()["generation"], 1);
+}
+
+#[test]
+fn a_hook_name_the_agent_does_not_define_is_refused_with_nothing_written() {
+    let remote = Remote::with_hooks(&[], AGENT_HOOKS);
+    remote.apply().expect(0);
+    let agent = &remote.agents["core-dev-1"];
+    let before = worker_files(&agent.dir());
+    let body = generation_with_hooks(json!({"check": "nginx-test", "reload": "reload-jobs"}));
+    let (status, answer) = agent.request("PUT", "/v1/generation", TOKEN, &body);
+    assert_eq!(status, 422, "{answer}");
+    let doc: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
+    assert_eq!(doc["kind"], "refused", "{doc}");
+    insta::assert_snapshot!(
+        "agent-refuses-an-unknown-hook",
+        doc["error"].as_str().expect("error")
+    );
+    assert_eq!(worker_files(&agent.dir()), before, "nothing written");
+    assert_eq!(hooks_log(&remote, "core-dev-1"), "", "no hook ran");
     assert_eq!(agent.inventory()["generation"], 1);
 }
 

@@ -4,14 +4,15 @@
 //! killed mid-rollout and completes once it is back; an agent down past the progress
 //! deadline fails (and reverts) the rollout, shows as unreachable in `status` and the
 //! metrics, and is brought back to the Active deployment by reconcile when it returns;
-//! a `drift: report` ring's agents record hot edits and leave them. Every wait is
+//! a `drift: report` ring's agents record hot edits and leave them; a group naming
+//! its agents' hooks gets them run around every switch the daemon makes. Every wait is
 //! bounded and names what it waited for; every process is killed when a test ends.
 
 mod common;
 
-use common::agent::{Agent, AgentFleet, DEV_WORKERS, RINGS};
+use common::agent::{AGENT_HOOKS, Agent, AgentFleet, DEV_WORKERS, RINGS, core_hooks};
 use common::daemon::Daemon;
-use common::worker_files;
+use common::{files_under, worker_files};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -398,5 +399,34 @@ fn a_flooded_agent_refuses_past_its_cap_heals_switches_cuts_its_slow_clients_and
         agent
             .stderr()
             .contains("HTTP connections still open after the stop grace")
+    );
+}
+
+#[test]
+fn the_daemon_deploys_to_agents_whose_group_names_hooks_and_they_run_there() {
+    let spy = tempfile::tempdir().expect("spy");
+    let (file, from, to) = core_hooks(spy.path(), true);
+    let remote = AgentFleet::start_with(None, &[(file, from, &to)], AGENT_HOOKS);
+    let daemon = remote.daemon();
+    remote.wait_state(&daemon, "d-000001", "Active");
+    remote.change_log_level("trace");
+    remote.wait_state(&daemon, "d-000002", "Active");
+    for worker in ["core-dev-1", "core-dev-2"] {
+        assert_eq!(remote.deployment_on(worker), "d-000002", "{worker}");
+        let once = format!("check {worker} dev\nreload {worker} dev\n");
+        assert_eq!(
+            remote.agents[worker].hooks_log(),
+            once.repeat(2),
+            "{worker}"
+        );
+    }
+    assert_eq!(
+        remote.agents["edge-dev-1"].hooks_log(),
+        "",
+        "edge has no hooks"
+    );
+    assert!(
+        files_under(spy.path()).is_empty(),
+        "the group's command lines ran nowhere"
     );
 }

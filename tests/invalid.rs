@@ -67,6 +67,12 @@ const LOCATIONS: &[(&str, &[&str])] = &[
     ("unknown-ring", &["fleet.yaml:18:31"]),
     ("duplicate-target", &["fleet.yaml:18:45"]),
     ("invalid-hook", &["fleet.yaml:16:20", "fleet.yaml:17:57"]),
+    ("hook-command-for-agent", &["fleet.yaml:16:20"]),
+    ("hook-name-for-local-worker", &["fleet.yaml:7:18"]),
+    (
+        "invalid-named-hook",
+        &["fleet.yaml:16:17", "fleet.yaml:17:40", "fleet.yaml:26:10"],
+    ),
     ("invalid-window", &["fleet.yaml:16:18", "fleet.yaml:25:55"]),
     ("unknown-transport", &["workflow.yaml:7:25"]),
     ("unresolved-secret", &["workflow.yaml:11:16"]),

@@ -4,8 +4,8 @@
 //! engine passes those in as [`HookRun::env`]).
 //!
 //! A hook is exec'd directly, never through a shell: program and arguments as compiled
-//! into [`HookSpec`], stdin `/dev/null`, in the folder given, in a process group of its
-//! own. It inherits this process's environment minus the secrets in it
+//! into [`HookSpec`] (on an agent, as its `agent.toml` defines them), stdin `/dev/null`,
+//! in the folder given, in a process group of its own. It inherits this process's environment minus the secrets in it
 //! (`RINGOPS_SECRET_*`) and where secrets live (`CREDENTIALS_DIRECTORY`,
 //! `RINGOPS_SECRETS_DIR`), plus the variables of the run. Its stdout and stderr are read
 //! as they come, secret values replaced, and only the last 8 KiB kept

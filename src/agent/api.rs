@@ -5,18 +5,20 @@
 //! configured body size (413), then checks every path and checksum itself (400 for a
 //! malformed document, 422 for a refused path, mode or checksum), whatever the worker
 //! directory would check again, and only then switches through [`LocalDir`]: all or
-//! nothing, 409 when `expected_generation` is not the worker's. 5xx answers carry a
-//! generic message; the cause goes to the log.
+//! nothing, 409 when `expected_generation` is not the worker's. Hooks are named: each
+//! must be a `[hooks.NAME]` of the agent's `agent.toml` (422 otherwise), and a command
+//! line where a name goes is refused (400, [`COMMANDS_REFUSED`]), nothing written
+//! either way. 5xx answers carry a generic message; the cause goes to the log.
 
 use super::Agent;
 use crate::adapters::http_server::{self, Limits};
 use crate::adapters::link::http::wire::{
-    AppliedDoc, CloneRequest, DriftMode, ErrorDoc, ErrorKind, FORMAT_VERSION, GenerationRequest,
-    Health, InventoryDoc, WireEntry, WireHooks, WireOnDisk,
+    AppliedDoc, COMMANDS_REFUSED, CloneRequest, DriftMode, ErrorDoc, ErrorKind, FORMAT_VERSION,
+    GenerationRequest, Health, HookName, InventoryDoc, WireEntry, WireHooks, WireOnDisk,
 };
 use crate::adapters::link::{Hooks, Link, LinkError, LocalDir, SwitchError};
 use crate::adapters::worker_dir::{Batch, FileSpec, Inventory, OnDisk, RESERVED, WorkerDirError};
-use crate::model::desired::sha256_hex;
+use crate::model::desired::{HookSpec, WorkerHook, hook_name_problem, sha256_hex};
 use crate::pipeline::checks::artifact_path_problem;
 use axum::Router;
 use axum::body::Bytes;
@@ -28,6 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use base64::Engine as _;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -247,9 +250,8 @@ async fn generation(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let checked = body_or_refusal(body, agent.body_limit).and_then(|body| {
-        let request: GenerationRequest = serde_json::from_slice(&body)
-            .map_err(|e| Refusal::malformed(format!("not a generation document: {e}")))?;
-        checked_generation(request)
+        let request: GenerationRequest = serde_json::from_slice(&body).map_err(not_a_generation)?;
+        checked_generation(request, &agent.hooks)
     });
     let (batch, hooks, mode) = match checked {
         Ok(checked) => checked,
@@ -317,10 +319,21 @@ fn not_switched(e: &LinkError) -> Response {
     error(status, kind, e.to_string())
 }
 
-/// The batch, hooks and drift mode (if the request names one) of a request whose
-/// every path, mode and checksum the agent accepts.
+/// The refusal of a body that is no generation document; a command line where a hook
+/// name goes gets the migration ([`COMMANDS_REFUSED`]) alone.
+fn not_a_generation(e: serde_json::Error) -> Refusal {
+    let text = e.to_string();
+    if text.starts_with(COMMANDS_REFUSED) {
+        return Refusal::malformed(COMMANDS_REFUSED.to_owned());
+    }
+    Refusal::malformed(format!("not a generation document: {text}"))
+}
+
+/// The batch, hooks (those of `defined` it names) and drift mode (if the request names
+/// one) of a request whose every path, mode, checksum and hook name the agent accepts.
 fn checked_generation(
     request: GenerationRequest,
+    defined: &BTreeMap<String, HookSpec>,
 ) -> Result<(Batch, Hooks, Option<DriftMode>), Refusal> {
     let mut files = std::collections::BTreeMap::new();
     for (path, file) in request.files {
@@ -357,17 +370,48 @@ fn checked_generation(
         expected_generation: request.expected_generation,
         files,
     };
-    let hooks = request.hooks.map(hooks_of).unwrap_or_default();
+    let hooks = agent_hooks(request.hooks.unwrap_or_default(), defined)?;
     Ok((batch, hooks, request.drift))
 }
 
-fn hooks_of(wire: WireHooks) -> Hooks {
-    Hooks {
-        check: wire.check,
-        reload: wire.reload,
+/// The hooks `wire` names, as `defined` (the agent's agent.toml) has them.
+fn agent_hooks(wire: WireHooks, defined: &BTreeMap<String, HookSpec>) -> Result<Hooks, Refusal> {
+    Ok(Hooks {
+        check: defined_hook(wire.check, "check", defined)?,
+        reload: defined_hook(wire.reload, "reload", defined)?,
         worker: wire.worker,
         ring: wire.ring,
         redact: wire.redact,
+    })
+}
+
+/// The command of the hook `name` of `defined`; an unknown name is refused (422).
+fn defined_hook(
+    name: Option<HookName>,
+    which: &str,
+    defined: &BTreeMap<String, HookSpec>,
+) -> Result<Option<WorkerHook>, Refusal> {
+    let Some(HookName(name)) = name else {
+        return Ok(None);
+    };
+    if let Some(problem) = hook_name_problem(&name) {
+        return Err(Refusal::refused(format!(
+            "`{which}` is not a hook name: it {problem}; nothing was written"
+        )));
+    }
+    match defined.get(&name) {
+        Some(spec) => Ok(Some(WorkerHook::Command(spec.clone()))),
+        None => {
+            let known: Vec<String> = defined.keys().map(|k| format!("`{k}`")).collect();
+            let known = if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            };
+            Err(Refusal::refused(format!(
+                "`{which}` names the hook `{name}`, which this agent's agent.toml does not define (it defines {known}): add [hooks.{name}] there or fix the worker group's `{which}`; nothing was written"
+            )))
+        }
     }
 }
 

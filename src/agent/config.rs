@@ -1,9 +1,17 @@
 //! `agent.toml`: raw keys → checked [`Settings`], every problem reported with its line.
+//!
+//! `[hooks.NAME]` tables are the only commands the agent runs: the daemon names one
+//! (`check`/`reload` of a worker group), never sends a command line.
 
 use crate::adapters::http_auth::is_loopback;
+use crate::adapters::link::http::wire::HOOK_TIMEOUT_MAX;
+use crate::model::desired::{HookSpec, hook_name_problem};
+use crate::pipeline::checks::DEFAULT_HOOK_TIMEOUT;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// The systemd credential holding the token when `token_file` is not set.
 pub const TOKEN_CREDENTIAL: &str = "agent-token";
@@ -36,6 +44,81 @@ pub struct FileConfig {
     /// Connection cap and client timeouts.
     #[serde(default)]
     pub http: crate::adapters::http_server::HttpConfig,
+    /// The hooks the daemon may name, by name.
+    #[serde(default)]
+    pub hooks: BTreeMap<HookKey, FileHook>,
+}
+
+/// The name of a `[hooks.NAME]` table, checked as it is read (so an error has its line).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
+pub struct HookKey(pub String);
+
+impl TryFrom<String> for HookKey {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        match hook_name_problem(&name) {
+            Some(problem) => Err(format!("hook name `{name}` {problem}")),
+            None => Ok(Self(name)),
+        }
+    }
+}
+
+/// One `[hooks.NAME]` table: what the agent runs when the daemon names it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHook {
+    /// Program and arguments, run without a shell.
+    pub command: HookCommand,
+    /// Time limit, e.g. `30s` (default 30s, at most [`HOOK_TIMEOUT_MAX`]).
+    #[serde(default)]
+    pub timeout: HookTimeout,
+}
+
+/// A hook's program and arguments: at least a program.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(try_from = "Vec<String>")]
+pub struct HookCommand(pub Vec<String>);
+
+impl TryFrom<Vec<String>> for HookCommand {
+    type Error = &'static str;
+
+    fn try_from(command: Vec<String>) -> Result<Self, &'static str> {
+        match command.first() {
+            Some(program) if !program.is_empty() => Ok(Self(command)),
+            _ => {
+                Err("a hook's `command` needs a program: a list like [\"/usr/sbin/nginx\", \"-t\"]")
+            }
+        }
+    }
+}
+
+/// A hook's time limit: a duration from 1 ms to [`HOOK_TIMEOUT_MAX`].
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(try_from = "String")]
+pub struct HookTimeout(pub Duration);
+
+impl Default for HookTimeout {
+    fn default() -> Self {
+        Self(DEFAULT_HOOK_TIMEOUT)
+    }
+}
+
+impl TryFrom<String> for HookTimeout {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        let timeout = humantime::parse_duration(&text)
+            .map_err(|e| format!("invalid duration `{text}`: {e} (e.g. `30s`, `2m`)"))?;
+        if timeout.is_zero() || timeout > HOOK_TIMEOUT_MAX {
+            return Err(format!(
+                "timeout `{text}` is out of range: from 1ms to {}",
+                humantime::format_duration(HOOK_TIMEOUT_MAX)
+            ));
+        }
+        Ok(Self(timeout))
+    }
 }
 
 /// How the agent serves: TLS, or plain HTTP on loopback.
@@ -67,6 +150,8 @@ pub struct Settings {
     pub body_limit: usize,
     /// Connection cap, client timeouts and stop grace of the HTTP server.
     pub http: crate::adapters::http_server::Limits,
+    /// The hooks the daemon may name, by name.
+    pub hooks: BTreeMap<String, HookSpec>,
 }
 
 /// Why `agent.toml` cannot be used.
@@ -146,7 +231,22 @@ pub fn check(path: &Path, file: FileConfig, base: &Path) -> Result<Settings, Age
             file.stop_grace
                 .unwrap_or(crate::adapters::http_server::DEFAULT_STOP_GRACE),
         ),
+        hooks: hooks_of(file.hooks),
     })
+}
+
+/// The hooks of the file as the hook runner takes them.
+fn hooks_of(hooks: BTreeMap<HookKey, FileHook>) -> BTreeMap<String, HookSpec> {
+    hooks
+        .into_iter()
+        .map(|(HookKey(name), hook)| {
+            let spec = HookSpec {
+                command: hook.command.0,
+                timeout: hook.timeout.0,
+            };
+            (name, spec)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -183,6 +283,54 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no TLS"), "{err}");
+    }
+
+    #[test]
+    fn hooks_are_read_by_name_and_each_problem_has_its_line() {
+        let head = "listen = \"127.0.0.1:0\"\ndir = \"w\"\nallow_plain_http = true\n";
+        let ok = settings(&format!(
+            "{head}[hooks.validate]\ncommand = [\"/usr/sbin/nginx\", \"-t\"]\ntimeout = \"10s\"\n[hooks.reload]\ncommand = [\"true\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            ok.hooks["validate"],
+            HookSpec {
+                command: vec!["/usr/sbin/nginx".into(), "-t".into()],
+                timeout: Duration::from_secs(10),
+            }
+        );
+        assert_eq!(ok.hooks["reload"].timeout, DEFAULT_HOOK_TIMEOUT);
+        let cases = [
+            (
+                "[hooks.validate]\ncommand = []\n",
+                "5:11",
+                "needs a program",
+            ),
+            (
+                "[hooks.validate]\ncommand = [\"x\"]\ntimeout = \"1h\"\n",
+                "6:11",
+                "out of range",
+            ),
+            (
+                "[hooks.validate]\ncommand = [\"x\"]\ntimeout = \"soon\"\n",
+                "6:11",
+                "invalid duration",
+            ),
+            ("[hooks.Validate]\ncommand = [\"x\"]\n", "4:8", "lowercase"),
+            (
+                "[hooks.validate]\ncommand = [\"x\"]\nshell = true\n",
+                "6:1",
+                "unknown field",
+            ),
+        ];
+        for (hooks, at, says) in cases {
+            let err = settings(&format!("{head}{hooks}")).unwrap_err().to_string();
+            let located = format!("/etc/ringops/agent.toml:{at}: ");
+            assert!(
+                err.starts_with(&located) && err.contains(says),
+                "{at} {says}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -33,7 +33,9 @@ pub fn run(config: Option<&Path>, args: &AgentArgs) -> Outcome {
         }
         Serving::Plain => None,
     };
-    let agent = Arc::new(Agent::new(settings.dir.clone(), token, settings.body_limit));
+    let agent = Agent::new(settings.dir.clone(), token, settings.body_limit)
+        .with_hooks(settings.hooks.clone());
+    let agent = Arc::new(agent);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -437,10 +437,10 @@ pub struct Placement {
     pub location: String,
     /// The group's check hook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub check: Option<crate::model::desired::HookSpec>,
+    pub check: Option<crate::model::desired::WorkerHook>,
     /// The group's reload hook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reload: Option<crate::model::desired::HookSpec>,
+    pub reload: Option<crate::model::desired::WorkerHook>,
     /// Paths of artifacts holding sensitive values: never shown, not even as a diff.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sensitive: Vec<String>,

@@ -93,16 +93,16 @@ pub struct WorkerState {
     /// Artifacts by worker-relative path.
     pub artifacts: BTreeMap<String, Artifact>,
     /// The group's `check` hook: run on the staged files before a switch.
-    pub check: Option<HookSpec>,
+    pub check: Option<WorkerHook>,
     /// The group's `reload` hook: run after a switch.
-    pub reload: Option<HookSpec>,
+    pub reload: Option<WorkerHook>,
 }
 
 impl WorkerState {
     /// Where the worker is reached and the hooks around its switch, as `(@name, value)`,
     /// only those set (a worker with neither fingerprints as before they counted).
     fn placement_lines(&self) -> Vec<(&'static str, String)> {
-        let hook = |h: &HookSpec| serde_json::to_string(h).unwrap_or_default();
+        let hook = |h: &WorkerHook| serde_json::to_string(h).unwrap_or_default();
         let mut lines = Vec::new();
         if let Some(target) = &self.target {
             lines.push(("@target", target.to_string()));
@@ -115,6 +115,41 @@ impl WorkerState {
         }
         lines
     }
+}
+
+/// What runs around one worker's switch: a command line ringops runs itself (a local
+/// worker), or the name of a hook the worker's agent defines in its `agent.toml` (a
+/// worker reached through an agent, which never runs a command it is sent).
+///
+/// Serialized untagged, so a command keeps the shape recorded before named hooks
+/// existed (`{"command": [...], "timeout_ms": N}`); a named hook is `{"hook": NAME}`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum WorkerHook {
+    /// A command line, run by ringops on a local worker.
+    Command(HookSpec),
+    /// A hook of the worker's agent, by name.
+    Named {
+        /// The name of a `[hooks.NAME]` table in the agent's `agent.toml`.
+        hook: String,
+    },
+}
+
+/// Why `name` cannot name an agent hook: it must be 1 to 63 lowercase letters, digits,
+/// `-` and `_`, starting with a letter.
+pub fn hook_name_problem(name: &str) -> Option<&'static str> {
+    let mut chars = name.chars();
+    if !chars.next().is_some_and(|c| c.is_ascii_lowercase()) {
+        return Some("must start with a lowercase letter");
+    }
+    if name.len() > 63 {
+        return Some("is longer than 63 characters");
+    }
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
+    if !chars.all(allowed) {
+        return Some("may hold only lowercase letters, digits, `-` and `_`");
+    }
+    None
 }
 
 /// A command a worker group runs around a switch.
@@ -231,22 +266,57 @@ mod tests {
             timeout: std::time::Duration::from_secs(5),
         };
         if let Some(w) = checked.workers.get_mut("w1") {
-            w.check = Some(hook.clone());
+            w.check = Some(WorkerHook::Command(hook.clone()));
         }
         let mut slower = checked.clone();
         if let Some(w) = slower.workers.get_mut("w1") {
-            w.check = Some(HookSpec {
+            w.check = Some(WorkerHook::Command(HookSpec {
                 timeout: std::time::Duration::from_secs(9),
                 ..hook.clone()
-            });
+            }));
         }
         let mut reloaded = state();
         if let Some(w) = reloaded.workers.get_mut("w1") {
-            w.reload = Some(hook);
+            w.reload = Some(WorkerHook::Command(hook));
         }
-        let all = [&plain, &moved, &checked, &slower, &reloaded].map(DesiredState::fingerprint);
+        let mut named = state();
+        if let Some(w) = named.workers.get_mut("w1") {
+            w.check = Some(WorkerHook::Named {
+                hook: "validate".into(),
+            });
+        }
+        let all =
+            [&plain, &moved, &checked, &slower, &reloaded, &named].map(DesiredState::fingerprint);
         let distinct: std::collections::BTreeSet<_> = all.iter().collect();
         assert_eq!(distinct.len(), all.len(), "{all:?}");
         assert_eq!(plain.fingerprint(), state().fingerprint());
+    }
+
+    #[test]
+    fn a_command_hook_keeps_its_recorded_shape_and_a_named_one_reads_back() {
+        let command = WorkerHook::Command(HookSpec {
+            command: vec!["nginx".into(), "-t".into()],
+            timeout: std::time::Duration::from_secs(5),
+        });
+        let json = serde_json::to_string(&command).expect("JSON");
+        assert_eq!(json, r#"{"command":["nginx","-t"],"timeout_ms":5000}"#);
+        let named = WorkerHook::Named {
+            hook: "validate".into(),
+        };
+        let json_named = serde_json::to_string(&named).expect("JSON");
+        assert_eq!(json_named, r#"{"hook":"validate"}"#);
+        for (hook, json) in [(command, json), (named, json_named)] {
+            assert_eq!(serde_json::from_str::<WorkerHook>(&json).ok(), Some(hook));
+        }
+    }
+
+    #[test]
+    fn hook_names_are_short_lowercase_words() {
+        for good in ["validate", "nginx-test", "reload_2"] {
+            assert_eq!(hook_name_problem(good), None, "{good}");
+        }
+        for bad in ["", "Validate", "2x", "a b", "a/b", &"x".repeat(64)] {
+            assert!(hook_name_problem(bad).is_some(), "{bad}");
+        }
     }
 }

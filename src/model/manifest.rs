@@ -230,10 +230,10 @@ pub struct WorkerGroupSpec {
     /// The workers, each in one ring.
     #[serde(default)]
     pub workers: Vec<Worker>,
-    /// Command run on staged files before a switch.
-    pub check: Option<Hook>,
-    /// Command run after a switch.
-    pub reload: Option<Hook>,
+    /// Run on staged files before a switch.
+    pub check: Option<Spanned<Hook>>,
+    /// Run after a switch.
+    pub reload: Option<Spanned<Hook>>,
 }
 
 /// One worker of a group.
@@ -253,13 +253,17 @@ pub struct Worker {
     pub target: Option<Spanned<String>>,
 }
 
-/// A command hook of a worker group.
-#[derive(Clone, Debug, Deserialize)]
+/// A hook of a worker group: a command line that ringops runs for local workers, the
+/// name of a hook that each agent worker's `agent.toml` defines, or both (a group
+/// with workers of each kind).
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Hook {
-    /// Program and arguments.
-    pub command: Spanned<Vec<String>>,
-    /// Time limit.
+    /// Program and arguments, for local workers.
+    pub command: Option<Spanned<Vec<String>>>,
+    /// The agent hook's name, for workers reached through an agent.
+    pub hook: Option<Spanned<String>>,
+    /// Time limit of `command` (a named hook's is set in `agent.toml`).
     pub timeout: Option<Spanned<String>>,
 }
 

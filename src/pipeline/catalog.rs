@@ -7,7 +7,8 @@
 
 use super::checks::{
     check_approvals, check_artifact_path, check_artifact_paths_apart, check_duration, check_hook,
-    check_name, check_params, check_target, check_template_source, check_window, ring_durations,
+    check_hook_reach, check_name, check_params, check_target, check_template_source, check_window,
+    ring_durations,
 };
 use super::load::Loaded;
 use super::module::check_module;
@@ -124,11 +125,13 @@ impl<'a> Catalog<'a> {
             self.groups.iter().map(|(k, v)| (*k, *v)).collect();
         let mut targets: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
         for (group, entry) in groups {
-            for hook in [&entry.spec.check, &entry.spec.reload]
-                .into_iter()
-                .flatten()
-            {
-                check_hook(entry.file(), hook, diags);
+            let hooks = [("check", &entry.spec.check), ("reload", &entry.spec.reload)];
+            for (which, hook) in hooks {
+                if let Some(hook) = hook {
+                    check_hook(entry.file(), hook, diags);
+                    let workers = &entry.spec.workers;
+                    check_hook_reach(entry.file(), (group, which), hook, workers, diags);
+                }
             }
             for worker in &entry.spec.workers {
                 check_name(entry.file(), &worker.name, "worker", diags);

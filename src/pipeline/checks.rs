@@ -87,18 +87,106 @@ pub fn check_window(file: &str, window: &crate::model::manifest::Window, diags: 
 /// Time limit of a hook that sets none.
 pub const DEFAULT_HOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Reports a hook with no program or a timeout that does not parse.
-pub fn check_hook(file: &str, hook: &crate::model::manifest::Hook, diags: &mut Diagnostics) {
-    if hook.command.value.first().is_none_or(|p| p.is_empty()) {
+/// Reports a hook that runs nothing, a command without a program, a hook name that is
+/// not one, or a `timeout` beside a named hook only (its timeout is the agent's).
+pub fn check_hook(
+    file: &str,
+    hook: &Spanned<crate::model::manifest::Hook>,
+    diags: &mut Diagnostics,
+) {
+    if hook.command.is_none() && hook.hook.is_none() {
         diags.error(
             file,
-            hook.command.at,
+            hook.at,
+            "invalid-hook",
+            "a hook needs `command` (run by ringops for local workers) or `hook` (the name of a hook the agents' agent.toml defines), or both",
+        );
+    }
+    if let Some(command) = &hook.command
+        && command.value.first().is_none_or(|p| p.is_empty())
+    {
+        diags.error(
+            file,
+            command.at,
             "invalid-hook",
             "a hook's `command` needs a program: a list like [\"nginx\", \"-t\"]",
         );
     }
-    if let Some(timeout) = &hook.timeout {
-        check_duration(file, timeout, diags);
+    if let Some(name) = &hook.hook
+        && let Some(problem) = crate::model::desired::hook_name_problem(&name.value)
+    {
+        diags.error(
+            file,
+            name.at,
+            "invalid-hook",
+            format!("hook name `{}` {problem}", name.value),
+        );
+    }
+    match (&hook.timeout, &hook.command) {
+        (Some(timeout), Some(_)) => check_duration(file, timeout, diags),
+        (Some(timeout), None) => diags.error(
+            file,
+            timeout.at,
+            "invalid-hook",
+            "`timeout` limits `command`; a named hook's timeout is set with it in the agent's agent.toml",
+        ),
+        (None, _) => {}
+    }
+}
+
+/// Reports a group hook (`which`: `check` or `reload`) that some of the group's workers
+/// cannot run: a command line alone while a worker is reached through an agent (an agent
+/// runs only the hooks its own agent.toml defines, never a command it is sent), or a
+/// hook name alone while a worker is a local folder (no agent.toml defines it there).
+pub fn check_hook_reach(
+    file: &str,
+    (group, which): (&str, &str),
+    hook: &Spanned<crate::model::manifest::Hook>,
+    workers: &[crate::model::manifest::Worker],
+    diags: &mut Diagnostics,
+) {
+    let (agents, local): (Vec<_>, Vec<_>) = workers.iter().partition(|w| {
+        w.target
+            .as_ref()
+            .and_then(|t| t.value.parse().ok())
+            .is_some_and(|t| matches!(t, crate::model::Target::Agent { .. }))
+    });
+    if let (Some(command), None, false) = (&hook.command, &hook.hook, agents.is_empty()) {
+        diags.error(
+            file,
+            command.at,
+            "hook-command-for-agent",
+            format!(
+                "`{which}` of group `{group}` is a command line, but {} reached through an agent, and an agent runs only the hooks its own agent.toml defines: move the command into each agent's agent.toml as `[hooks.NAME]` and name it here with `hook: NAME` (beside `command` while local workers keep it)",
+                some_workers(&agents)
+            ),
+        );
+    }
+    if let (None, Some(name), false) = (&hook.command, &hook.hook, local.is_empty()) {
+        diags.error(
+            file,
+            name.at,
+            "hook-name-for-local-worker",
+            format!(
+                "`{which}` of group `{group}` names the agent hook `{}`, but {} a local folder, where no agent defines it: add `command: [...]` for ringops to run there",
+                name.value,
+                some_workers(&local)
+            ),
+        );
+    }
+}
+
+/// "worker `a` is", "workers `a`, `b` and 3 more are": the first three by name.
+fn some_workers(workers: &[&crate::model::manifest::Worker]) -> String {
+    let names: Vec<String> = workers
+        .iter()
+        .take(3)
+        .map(|w| format!("`{}`", w.name.value))
+        .collect();
+    match workers.len() {
+        1 => format!("worker {} is", names.join("")),
+        n if n <= 3 => format!("workers {} are", names.join(", ")),
+        n => format!("workers {} and {} more are", names.join(", "), n - 3),
     }
 }
 
@@ -302,6 +390,32 @@ fn looked_for(manifest: &str, template: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hook_errors_name_a_few_workers_and_count_the_rest() {
+        let worker = |name: &str| crate::model::manifest::Worker {
+            name: Spanned::new(name.to_owned(), Pos::default()),
+            ring: Spanned::new("dev".to_owned(), Pos::default()),
+            address: None,
+            labels: BTreeMap::new(),
+            target: Some(Spanned::new(format!("https://{name}:7443"), Pos::default())),
+        };
+        let workers: Vec<_> = ["a", "b", "c", "d", "e"].map(worker).into();
+        let refs: Vec<_> = workers.iter().collect();
+        assert_eq!(some_workers(&refs[..1]), "worker `a` is");
+        assert_eq!(some_workers(&refs[..2]), "workers `a`, `b` are");
+        assert_eq!(some_workers(&refs), "workers `a`, `b`, `c` and 2 more are");
+        let hook = crate::model::manifest::Hook {
+            command: Some(Spanned::new(vec!["true".to_owned()], Pos::default())),
+            ..Default::default()
+        };
+        let mut diags = Diagnostics::default();
+        let hook = Spanned::new(hook, Pos::default());
+        check_hook_reach("g.yaml", ("core", "check"), &hook, &workers, &mut diags);
+        let found = diags.into_sorted();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].code, "hook-command-for-agent");
+    }
 
     #[test]
     fn names() {

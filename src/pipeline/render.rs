@@ -12,10 +12,9 @@ use super::expand::{Expanded, Job, args};
 use super::params::{self, Params, SecretSource};
 use super::place::{self, Slot};
 use super::template::{Origin, Templates, error_pos, plain_cause, render_cause};
-use crate::model::desired::HookSpec;
-use crate::model::manifest::{Hook, WorkerGroupSpec};
-use crate::model::manifest::{RingSpec, With};
-use crate::model::{Artifact, DesiredState, Diagnostics, WorkerState};
+use crate::model::desired::{HookSpec, WorkerHook};
+use crate::model::manifest::{Hook, RingSpec, With, WorkerGroupSpec};
+use crate::model::{Artifact, DesiredState, Diagnostics, Spanned, Target, WorkerState};
 use minijinja::value::Serde;
 use minijinja::{Template, Value, context};
 use rayon::prelude::*;
@@ -123,35 +122,46 @@ impl<'a> Renderer<'a> {
             .iter()
             .filter(|(_, w)| w.worker.ring.value == ring)
             .map(|(name, w)| {
+                let target: Option<Target> =
+                    w.worker.target.as_ref().and_then(|t| t.value.parse().ok());
+                let agent = matches!(target, Some(Target::Agent { .. }));
                 let state = WorkerState {
                     group: w.group.to_owned(),
                     address: w.worker.address.clone(),
-                    target: w.worker.target.as_ref().and_then(|t| t.value.parse().ok()),
+                    target,
                     artifacts: BTreeMap::new(),
-                    check: self.hook(w.group, |g| &g.check),
-                    reload: self.hook(w.group, |g| &g.reload),
+                    check: self.hook(w.group, agent, |g| &g.check),
+                    reload: self.hook(w.group, agent, |g| &g.reload),
                 };
                 ((*name).to_owned(), state)
             })
             .collect()
     }
 
-    /// A hook of `group` as the engine runs it (checked by the catalog).
+    /// A hook of `group` as the engine runs it on one worker (checked by the catalog):
+    /// the agent hook's name on a worker reached through an `agent`, else the command.
     fn hook(
         &self,
         group: &str,
-        which: impl Fn(&WorkerGroupSpec) -> &Option<Hook>,
-    ) -> Option<HookSpec> {
+        agent: bool,
+        which: impl Fn(&WorkerGroupSpec) -> &Option<Spanned<Hook>>,
+    ) -> Option<WorkerHook> {
         let hook = which(self.cat.groups.get(group)?.spec).as_ref()?;
+        if agent {
+            let name = hook.hook.as_ref()?;
+            return Some(WorkerHook::Named {
+                hook: name.value.clone(),
+            });
+        }
         let timeout = hook
             .timeout
             .as_ref()
             .and_then(|t| humantime::parse_duration(&t.value).ok())
             .unwrap_or(super::checks::DEFAULT_HOOK_TIMEOUT);
-        Some(HookSpec {
-            command: hook.command.value.clone(),
+        Some(WorkerHook::Command(HookSpec {
+            command: hook.command.as_ref()?.value.clone(),
             timeout,
-        })
+        }))
     }
 
     fn worker_values(&self, ring: &str) -> BTreeMap<&'a str, Value> {

@@ -24,6 +24,32 @@ pub const GROUPS: &str = "examples/fleet/groups.yaml";
 /// The example fleet's rings.
 pub const RINGS: &str = "examples/fleet/rings.yaml";
 
+/// `[hooks.*]` of the test agents: `validate` logs the check of a complete staged set
+/// (and fails while `{home}/fail-check` exists), `reload-jobs` logs the reload; both
+/// to `{home}/hooks.log`.
+pub const AGENT_HOOKS: &str = r#"
+[hooks.validate]
+command = ["sh", "-c", 'if test -e {home}/fail-check; then echo check refused by the test >&2; exit 1; fi; test -f "$RINGOPS_STAGED_DIR/invoices/archive.store/writer.ini" && echo "check $RINGOPS_WORKER $RINGOPS_RING" >> {home}/hooks.log']
+timeout = "10s"
+
+[hooks.reload-jobs]
+command = ["sh", "-c", 'echo "reload $RINGOPS_WORKER $RINGOPS_RING" >> {home}/hooks.log']
+"#;
+
+/// The edit giving the `core` group `check` and `reload` hooks: `named` adds the agent
+/// hooks' names beside command lines that would leave a file in `spy`.
+pub fn core_hooks(spy: &Path, named: bool) -> (&'static str, &'static str, String) {
+    let spy = spy.display();
+    let (check, reload) = match named {
+        true => (", hook: validate", ", hook: reload-jobs"),
+        false => ("", ""),
+    };
+    let hooks = format!(
+        "features: [disk]\n  check: {{command: [touch, {spy}/check]{check}}}\n  reload: {{command: [touch, {spy}/reload]{reload}}}"
+    );
+    (GROUPS, "features: [disk]", hooks)
+}
+
 /// The example fleet with its dev workers behind agents (by worker name), and a file
 /// holding the agents' token.
 pub struct AgentFleet {
@@ -36,10 +62,21 @@ impl AgentFleet {
     /// Dev workers behind agents over plain HTTP, or TLS with `tls` (certificate and key
     /// files); the rings file edited by `rings` (pairs of text to replace); committed.
     pub fn start(tls: Option<(&Path, &Path)>, rings: &[(&str, &str)]) -> AgentFleet {
+        let edits: Vec<(&str, &str, &str)> = rings.iter().map(|(f, t)| (RINGS, *f, *t)).collect();
+        AgentFleet::start_with(tls, &edits, "")
+    }
+
+    /// [`AgentFleet::start`] with `edits` (file, text, replacement) and `agent_toml`
+    /// added to each agent's configuration (`{home}` standing for the agent's home).
+    pub fn start_with(
+        tls: Option<(&Path, &Path)>,
+        edits: &[(&str, &str, &str)],
+        agent_toml: &str,
+    ) -> AgentFleet {
         let fleet = Fleet::new();
         let agents: BTreeMap<&str, Agent> = DEV_WORKERS
             .iter()
-            .map(|w| (*w, Agent::start(tls)))
+            .map(|w| (*w, Agent::start_with(tls, agent_toml)))
             .collect();
         for (worker, agent) in &agents {
             let from = format!("{{name: {worker}, ring: dev,");
@@ -49,8 +86,8 @@ impl AgentFleet {
             );
             fleet.repo.edit(GROUPS, &from, &to);
         }
-        for (from, to) in rings {
-            fleet.repo.edit(RINGS, from, to);
+        for (file, from, to) in edits {
+            fleet.repo.edit(file, from, to);
         }
         fleet.repo.commit("dev workers behind agents");
         let mut token_file = tempfile::NamedTempFile::new().expect("token file");
@@ -83,6 +120,12 @@ impl Agent {
     /// An agent on a free loopback port serving a new worker directory over plain HTTP,
     /// or over TLS with `tls` (certificate and key files).
     pub fn start(tls: Option<(&Path, &Path)>) -> Agent {
+        Agent::start_with(tls, "")
+    }
+
+    /// [`Agent::start`] with `extra` at the end of its `agent.toml` (`{home}` standing
+    /// for the agent's home), e.g. `[hooks.NAME]` tables.
+    pub fn start_with(tls: Option<(&Path, &Path)>, extra: &str) -> Agent {
         let home = tempfile::Builder::new()
             .prefix("ringops-test-agent-")
             .tempdir()
@@ -96,6 +139,8 @@ impl Agent {
             ),
             None => "allow_plain_http = true\n".to_owned(),
         };
+        let extra = extra.replace("{home}", &home.path().display().to_string());
+        let serving = format!("{serving}{extra}");
         std::fs::write(home.path().join("serving.toml"), serving).expect("serving");
         Agent::spawn(home, "127.0.0.1:0")
     }
@@ -233,6 +278,11 @@ impl Agent {
             .and_then(|s| s.parse().ok())
             .expect("a status");
         (status, body.to_owned())
+    }
+
+    /// What the test hooks of [`AGENT_HOOKS`] logged.
+    pub fn hooks_log(&self) -> String {
+        std::fs::read_to_string(self.home.path().join("hooks.log")).unwrap_or_default()
     }
 
     pub fn inventory(&self) -> Value {

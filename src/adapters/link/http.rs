@@ -17,6 +17,11 @@
 //! that stays away is the rollout's, up to its progress deadline). Every error names
 //! the agent and the cause: unreachable, 401, 409 (as a generation mismatch), 422, 5xx.
 //!
+//! Hooks travel by name only ([`wire::HookName`]): a switch given a command line for
+//! an agent is refused before anything is sent (an agent runs only the hooks its own
+//! `agent.toml` defines), and waits [`SWITCH_TIMEOUT`] plus
+//! [`wire::HOOK_TIMEOUT_MAX`] for each hook it names.
+//!
 //! A link may carry the ring's drift mode ([`HttpAgent::with_drift`]); it travels
 //! with each generation, and the agent then reverts (or only records) hot edits until
 //! the next one. Without it the agent keeps the mode it had.
@@ -28,6 +33,7 @@ use crate::adapters::backoff::Backoff;
 use crate::adapters::worker_dir::{
     Applied, Batch, Inventory, LINK_ON_PATH, ManagedEntry, OnDisk, WorkerDirError,
 };
+use crate::model::desired::WorkerHook;
 use crate::model::manifest::DriftMode;
 use base64::Engine as _;
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -37,7 +43,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use wire::{
     AppliedDoc, CloneRequest, DriftMode as WireDrift, ErrorDoc, ErrorKind, GenerationRequest,
-    InventoryDoc, WireFile, WireHooks, WireOnDisk,
+    HOOK_TIMEOUT_MAX, HookName, InventoryDoc, WireFile, WireHooks, WireOnDisk,
 };
 
 /// The variable naming the file that holds the agent token.
@@ -432,8 +438,40 @@ fn wire_drift(mode: DriftMode) -> WireDrift {
     }
 }
 
+/// The name of an agent hook, or the refusal of a command line: an agent runs only
+/// the hooks its own agent.toml defines, so no command is ever sent to one.
+fn hook_name(
+    target: &str,
+    hook: Option<WorkerHook>,
+    which: &str,
+) -> Result<Option<HookName>, LinkError> {
+    match hook {
+        None => Ok(None),
+        Some(WorkerHook::Named { hook }) => Ok(Some(HookName(hook))),
+        Some(WorkerHook::Command(spec)) => Err(LinkError::Refused(format!(
+            "`{which}` is the command line `{}`, but agent {target} runs no command it is sent: define it as [hooks.NAME] in the agent's agent.toml and name it in the worker group (`{which}: {{hook: NAME}}`); nothing was sent",
+            spec.command.join(" ")
+        ))),
+    }
+}
+
+/// The wire form of hooks for the agent at `target`: names only.
+fn wire_hooks(target: &str, hooks: Hooks) -> Result<WireHooks, LinkError> {
+    Ok(WireHooks {
+        check: hook_name(target, hooks.check, "check")?,
+        reload: hook_name(target, hooks.reload, "reload")?,
+        worker: hooks.worker,
+        ring: hooks.ring,
+        redact: hooks.redact,
+    })
+}
+
 /// The wire form of a batch, its hooks and the drift mode (if the link has one).
-fn generation_request(batch: Batch, hooks: Hooks, drift: Option<DriftMode>) -> GenerationRequest {
+fn generation_request(
+    batch: Batch,
+    hooks: WireHooks,
+    drift: Option<DriftMode>,
+) -> GenerationRequest {
     let engine = base64::engine::general_purpose::STANDARD;
     let files = batch
         .files
@@ -451,13 +489,7 @@ fn generation_request(batch: Batch, hooks: Hooks, drift: Option<DriftMode>) -> G
         deployment: batch.deployment,
         expected_generation: batch.expected_generation,
         files,
-        hooks: Some(WireHooks {
-            check: hooks.check,
-            reload: hooks.reload,
-            worker: hooks.worker,
-            ring: hooks.ring,
-            redact: hooks.redact,
-        }),
+        hooks: Some(hooks),
         drift: drift.map(wire_drift),
     }
 }
@@ -487,11 +519,9 @@ impl Link for HttpAgent {
 
     async fn switch(&self, batch: Batch, hooks: Hooks) -> Result<Applied, SwitchError> {
         let expected = batch.expected_generation;
-        let hooks_time: Duration = [&hooks.check, &hooks.reload]
-            .into_iter()
-            .flatten()
-            .map(|h| h.timeout)
-            .sum();
+        let hooks = wire_hooks(&self.base, hooks).map_err(SwitchError::NotSwitched)?;
+        let named = [&hooks.check, &hooks.reload].into_iter().flatten().count();
+        let hooks_time = HOOK_TIMEOUT_MAX * u32::try_from(named).unwrap_or(2);
         let body = generation_request(batch, hooks, self.drift);
         let response = self
             .send(|| {

@@ -4,7 +4,7 @@
 use super::{Hooks, Link, LinkError, SwitchError};
 use crate::adapters::hooks::HookRun;
 use crate::adapters::worker_dir::{Applied, Batch, Inventory, OnDisk, RESERVED, WorkerDir};
-use crate::model::desired::HookSpec;
+use crate::model::desired::{HookSpec, WorkerHook};
 use crate::pipeline::checks::artifact_path_problem;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -54,9 +54,12 @@ impl Link for LocalDir {
     }
 
     async fn switch(&self, batch: Batch, hooks: Hooks) -> Result<Applied, SwitchError> {
+        let check = command_of(hooks.check.as_ref(), "check").map_err(SwitchError::NotSwitched)?;
+        let reload =
+            command_of(hooks.reload.as_ref(), "reload").map_err(SwitchError::NotSwitched)?;
         let root = self.root().to_owned();
         let batch = std::sync::Arc::new(batch);
-        if let Some(check) = &hooks.check {
+        if let Some(check) = check {
             let files = std::sync::Arc::clone(&batch);
             let staged = blocking(move || stage_for_check(&root, &files))
                 .await
@@ -70,7 +73,7 @@ impl Link for LocalDir {
             .await
             .map_err(SwitchError::NotSwitched)?;
         let changed = !applied.written.is_empty() || !applied.removed.is_empty();
-        if let Some(reload) = hooks.reload.as_ref().filter(|_| changed) {
+        if let Some(reload) = reload.filter(|_| changed) {
             run_hook(reload, "reload", &hooks, self.root(), None)
                 .await
                 .map_err(SwitchError::ReloadFailed)?;
@@ -82,6 +85,21 @@ impl Link for LocalDir {
         let dir = self.dir.clone();
         let (from, to) = (from.to_owned(), to.to_owned());
         blocking(move || clone_file(&dir, &from, &to)).await
+    }
+}
+
+/// The command of a hook, refusing a named one: only an agent's agent.toml defines
+/// those, and a local folder has none.
+fn command_of<'h>(
+    hook: Option<&'h WorkerHook>,
+    which: &str,
+) -> Result<Option<&'h HookSpec>, LinkError> {
+    match hook {
+        None => Ok(None),
+        Some(WorkerHook::Command(spec)) => Ok(Some(spec)),
+        Some(WorkerHook::Named { hook }) => Err(LinkError::Refused(format!(
+            "`{which}` names the agent hook `{hook}`, but this worker is a local folder, where no agent defines it: give the group's `{which}` a `command` for ringops to run here"
+        ))),
     }
 }
 

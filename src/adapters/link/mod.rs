@@ -18,7 +18,7 @@ pub use local::LocalDir;
 
 use crate::adapters::worker_dir::{Applied, Batch, Inventory, WorkerDirError};
 use crate::model::Target;
-use crate::model::desired::HookSpec;
+use crate::model::desired::WorkerHook;
 use crate::model::manifest::DriftMode;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -97,10 +97,11 @@ impl LinkError {
 /// What a switch runs around it, and what it tells the hooks.
 #[derive(Clone, Debug, Default)]
 pub struct Hooks {
-    /// Run on the complete new file set, staged, before the switch.
-    pub check: Option<HookSpec>,
-    /// Run after the switch.
-    pub reload: Option<HookSpec>,
+    /// Run on the complete new file set, staged, before the switch: a command for a
+    /// local directory, a name for an agent (each link refuses the other kind).
+    pub check: Option<WorkerHook>,
+    /// Run after the switch, as `check`.
+    pub reload: Option<WorkerHook>,
     /// The worker's name, given to hooks as `RINGOPS_WORKER`.
     pub worker: String,
     /// The ring, given as `RINGOPS_RING`.

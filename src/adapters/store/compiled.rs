@@ -9,7 +9,7 @@
 //! unreadable file is a miss. Only the [`KEEP`] most recently used entries are kept.
 
 use crate::model::DesiredState;
-use crate::model::desired::{Artifact, HookSpec, WorkerState};
+use crate::model::desired::{Artifact, WorkerHook, WorkerState};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -205,7 +205,7 @@ impl Encoder {
         }
     }
 
-    fn hook(&mut self, hook: Option<&HookSpec>) {
+    fn hook(&mut self, hook: Option<&WorkerHook>) {
         let json = hook.and_then(|h| serde_json::to_string(h).ok());
         self.opt(json.as_deref());
     }
@@ -300,7 +300,7 @@ impl Decoder<'_> {
         }
     }
 
-    fn hook(&mut self) -> Option<Option<HookSpec>> {
+    fn hook(&mut self) -> Option<Option<WorkerHook>> {
         match self.opt()? {
             Some(json) => serde_json::from_str(&json).ok().map(Some),
             None => Some(None),
@@ -350,11 +350,13 @@ mod tests {
             address: Some("10.0.0.1".to_owned()),
             target: None,
             artifacts: BTreeMap::from([("wf/job/a.conf".to_owned(), artifact)]),
-            check: Some(HookSpec {
+            check: Some(WorkerHook::Command(crate::model::desired::HookSpec {
                 command: vec!["true".to_owned()],
                 timeout: std::time::Duration::from_millis(1500),
+            })),
+            reload: Some(WorkerHook::Named {
+                hook: "reload-jobs".to_owned(),
             }),
-            reload: None,
         };
         Cached {
             secret_names: vec!["token".to_owned()],

@@ -28,9 +28,15 @@ struct Running {
 
 impl Running {
     async fn start(body_limit: usize) -> Running {
+        Running::start_with(body_limit, BTreeMap::new()).await
+    }
+
+    /// An agent whose agent.toml defines `hooks`.
+    async fn start_with(body_limit: usize, hooks: BTreeMap<String, HookSpec>) -> Running {
         let dir = tempfile::tempdir().expect("temp dir");
         let token = Secret::new(TOKEN).expect("token");
-        let agent = Arc::new(Agent::new(dir.path().join("w"), token, body_limit));
+        let agent = Agent::new(dir.path().join("w"), token, body_limit).with_hooks(hooks);
+        let agent = Arc::new(agent);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -128,6 +134,80 @@ async fn a_generation_is_switched_and_read_back_through_the_link() {
         .await
         .expect("cloned");
     assert!(agent.root().join("wf/job/b.ini").is_file());
+}
+
+/// A hook of the agent's agent.toml running `script` with `sh -c`.
+fn sh(script: &str) -> HookSpec {
+    HookSpec {
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        timeout: Duration::from_secs(5),
+    }
+}
+
+#[tokio::test]
+async fn the_link_sends_hook_names_only_and_the_agent_runs_its_own_command() {
+    let spy = tempfile::tempdir().expect("spy");
+    let ran = spy.path().join("ran");
+    let script = format!(
+        "echo \"$RINGOPS_WORKER $RINGOPS_RING\" >> {}",
+        ran.display()
+    );
+    let hooks = BTreeMap::from([("reload-jobs".to_owned(), sh(&script))]);
+    let agent = Running::start_with(1 << 20, hooks).await;
+    let link = agent.link(TOKEN);
+    let pwned = spy.path().join("pwned");
+    let command = Hooks {
+        reload: Some(WorkerHook::Command(sh(&format!(
+            "touch {}",
+            pwned.display()
+        )))),
+        ..Hooks::default()
+    };
+    let files = [("wf/job/a.ini", "a=1\n")];
+    let refused = within(
+        "a switch with a command",
+        link.switch(batch("d1", Some(0), &files), command),
+    )
+    .await
+    .expect_err("a command is never sent");
+    assert!(
+        matches!(&refused, SwitchError::NotSwitched(LinkError::Refused(m)) if m.contains("[hooks.NAME]")),
+        "{refused:?}"
+    );
+    let named = Hooks {
+        reload: Some(WorkerHook::Named {
+            hook: "reload-jobs".into(),
+        }),
+        worker: "w1".into(),
+        ring: "dev".into(),
+        ..Hooks::default()
+    };
+    let local = agent
+        .agent
+        .dir()
+        .switch(batch("d1", Some(0), &files), named.clone());
+    let refused = within("a local switch with a name", local)
+        .await
+        .expect_err("a folder has no named hooks");
+    assert!(
+        matches!(refused, SwitchError::NotSwitched(LinkError::Refused(_))),
+        "{refused:?}"
+    );
+    assert!(
+        !agent.root().join("wf").exists() && !pwned.exists(),
+        "nothing written or run"
+    );
+    within(
+        "a switch naming a hook",
+        link.switch(batch("d1", Some(0), &files), named),
+    )
+    .await
+    .expect("switched");
+    assert_eq!(
+        std::fs::read_to_string(&ran).expect("the hook ran"),
+        "w1 dev\n"
+    );
+    assert!(agent.root().join("wf/job/a.ini").is_file());
 }
 
 #[tokio::test]

@@ -12,11 +12,16 @@
 //!
 //! Every request carries `Authorization: Bearer <token>` (401 otherwise). Errors are
 //! [`ErrorDoc`]s whose `kind` tells the client what happened without parsing messages.
+//!
+//! No field carries a command: a generation names the hooks to run ([`HookName`]), and
+//! the agent runs only those its own `agent.toml` defines. A command line where a name
+//! goes (as ringops sent before hooks were named) is refused with [`COMMANDS_REFUSED`].
 
 use crate::adapters::worker_dir::ManagedFile;
-use crate::model::desired::HookSpec;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
 
 /// The protocol version every document carries.
 pub const FORMAT_VERSION: u32 = 1;
@@ -44,16 +49,57 @@ pub struct WireFile {
     pub mode: u32,
 }
 
-/// What runs around the switch, as the local link runs it.
+/// The longest timeout `agent.toml` may give a hook: a check and a reload together
+/// stay within the agent's own request limit, and the daemon waits as long for them.
+pub const HOOK_TIMEOUT_MAX: Duration = Duration::from_secs(240);
+
+/// Why a generation carrying a command line is refused (400): the migration, in short.
+pub const COMMANDS_REFUSED: &str = "this generation gives a hook as a command line, and an agent runs no command it is sent: define it in the agent's agent.toml as [hooks.NAME] (command, timeout) and name it in the worker group (`check: {hook: NAME}`); see the README, \"Remote workers: the agent\"";
+
+/// The name of a hook the agent's `agent.toml` defines (`[hooks.NAME]`). Read only
+/// from a JSON string: anything else (a command) is refused with [`COMMANDS_REFUSED`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct HookName(pub String);
+
+impl<'de> Deserialize<'de> for HookName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(HookNameVisitor)
+    }
+}
+
+struct HookNameVisitor;
+
+impl<'de> serde::de::Visitor<'de> for HookNameVisitor {
+    type Value = HookName;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the name of a hook the agent's agent.toml defines")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<HookName, E> {
+        Ok(HookName(name.to_owned()))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<HookName, A::Error> {
+        Err(serde::de::Error::custom(COMMANDS_REFUSED))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<HookName, A::Error> {
+        Err(serde::de::Error::custom(COMMANDS_REFUSED))
+    }
+}
+
+/// Which of the agent's hooks run around the switch, and what they are told.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WireHooks {
-    /// Run on the staged set before the switch.
+    /// The agent hook run on the staged set before the switch.
     #[serde(default)]
-    pub check: Option<HookSpec>,
-    /// Run after the switch.
+    pub check: Option<HookName>,
+    /// The agent hook run after the switch.
     #[serde(default)]
-    pub reload: Option<HookSpec>,
+    pub reload: Option<HookName>,
     /// The worker's name (`RINGOPS_WORKER`).
     #[serde(default)]
     pub worker: String,
@@ -86,7 +132,7 @@ pub struct GenerationRequest {
     pub expected_generation: Option<u64>,
     /// Every file the worker should hold, by `<workflow>/<job>/<file>`.
     pub files: BTreeMap<String, WireFile>,
-    /// Hooks to run around the switch.
+    /// The agent's hooks to run around the switch, by name.
     #[serde(default)]
     pub hooks: Option<WireHooks>,
     /// What the agent does about hot edits until the next generation (default revert).
@@ -197,7 +243,7 @@ pub enum ErrorKind {
     Malformed,
     /// The body is over the limit (413).
     TooLarge,
-    /// A path, mode or checksum was refused; nothing was written (422).
+    /// A path, mode, checksum or hook name was refused; nothing was written (422).
     Refused,
     /// The check hook failed; nothing was switched (422).
     CheckFailed,
