@@ -143,7 +143,9 @@ fn the_example_configuration_documents_every_key() {
     for key in keys {
         let set = |l: &str| {
             let l = l.trim_start_matches('#');
-            l.starts_with(&format!("{key} =")) || l == format!("[[{key}]]")
+            l.starts_with(&format!("{key} ="))
+                || l == format!("[[{key}]]")
+                || l.starts_with(&format!("[{key}]"))
         };
         assert!(text.lines().any(set), "{EXAMPLE} does not show `{key}`");
     }

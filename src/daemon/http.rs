@@ -212,6 +212,9 @@ async fn time_limit(request: Request, next: Next) -> Response {
 async fn hook(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let service = &state.service;
     let metrics = &service.metrics;
+    // Read (or drain) first, whatever the answer: closing on an unread body resets the
+    // connection under the answer.
+    let body = hook_body(body).await;
     let Some(secret) = &service.webhook_secret else {
         let message = "the webhook is off: no webhook secret is configured";
         return refuse(
@@ -221,7 +224,7 @@ async fn hook(State(state): State<AppState>, headers: HeaderMap, body: Body) -> 
             message,
         );
     };
-    let body = match hook_body(body).await {
+    let body = match body {
         Ok(body) => body,
         Err(refusal) => {
             return refuse(metrics, refusal.result, refusal.status, &refusal.message);
