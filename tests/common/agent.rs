@@ -217,18 +217,9 @@ impl Agent {
     /// Waits (at most `within`) for the agent to exit.
     #[track_caller]
     pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the agent did not exit within {within:?}\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let log = self.home.path().join("stderr");
+        let stderr = || std::fs::read_to_string(&log).unwrap_or_default();
+        super::wait_for_exit(&mut self.child, within, "the agent", stderr)
     }
 
     /// Starts the killed agent again on the same port.

@@ -199,18 +199,8 @@ impl Daemon {
     /// Waits (at most `within`) for the daemon to exit.
     #[track_caller]
     pub fn wait_exit(&self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.borrow_mut().try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the daemon did not exit within {within:?}\n--- stderr\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let mut child = self.child.borrow_mut();
+        super::wait_for_exit(&mut child, within, "the daemon", || self.stderr())
     }
 
     pub fn get(&self, path: &str) -> Response {

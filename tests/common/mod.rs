@@ -27,6 +27,29 @@ pub fn in_ci() -> bool {
         .is_ok_and(|v| !matches!(v.to_ascii_lowercase().as_str(), "" | "0" | "false"))
 }
 
+/// Waits (at most `within`) for `child` to exit; past that, fails naming `who` and
+/// showing its `stderr`.
+#[track_caller]
+pub fn wait_for_exit(
+    child: &mut Child,
+    within: Duration,
+    who: &str,
+    stderr: impl Fn() -> String,
+) -> ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{who} did not exit within {within:?}\n--- stderr\n{}",
+            stderr()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Whether `cmd` (a name looked up in `PATH`, or a path with a `/`) is installed, for a
 /// test that needs it. When it is not: under CI this panics naming the Debian `package`
 /// to install; elsewhere it prints a skip note and returns false, and the test returns
