@@ -31,11 +31,27 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+/// How the agent knows a request comes from the daemon (or the CLI).
+#[derive(Clone, Debug)]
+pub enum Auth {
+    /// `Authorization: Bearer <token>` on every request.
+    Token(Secret),
+    /// The TLS handshake verified the client's certificate (mutual TLS, `client_ca`):
+    /// only for a server whose TLS configuration requires one, as `ringops agent` does.
+    ClientCertificate,
+}
+
+impl From<Secret> for Auth {
+    fn from(token: Secret) -> Self {
+        Auth::Token(token)
+    }
+}
+
 /// One worker directory served over HTTP, and what the agent remembers about it.
 #[derive(Debug)]
 pub struct Agent {
     dir: LocalDir,
-    token: Secret,
+    auth: Auth,
     body_limit: usize,
     /// The hooks of `agent.toml`, by name: the only commands the agent runs.
     hooks: BTreeMap<String, HookSpec>,
@@ -58,10 +74,11 @@ struct Status {
 }
 
 impl Agent {
-    /// An agent over the worker directory `dir`, answering only `token`, taking bodies
+    /// An agent over the worker directory `dir`, answering only clients that `auth`
+    /// admits (a token, or a certificate verified by TLS), taking bodies
     /// of at most `body_limit` bytes, remembering the last generation it applied there
     /// before a restart (see [`memory`]; an unreadable memory is logged and ignored).
-    pub fn new(dir: PathBuf, token: Secret, body_limit: usize) -> Self {
+    pub fn new(dir: PathBuf, auth: impl Into<Auth>, body_limit: usize) -> Self {
         let mut status = Status::default();
         match memory::load(&dir) {
             Ok(Some(remembered)) => {
@@ -82,7 +99,7 @@ impl Agent {
         }
         Self {
             dir: LocalDir::new(dir),
-            token,
+            auth: auth.into(),
             body_limit,
             hooks: BTreeMap::new(),
             switching: tokio::sync::Mutex::new(()),

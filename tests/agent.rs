@@ -6,6 +6,10 @@
 //! Agents run only the hooks their agent.toml defines, named by the worker group: a
 //! command line is refused at compile time and over the wire, an unknown name too,
 //! with nothing written and nothing run.
+//! Over mutual TLS (certificates made by the README's `openssl` steps), another agent's
+//! files (its key and certificate, the CA certificates, the old token) open no agent,
+//! the daemon's client certificate deploys, and a revoked agent is refused by name with
+//! nothing written.
 //! Every wait is bounded and names what it waited for; agents are killed when a test
 //! ends, however it ends.
 
@@ -625,4 +629,97 @@ fn the_agent_unit_verifies_reads_its_token_credential_and_stays_hardened() {
     }
     let overall = run.stdout.lines().last().unwrap_or_default();
     assert_eq!(run.code, 0, "exposure above 1.1: {overall}");
+}
+
+/// The dev agents over mutual TLS, each serving web-1's certificate (all on
+/// 127.0.0.1) and taking clients with a certificate from the CAs of `client_ca`.
+fn mutual_tls_fleet(pki: &common::pki::Pki, client_ca: &Path) -> AgentFleet {
+    let (cert, key) = pki.server("web-1");
+    let toml = format!("client_ca = \"{}\"\n", client_ca.display());
+    AgentFleet::start_with(Some((&cert, &key)), &[], &toml)
+}
+
+/// `ringops apply` of ring dev with the fleet's client environment.
+fn apply_mtls(remote: &AgentFleet) -> common::Run {
+    output(&mut remote.command(&["apply", "--ring", "dev", "--yes"]))
+}
+
+#[test]
+fn the_readme_s_openssl_steps_make_both_cas_the_certificates_and_a_crl_that_revokes() {
+    use common::pki::verifies;
+    let Some(pki) = common::pki::Pki::new() else {
+        return;
+    };
+    let (agent_ca, daemon_ca) = (pki.path("agent-ca.pem"), pki.path("daemon-ca.pem"));
+    let crl = pki.path("agent-crl.pem");
+    for agent in ["web-1.pem", "web-2.pem"] {
+        assert!(verifies(&agent_ca, &pki.path(agent), Some(&crl)), "{agent}");
+        assert!(!verifies(&daemon_ca, &pki.path(agent), None), "{agent}");
+    }
+    assert!(verifies(&daemon_ca, &pki.path("daemon-client.pem"), None));
+    pki.run_step(1);
+    assert!(!verifies(&agent_ca, &pki.path("web-2.pem"), Some(&crl)));
+    assert!(verifies(&agent_ca, &pki.path("web-1.pem"), Some(&crl)));
+}
+
+#[test]
+fn with_mutual_tls_the_daemon_s_certificate_deploys_and_another_agent_s_files_open_none() {
+    let Some(pki) = common::pki::Pki::new() else {
+        return;
+    };
+    let mut remote = mutual_tls_fleet(&pki, &pki.path("daemon-ca.pem"));
+    // Agent web-2's host, taken: its key and certificate, both CA certificates, and
+    // the fleet token of before (still sent by `command`).
+    let stolen = [
+        pki.daemon_env("web-2", false),
+        vec![("RINGOPS_AGENT_CA_FILE", pki.path("agent-ca.pem"))],
+    ];
+    for env in stolen {
+        remote.client_env = env;
+        let run = apply_mtls(&remote);
+        assert_eq!(run.code, 1, "{run:?}");
+        assert!(
+            run.stderr
+                .contains("refused by TLS: it refused this host's client certificate"),
+            "{}",
+            run.stderr
+        );
+        for (worker, agent) in &remote.agents {
+            assert!(worker_files(&agent.dir()).is_empty(), "{worker} written");
+        }
+    }
+    remote.client_env = pki.daemon_env("daemon-client", true);
+    apply_mtls(&remote).expect(0);
+    for (worker, agent) in &remote.agents {
+        assert!(!worker_files(&agent.dir()).is_empty(), "{worker} deployed");
+    }
+}
+
+#[test]
+fn a_revoked_agent_is_refused_before_anything_is_sent_naming_it() {
+    let Some(pki) = common::pki::Pki::new() else {
+        return;
+    };
+    let mut remote = mutual_tls_fleet(&pki, &pki.path("daemon-ca.pem"));
+    let revoked = remote.agents.get_mut("edge-dev-1").expect("edge-dev-1");
+    let (cert, key) = pki.server("web-2");
+    let serving = format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"\nclient_ca = \"{}\"\n",
+        cert.display(),
+        key.display(),
+        pki.path("daemon-ca.pem").display()
+    );
+    std::fs::write(revoked.home.path().join("serving.toml"), serving).expect("serving");
+    revoked.kill();
+    revoked.restart();
+    let target = revoked.target();
+    pki.run_step(1);
+    remote.client_env = pki.daemon_env("daemon-client", true);
+    let run = apply_mtls(&remote);
+    assert_eq!(run.code, 1, "{run:?}");
+    let says = format!("agent {target} refused by TLS: its certificate is revoked");
+    assert!(run.stderr.contains(&says), "{}", run.stderr);
+    for (worker, agent) in &remote.agents {
+        assert!(worker_files(&agent.dir()).is_empty(), "{worker} written");
+    }
 }

@@ -5,13 +5,17 @@
 //! deadline fails (and reverts) the rollout, shows as unreachable in `status` and the
 //! metrics, and is brought back to the Active deployment by reconcile when it returns;
 //! a `drift: report` ring's agents record hot edits and leave them; a group naming
-//! its agents' hooks gets them run around every switch the daemon makes. Every wait is
+//! its agents' hooks gets them run around every switch the daemon makes. Over mutual
+//! TLS, agents trusting an old and a new daemon CA take deployments from a daemon
+//! showing either, and the daemon fails a deployment at a revoked agent, naming it,
+//! with nothing sent to it. Every wait is
 //! bounded and names what it waited for; every process is killed when a test ends.
 
 mod common;
 
 use common::agent::{AGENT_HOOKS, Agent, AgentFleet, DEV_WORKERS, RINGS, core_hooks};
 use common::daemon::Daemon;
+use common::pki::Pki;
 use common::{files_under, worker_files};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -428,5 +432,99 @@ fn the_daemon_deploys_to_agents_whose_group_names_hooks_and_they_run_there() {
     assert!(
         files_under(spy.path()).is_empty(),
         "the group's command lines ran nowhere"
+    );
+}
+
+/// The dev agents over mutual TLS with web-1's certificate (all on 127.0.0.1), taking
+/// daemon certificates from the CAs in `client_ca`; the daemon's client environment
+/// presenting `client` of `pki`.
+fn mutual_tls_fleet(pki: &Pki, client_ca: &std::path::Path) -> AgentFleet {
+    let (cert, key) = pki.server("web-1");
+    let toml = format!("client_ca = \"{}\"\n", client_ca.display());
+    let mut remote = AgentFleet::start_with(Some((&cert, &key)), &[], &toml);
+    remote.client_env = pki.daemon_env("daemon-client", true);
+    remote
+}
+
+/// Whether some file of `worker`'s agent holds `text`.
+fn agent_holds(remote: &AgentFleet, worker: &str, text: &str) -> bool {
+    worker_files(&remote.agents[worker].dir())
+        .values()
+        .any(|content| String::from_utf8_lossy(content).contains(text))
+}
+
+#[test]
+fn agents_trusting_an_old_and_a_new_daemon_ca_take_deployments_across_the_switch() {
+    let (Some(old), Some(new)) = (Pki::new(), Pki::new()) else {
+        return;
+    };
+    let both = old.path("daemon-cas.pem");
+    common::pki::bundle(
+        &both,
+        &[old.path("daemon-ca.pem"), new.path("daemon-ca.pem")],
+    );
+    let mut remote = mutual_tls_fleet(&old, &both);
+    let daemon = remote.daemon();
+    remote.wait_state(&daemon, "d-000001", "Active");
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_exit(Duration::from_secs(30));
+    // The daemon now presents a certificate of the new daemon CA.
+    let mut env = old.daemon_env("daemon-client", true);
+    env.retain(|(name, _)| !name.starts_with("RINGOPS_AGENT_CLIENT"));
+    env.extend(
+        new.daemon_env("daemon-client", false)
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("RINGOPS_AGENT_CLIENT")),
+    );
+    // And trusts the agent CAs new and old, the old one second.
+    let agent_cas = new.path("agent-cas.pem");
+    common::pki::bundle(
+        &agent_cas,
+        &[new.path("agent-ca.pem"), old.path("agent-ca.pem")],
+    );
+    env.retain(|(name, _)| *name != "RINGOPS_AGENT_CA_FILE");
+    env.push(("RINGOPS_AGENT_CA_FILE", agent_cas));
+    remote.client_env = env;
+    let daemon = remote.daemon();
+    remote.change_log_level("trace");
+    remote.wait_state(&daemon, "d-000002", "Active");
+    for worker in DEV_WORKERS {
+        assert!(agent_holds(&remote, worker, "trace"), "{worker}");
+    }
+}
+
+#[test]
+fn the_daemon_refuses_a_revoked_agent_naming_it_and_sends_it_nothing() {
+    let Some(pki) = Pki::new() else {
+        return;
+    };
+    let mut remote = mutual_tls_fleet(&pki, &pki.path("daemon-ca.pem"));
+    let revoked = remote.agent("edge-dev-1");
+    let (cert, key) = pki.server("web-2");
+    let serving = format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"\nclient_ca = \"{}\"\n",
+        cert.display(),
+        key.display(),
+        pki.path("daemon-ca.pem").display()
+    );
+    std::fs::write(revoked.home.path().join("serving.toml"), serving).expect("serving");
+    revoked.kill();
+    revoked.restart();
+    let target = revoked.target();
+    pki.run_step(1);
+    let daemon = remote.daemon();
+    let says = format!("agent {target} refused by TLS: its certificate is revoked");
+    daemon.wait_until("the daemon to refuse the revoked agent", || {
+        daemon.stderr().contains(&says)
+    });
+    remote.wait_state(&daemon, "d-000001", "Failed");
+    let status = remote.run(&["status", "--ring", "dev"]).stdout;
+    assert!(
+        status.contains(&format!("worker edge-dev-1: {says}")),
+        "{status}"
+    );
+    assert!(
+        worker_files(&remote.agents["edge-dev-1"].dir()).is_empty(),
+        "nothing reached the revoked agent"
     );
 }

@@ -84,9 +84,17 @@ fn the_unit_sets_what_the_daemon_relies_on() {
     let filters = values(&unit, "SystemCallFilter");
     assert_eq!(filters.first(), Some(&"@system-service"), "{filters:?}");
     // The credential IDs are the names `ringops daemon` looks for in
-    // $CREDENTIALS_DIRECTORY when ringops.toml names no file.
+    // $CREDENTIALS_DIRECTORY when ringops.toml (or a RINGOPS_AGENT_* variable) names no
+    // file.
     let credentials = values(&unit, "LoadCredential");
-    for id in ["webhook-secret", "api-token"] {
+    let agents = [
+        "agent-ca",
+        "agent-crl",
+        "agent-client-cert",
+        "agent-client-key",
+        "agent-token",
+    ];
+    for id in ["webhook-secret", "api-token"].into_iter().chain(agents) {
         assert!(
             credentials.iter().any(|c| c.starts_with(&format!("{id}:"))),
             "no LoadCredential={id}:... in {credentials:?}"

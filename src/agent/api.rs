@@ -1,7 +1,8 @@
 //! The agent's HTTP service: [`router`] over an [`Agent`], and [`serve`].
 //!
 //! Every route needs `Authorization: Bearer <token>`, compared in constant time (401
-//! otherwise, before any body is read). `PUT /v1/generation` takes at most the
+//! otherwise, before any body is read), unless the agent is [`Auth::ClientCertificate`]:
+//! then its TLS handshake already refused a client without a verified certificate. `PUT /v1/generation` takes at most the
 //! configured body size (413), then checks every path and checksum itself (400 for a
 //! malformed document, 422 for a refused path, mode or checksum), whatever the worker
 //! directory would check again, and only then switches through [`LocalDir`]: all or
@@ -10,7 +11,7 @@
 //! line where a name goes is refused (400, [`COMMANDS_REFUSED`]), nothing written
 //! either way. 5xx answers carry a generic message; the cause goes to the log.
 
-use super::Agent;
+use super::{Agent, Auth};
 use crate::adapters::http_server::{self, Limits};
 use crate::adapters::link::http::wire::{
     AppliedDoc, COMMANDS_REFUSED, CloneRequest, DriftMode, ErrorDoc, ErrorKind, FORMAT_VERSION,
@@ -122,9 +123,12 @@ fn internal(what: &str, e: &dyn std::fmt::Display) -> Response {
     )
 }
 
-/// Refuses any request without the agent's token.
+/// Refuses any request without the agent's token (with mutual TLS, the handshake did).
 async fn require_token(State(agent): State<AppState>, request: Request, next: Next) -> Response {
-    if !crate::adapters::http_auth::presents(request.headers(), &agent.token) {
+    let Auth::Token(token) = &agent.auth else {
+        return next.run(request).await;
+    };
+    if !crate::adapters::http_auth::presents(request.headers(), token) {
         tracing::warn!(path = %request.uri().path(), "request refused: missing or wrong token");
         return crate::adapters::http_auth::challenge(error(
             StatusCode::UNAUTHORIZED,

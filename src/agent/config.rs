@@ -33,6 +33,11 @@ pub struct FileConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for TLS.
     pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates (one or more) that a client's certificate must chain to:
+    /// mutual TLS, replacing the token.
+    pub client_ca: Option<PathBuf>,
+    /// PEM certificate revocation lists for the client certificates (needs `client_ca`).
+    pub client_crl: Option<PathBuf>,
     /// Serve plain HTTP; accepted only for a loopback `listen` (tests).
     #[serde(default)]
     pub allow_plain_http: bool,
@@ -130,9 +135,20 @@ pub enum Serving {
         cert: PathBuf,
         /// PEM private key.
         key: PathBuf,
+        /// Mutual TLS: the client certificates accepted, instead of a token.
+        clients: Option<ClientAuth>,
     },
     /// Plain HTTP (loopback only).
     Plain,
+}
+
+/// The client certificates a mutual-TLS agent accepts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientAuth {
+    /// PEM CA certificates; a client certificate must chain to one of them.
+    pub ca: PathBuf,
+    /// PEM revocation lists, when set.
+    pub crl: Option<PathBuf>,
 }
 
 /// Checked settings.
@@ -195,28 +211,19 @@ pub fn check(path: &Path, file: FileConfig, base: &Path) -> Result<Settings, Age
         ))
     })?;
     let rebase = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
-    let serving = match (file.tls_cert, file.tls_key) {
-        (Some(cert), Some(key)) => Serving::Tls {
-            cert: rebase(cert),
-            key: rebase(key),
-        },
-        (Some(_), None) | (None, Some(_)) => {
-            return Err(unusable(
-                "tls_cert and tls_key go together: set both".to_owned(),
-            ));
+    let serving = serving(&file, listen, rebase).map_err(unusable)?;
+    if matches!(
+        &serving,
+        Serving::Tls {
+            clients: Some(_),
+            ..
         }
-        (None, None) if file.allow_plain_http && is_loopback(&listen) => Serving::Plain,
-        (None, None) if file.allow_plain_http => {
-            return Err(unusable(format!(
-                "allow_plain_http is accepted only on a loopback address, not {listen}: set tls_cert and tls_key"
-            )));
-        }
-        (None, None) => {
-            return Err(unusable(
-                "no TLS: set tls_cert and tls_key (or allow_plain_http = true on a loopback listen, for tests)".to_owned(),
-            ));
-        }
-    };
+    ) && file.token_file.is_some()
+    {
+        return Err(unusable(
+            "client_ca replaces the token: remove token_file (with mutual TLS the agent holds no shared secret)".to_owned(),
+        ));
+    }
     let body_limit = file.body_limit_mb.unwrap_or(DEFAULT_BODY_LIMIT_MB);
     if body_limit == 0 {
         return Err(unusable("body_limit_mb must be at least 1".to_owned()));
@@ -233,6 +240,42 @@ pub fn check(path: &Path, file: FileConfig, base: &Path) -> Result<Settings, Age
         ),
         hooks: hooks_of(file.hooks),
     })
+}
+
+/// TLS (mutual with `client_ca`) or plain HTTP on loopback, or why neither.
+fn serving(
+    file: &FileConfig,
+    listen: SocketAddr,
+    rebase: impl Fn(PathBuf) -> PathBuf,
+) -> Result<Serving, String> {
+    let clients = match (&file.client_ca, &file.client_crl) {
+        (Some(ca), crl) => Some(ClientAuth {
+            ca: rebase(ca.clone()),
+            crl: crl.clone().map(&rebase),
+        }),
+        (None, Some(_)) => return Err("client_crl needs client_ca".to_owned()),
+        (None, None) => None,
+    };
+    match (&file.tls_cert, &file.tls_key) {
+        (Some(cert), Some(key)) => Ok(Serving::Tls {
+            cert: rebase(cert.clone()),
+            key: rebase(key.clone()),
+            clients,
+        }),
+        (Some(_), None) | (None, Some(_)) => {
+            Err("tls_cert and tls_key go together: set both".to_owned())
+        }
+        (None, None) if clients.is_some() => {
+            Err("client_ca needs TLS: set tls_cert and tls_key".to_owned())
+        }
+        (None, None) if file.allow_plain_http && is_loopback(&listen) => Ok(Serving::Plain),
+        (None, None) if file.allow_plain_http => Err(format!(
+            "allow_plain_http is accepted only on a loopback address, not {listen}: set tls_cert and tls_key"
+        )),
+        (None, None) => Err(
+            "no TLS: set tls_cert and tls_key (or allow_plain_http = true on a loopback listen, for tests)".to_owned(),
+        ),
+    }
 }
 
 /// The hooks of the file as the hook runner takes them.
@@ -283,6 +326,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no TLS"), "{err}");
+    }
+
+    #[test]
+    fn client_ca_is_mutual_tls_without_a_token() {
+        let head = "listen = \"0.0.0.0:7443\"\ndir = \"w\"\n";
+        let tls = "tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n";
+        let ok = settings(&format!(
+            "{head}{tls}client_ca = \"daemon-ca.pem\"\nclient_crl = \"/crl.pem\"\n"
+        ))
+        .unwrap();
+        let clients = ClientAuth {
+            ca: PathBuf::from("/etc/ringops/daemon-ca.pem"),
+            crl: Some(PathBuf::from("/crl.pem")),
+        };
+        assert!(
+            matches!(&ok.serving, Serving::Tls { clients: Some(c), .. } if *c == clients),
+            "{:?}",
+            ok.serving
+        );
+        let refused = [
+            format!("{head}{tls}client_ca = \"ca.pem\"\ntoken_file = \"token\"\n"),
+            format!("{head}{tls}client_crl = \"crl.pem\"\n"),
+            "listen = \"127.0.0.1:0\"\ndir = \"w\"\nallow_plain_http = true\nclient_ca = \"ca.pem\"\n".to_owned(),
+        ];
+        let said: Vec<String> = refused
+            .iter()
+            .map(|text| settings(text).unwrap_err().to_string())
+            .collect();
+        insta::assert_snapshot!("client-ca-refusals", said.join("\n"));
     }
 
     #[test]
@@ -347,7 +419,8 @@ mod tests {
             ok.serving,
             Serving::Tls {
                 cert: "/etc/ringops/c.pem".into(),
-                key: "/etc/ringops/k.pem".into()
+                key: "/etc/ringops/k.pem".into(),
+                clients: None,
             }
         );
     }

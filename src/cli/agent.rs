@@ -5,7 +5,7 @@ use super::daemon::{LogFormat, init_logging};
 use super::{Failure, Outcome};
 use crate::adapters::http_auth::{Secret, read_secret};
 use crate::agent::config::{self, Serving, Settings, TOKEN_CREDENTIAL};
-use crate::agent::{Agent, api, heal, tls};
+use crate::agent::{Agent, Auth, api, heal, tls};
 use clap::Args;
 use std::path::Path;
 use std::process::ExitCode;
@@ -22,18 +22,23 @@ pub struct AgentArgs {
 /// Runs the agent until SIGTERM or SIGINT.
 pub fn run(config: Option<&Path>, args: &AgentArgs) -> Outcome {
     let path = config.ok_or_else(|| {
-        Failure::user("ringops agent needs --config <agent.toml> (listen, dir, token_file, tls_cert, tls_key)")
+        Failure::user("ringops agent needs --config <agent.toml> (listen, dir, tls_cert, tls_key, client_ca or token_file)")
     })?;
     let settings = config::load(path).map_err(|e| Failure::User(e.into()))?;
     init_logging(args.log_format);
-    let token = token(&settings)?;
-    let tls = match &settings.serving {
-        Serving::Tls { cert, key } => {
-            Some(tls::server_config(cert, key).map_err(|e| Failure::User(e.into()))?)
+    let (auth, tls) = match &settings.serving {
+        Serving::Tls { cert, key, clients } => {
+            let config = tls::server_config(cert, key, clients.as_ref())
+                .map_err(|e| Failure::User(e.into()))?;
+            let auth = match clients {
+                Some(_) => Auth::ClientCertificate,
+                None => Auth::Token(token(&settings)?),
+            };
+            (auth, Some(config))
         }
-        Serving::Plain => None,
+        Serving::Plain => (Auth::Token(token(&settings)?), None),
     };
-    let agent = Agent::new(settings.dir.clone(), token, settings.body_limit)
+    let agent = Agent::new(settings.dir.clone(), auth, settings.body_limit)
         .with_hooks(settings.hooks.clone());
     let agent = Arc::new(agent);
     let runtime = tokio::runtime::Builder::new_multi_thread()

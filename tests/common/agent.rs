@@ -56,6 +56,8 @@ pub struct AgentFleet {
     pub fleet: Fleet,
     pub agents: BTreeMap<&'static str, Agent>,
     pub token_file: tempfile::NamedTempFile,
+    /// More environment for `ringops` (e.g. a client certificate for mutual TLS).
+    pub client_env: Vec<(&'static str, PathBuf)>,
 }
 
 impl AgentFleet {
@@ -96,6 +98,7 @@ impl AgentFleet {
             fleet,
             agents,
             token_file,
+            client_env: Vec::new(),
         }
     }
 
@@ -103,6 +106,7 @@ impl AgentFleet {
     pub fn command(&self, args: &[&str]) -> std::process::Command {
         let mut cmd = self.fleet.command(args);
         cmd.env("RINGOPS_AGENT_TOKEN_FILE", self.token_file.path());
+        cmd.envs(self.client_env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 }
@@ -160,8 +164,12 @@ impl Agent {
     /// A `ringops agent` process for `home`, logging to `home/stderr`.
     fn child(home: &Path, listen: &str) -> Child {
         let serving = std::fs::read_to_string(home.join("serving.toml")).expect("serving");
-        let config =
-            format!("listen = \"{listen}\"\ndir = \"worker\"\ntoken_file = \"token\"\n{serving}");
+        // With mutual TLS an agent holds no token (and refuses one).
+        let token = match serving.contains("client_ca") {
+            true => "",
+            false => "token_file = \"token\"\n",
+        };
+        let config = format!("listen = \"{listen}\"\ndir = \"worker\"\n{token}{serving}");
         std::fs::write(home.join("agent.toml"), config).expect("config");
         let log = std::fs::File::create(home.join("stderr")).expect("log");
         ringops_in(home)

@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod daemon;
 pub mod flood;
+pub mod pki;
 pub mod promotion;
 
 use std::collections::BTreeMap;

@@ -2,12 +2,16 @@
 //! loopback, for tests) is a `ringops agent` reached with reqwest over the protocol of
 //! [`wire`].
 //!
+//! Agents are authenticated by their TLS certificates and authenticate this host by
+//! its client certificate (mutual TLS) or the fleet's token, or both while a fleet
+//! moves from one to the other: what the client trusts and presents is [`client`]'s.
 //! The agent token is read when the link is made, from the file named by
 //! `RINGOPS_AGENT_TOKEN_FILE`, else the systemd credential `agent-token`
-//! (`$CREDENTIALS_DIRECTORY/agent-token`); one token for every agent of the fleet. It
-//! is sent only in the `Authorization` header (marked sensitive) and never appears in
-//! an error or a log line. `RINGOPS_AGENT_CA_FILE` names a PEM certificate that is then
-//! the only root trusted for agents (a private CA); without it the platform's roots are.
+//! (`$CREDENTIALS_DIRECTORY/agent-token`); one token for every agent of the fleet,
+//! needed only without a client certificate. It is sent only in the `Authorization`
+//! header (marked sensitive) and never appears in an error or a log line. A request
+//! that TLS refuses (an untrusted or revoked agent, or an agent refusing this host's
+//! certificate) fails at once as [`AgentError::Tls`], never tried again.
 //!
 //! Connections time out after [`CONNECT_TIMEOUT`]; reads after [`READ_TIMEOUT`]; a
 //! switch after [`SWITCH_TIMEOUT`] plus its hooks' timeouts. Every request is tried
@@ -26,7 +30,12 @@
 //! with each generation, and the agent then reverts (or only records) hot edits until
 //! the next one. Without it the agent keeps the mode it had.
 
+pub mod client;
 pub mod wire;
+
+pub use client::{
+    CA_FILE_ENV, CLIENT_CERT_FILE_ENV, CLIENT_KEY_FILE_ENV, CONNECT_TIMEOUT, CRL_FILE_ENV,
+};
 
 use super::{Hooks, Link, LinkError, SwitchError};
 use crate::adapters::backoff::Backoff;
@@ -39,7 +48,7 @@ use base64::Engine as _;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use wire::{
     AppliedDoc, CloneRequest, DriftMode as WireDrift, ErrorDoc, ErrorKind, GenerationRequest,
@@ -50,11 +59,6 @@ use wire::{
 pub const TOKEN_FILE_ENV: &str = "RINGOPS_AGENT_TOKEN_FILE";
 /// The systemd credential holding the agent token when the variable is not set.
 pub const TOKEN_CREDENTIAL: &str = "agent-token";
-/// The variable naming a PEM certificate, the only root trusted for agents when set.
-pub const CA_FILE_ENV: &str = "RINGOPS_AGENT_CA_FILE";
-
-/// How long connecting to an agent may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a read (inventory, file, health) may take.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a switch may take, besides its hooks' own timeouts.
@@ -82,6 +86,14 @@ pub enum AgentError {
         target: String,
         /// The connection's failure.
         cause: String,
+    },
+    /// TLS refused the agent, or the agent refused this host; nothing reached it.
+    #[error("agent {target} refused by TLS: {problem}; the request did not reach the agent")]
+    Tls {
+        /// The agent's URL.
+        target: String,
+        /// What TLS refused, and where to look.
+        problem: String,
     },
     /// The agent refused the token.
     #[error(
@@ -119,6 +131,7 @@ impl AgentError {
         matches!(
             self,
             AgentError::NoToken { .. }
+                | AgentError::Tls { .. }
                 | AgentError::Unauthorized { .. }
                 | AgentError::Refused { .. }
         )
@@ -180,26 +193,34 @@ impl HttpAgent {
         target.starts_with("https://") || target.starts_with("http://")
     }
 
-    /// A request to `path` with the token, or why there is none.
+    /// A request to `path` with the token (optional when this host presents a client
+    /// certificate), or why it cannot be sent.
     fn request(&self, method: Method, path: &str) -> Result<RequestBuilder, AgentError> {
-        let token = self.token.as_ref().map_err(|problem| AgentError::NoToken {
-            target: self.base.clone(),
-            problem: problem.clone(),
-        })?;
-        let client = client().map_err(|problem| AgentError::Failed {
+        let client = client::client().map_err(|problem| AgentError::Failed {
             target: self.base.clone(),
             status: 0,
             message: problem,
         })?;
+        let request = client.http.request(method, format!("{}{path}", self.base));
+        let token = match (&self.token, client.identity) {
+            (Ok(token), _) => token,
+            (Err(_), true) => return Ok(request),
+            (Err(problem), false) => {
+                return Err(AgentError::NoToken {
+                    target: self.base.clone(),
+                    problem: format!(
+                        "{problem} (or present a client certificate: {CLIENT_CERT_FILE_ENV}, {CLIENT_KEY_FILE_ENV})"
+                    ),
+                });
+            }
+        };
         let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.0))
             .map_err(|_| AgentError::NoToken {
                 target: self.base.clone(),
                 problem: "the token holds characters a header cannot carry".to_owned(),
             })?;
         value.set_sensitive(true);
-        Ok(client
-            .request(method, format!("{}{path}", self.base))
-            .header(reqwest::header::AUTHORIZATION, value))
+        Ok(request.header(reqwest::header::AUTHORIZATION, value))
     }
 
     /// Sends a read, trying again when it could not connect.
@@ -231,7 +252,7 @@ impl HttpAgent {
                 Ok(response) => return Ok(response),
                 Err(e) => e,
             };
-            let wait = if error.is_connect() {
+            let wait = if error.is_connect() && client::tls_problem(&error).is_none() {
                 waits.next()
             } else {
                 None
@@ -245,7 +266,14 @@ impl HttpAgent {
         }
     }
 
+    /// The error `e` stands for: refused by TLS, else unreachable.
     fn unreachable(&self, e: &reqwest::Error) -> AgentError {
+        if let Some(problem) = client::tls_problem(e) {
+            return AgentError::Tls {
+                target: self.base.clone(),
+                problem,
+            };
+        }
         AgentError::Unreachable {
             target: self.base.clone(),
             cause: crate::adapters::causes(e),
@@ -360,34 +388,6 @@ fn read_token() -> Result<Token, String> {
         return Err(format!("{} is empty", path.display()));
     }
     Ok(Token(token.into()))
-}
-
-/// The client every agent link shares (one connection pool).
-fn client() -> Result<reqwest::Client, String> {
-    static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
-    CLIENT.get_or_init(build_client).clone()
-}
-
-fn build_client() -> Result<reqwest::Client, String> {
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .pool_idle_timeout(Duration::from_secs(30));
-    if let Some(path) = std::env::var_os(CA_FILE_ENV) {
-        let path = PathBuf::from(path);
-        let pem = std::fs::read(&path)
-            .map_err(|e| format!("cannot read {CA_FILE_ENV} {}: {e}", path.display()))?;
-        let ca = reqwest::Certificate::from_pem(&pem).map_err(|e| {
-            format!(
-                "{CA_FILE_ENV} {}: {}",
-                path.display(),
-                crate::adapters::causes(&e)
-            )
-        })?;
-        builder = builder.tls_certs_only([ca]);
-    }
-    builder
-        .build()
-        .map_err(|e| format!("cannot set up HTTPS: {}", crate::adapters::causes(&e)))
 }
 
 /// What an agent's inventory says, as a local directory's would.
