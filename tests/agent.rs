@@ -631,14 +631,6 @@ fn the_agent_unit_verifies_reads_its_token_credential_and_stays_hardened() {
     assert_eq!(run.code, 0, "exposure above 1.1: {overall}");
 }
 
-/// The dev agents over mutual TLS, each serving web-1's certificate (all on
-/// 127.0.0.1) and taking clients with a certificate from the CAs of `client_ca`.
-fn mutual_tls_fleet(pki: &common::pki::Pki, client_ca: &Path) -> AgentFleet {
-    let (cert, key) = pki.server("web-1");
-    let toml = format!("client_ca = \"{}\"\n", client_ca.display());
-    AgentFleet::start_with(Some((&cert, &key)), &[], &toml)
-}
-
 /// `ringops apply` of ring dev with the fleet's client environment.
 fn apply_mtls(remote: &AgentFleet) -> common::Run {
     output(&mut remote.command(&["apply", "--ring", "dev", "--yes"]))
@@ -667,7 +659,7 @@ fn with_mutual_tls_the_daemon_s_certificate_deploys_and_another_agent_s_files_op
     let Some(pki) = common::pki::Pki::new() else {
         return;
     };
-    let mut remote = mutual_tls_fleet(&pki, &pki.path("daemon-ca.pem"));
+    let mut remote = pki.fleet(&pki.path("daemon-ca.pem"));
     // Agent web-2's host, taken: its key and certificate, both CA certificates, and
     // the fleet token of before (still sent by `command`).
     let stolen = [
@@ -700,20 +692,9 @@ fn a_revoked_agent_is_refused_before_anything_is_sent_naming_it() {
     let Some(pki) = common::pki::Pki::new() else {
         return;
     };
-    let mut remote = mutual_tls_fleet(&pki, &pki.path("daemon-ca.pem"));
+    let mut remote = pki.fleet(&pki.path("daemon-ca.pem"));
     let revoked = remote.agents.get_mut("edge-dev-1").expect("edge-dev-1");
-    let (cert, key) = pki.server("web-2");
-    let serving = format!(
-        "tls_cert = \"{}\"\ntls_key = \"{}\"\nclient_ca = \"{}\"\n",
-        cert.display(),
-        key.display(),
-        pki.path("daemon-ca.pem").display()
-    );
-    std::fs::write(revoked.home.path().join("serving.toml"), serving).expect("serving");
-    revoked.kill();
-    revoked.restart();
-    let target = revoked.target();
-    pki.run_step(1);
+    let target = pki.serve_revoked(revoked);
     remote.client_env = pki.daemon_env("daemon-client", true);
     let run = apply_mtls(&remote);
     assert_eq!(run.code, 1, "{run:?}");

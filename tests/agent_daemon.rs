@@ -439,9 +439,7 @@ fn the_daemon_deploys_to_agents_whose_group_names_hooks_and_they_run_there() {
 /// daemon certificates from the CAs in `client_ca`; the daemon's client environment
 /// presenting `client` of `pki`.
 fn mutual_tls_fleet(pki: &Pki, client_ca: &std::path::Path) -> AgentFleet {
-    let (cert, key) = pki.server("web-1");
-    let toml = format!("client_ca = \"{}\"\n", client_ca.display());
-    let mut remote = AgentFleet::start_with(Some((&cert, &key)), &[], &toml);
+    let mut remote = pki.fleet(client_ca);
     remote.client_env = pki.daemon_env("daemon-client", true);
     remote
 }
@@ -499,19 +497,7 @@ fn the_daemon_refuses_a_revoked_agent_naming_it_and_sends_it_nothing() {
         return;
     };
     let mut remote = mutual_tls_fleet(&pki, &pki.path("daemon-ca.pem"));
-    let revoked = remote.agent("edge-dev-1");
-    let (cert, key) = pki.server("web-2");
-    let serving = format!(
-        "tls_cert = \"{}\"\ntls_key = \"{}\"\nclient_ca = \"{}\"\n",
-        cert.display(),
-        key.display(),
-        pki.path("daemon-ca.pem").display()
-    );
-    std::fs::write(revoked.home.path().join("serving.toml"), serving).expect("serving");
-    revoked.kill();
-    revoked.restart();
-    let target = revoked.target();
-    pki.run_step(1);
+    let target = pki.serve_revoked(remote.agent("edge-dev-1"));
     let daemon = remote.daemon();
     let says = format!("agent {target} refused by TLS: its certificate is revoked");
     daemon.wait_until("the daemon to refuse the revoked agent", || {

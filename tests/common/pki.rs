@@ -2,6 +2,7 @@
 //! `<!-- openssl-steps -->`), made by running those exact steps with `sh` in a
 //! temporary folder, the example agents' addresses replaced by 127.0.0.1.
 
+use super::agent::{Agent, AgentFleet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -15,6 +16,31 @@ pub struct Pki {
 }
 
 impl Pki {
+    /// The dev agents over mutual TLS, each serving web-1's certificate (all on
+    /// 127.0.0.1) and taking clients with a certificate from the CAs of `client_ca`.
+    pub fn fleet(&self, client_ca: &Path) -> AgentFleet {
+        let (cert, key) = self.server("web-1");
+        let toml = format!("client_ca = \"{}\"\n", client_ca.display());
+        AgentFleet::start_with(Some((&cert, &key)), &[], &toml)
+    }
+
+    /// Restarts `agent` serving web-2's certificate and runs the README's step that
+    /// revokes it; the agent's target.
+    pub fn serve_revoked(&self, agent: &mut Agent) -> String {
+        let (cert, key) = self.server("web-2");
+        let serving = format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"\nclient_ca = \"{}\"\n",
+            cert.display(),
+            key.display(),
+            self.path("daemon-ca.pem").display()
+        );
+        std::fs::write(agent.home.path().join("serving.toml"), serving).expect("serving");
+        agent.kill();
+        agent.restart();
+        self.run_step(1);
+        agent.target()
+    }
+
     /// Runs the README's first block; `None` without `openssl` (a skip note; under CI
     /// a failure).
     pub fn new() -> Option<Pki> {
