@@ -110,37 +110,12 @@ pub fn slots<'a>(
     }
     let candidates = candidates(pool, job);
     if candidates.is_empty() {
-        let selector = if placement.selector.is_empty() {
-            ""
-        } else {
-            " matching the selector"
-        };
-        diags.error(
-            file,
-            placement.group.at,
-            "no-workers",
-            format!(
-                "step `{}` is placed on group `{group}`, which has no workers{selector} in ring `{ring}`",
-                job.name
-            ),
-        );
+        no_workers(job, ring, diags);
         return None;
     }
     let replicas = placement.replicas.as_ref().map(|r| r.value);
     if replicas == Some(0) {
-        let at = placement
-            .replicas
-            .as_ref()
-            .map_or(placement.group.at, |r| r.at);
-        diags.error(
-            file,
-            at,
-            "replicas",
-            format!(
-                "step `{}` asks for 0 replicas; use at least 1, or remove the step",
-                job.name
-            ),
-        );
+        zero_replicas(job, diags);
         return None;
     }
     let slots = if check_only {
@@ -153,6 +128,42 @@ pub fn slots<'a>(
         too_few_workers(job, ring, candidates.len(), diags);
     }
     slots
+}
+
+/// Reports a job whose group has no (matching) workers in `ring`.
+fn no_workers(job: &Job<'_>, ring: &str, diags: &mut Diagnostics) {
+    let placement = job.placement;
+    let selector = match placement.selector.is_empty() {
+        true => "",
+        false => " matching the selector",
+    };
+    diags.error(
+        job.placement_file,
+        placement.group.at,
+        "no-workers",
+        format!(
+            "step `{}` is placed on group `{}`, which has no workers{selector} in ring `{ring}`",
+            job.name, placement.group.value
+        ),
+    );
+}
+
+/// Reports a job that asks for 0 replicas.
+fn zero_replicas(job: &Job<'_>, diags: &mut Diagnostics) {
+    let placement = job.placement;
+    let at = placement
+        .replicas
+        .as_ref()
+        .map_or(placement.group.at, |r| r.at);
+    diags.error(
+        job.placement_file,
+        at,
+        "replicas",
+        format!(
+            "step `{}` asks for 0 replicas; use at least 1, or remove the step",
+            job.name
+        ),
+    );
 }
 
 /// The workers of the job's group in the ring that match its selector, by name.

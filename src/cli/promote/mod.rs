@@ -121,14 +121,14 @@ pub fn promote(ctx: &Context, args: &PromoteArgs) -> Outcome {
     let (plan, _) = plan_against_workers(ctx, &bundle, &desired, head)?;
     emit(&report::text::render(&plan, true))?;
     refuse_unreachable(&plan)?;
-    if runs_already(&store, &args.ring, &source.commit, &plan)? {
+    let active = store.active(&args.ring).map_err(internal)?;
+    if runs_already(active.as_ref(), &source.commit, &plan) {
         emit(&format!(
             "Nothing to promote: ring {} already runs this.\n",
             args.ring
         ))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let active = store.active(&args.ring).map_err(internal)?;
     let unchanged = engine::deploy::changes_nothing(active.as_ref(), &plan.fingerprint, &plan);
     let new = new_deployment(args, &source, &source_ring, &plan, emergency.as_deref());
     let mut deployment = intake::queue(&mut store, &new, emergency.is_some()).map_err(internal)?;
@@ -144,11 +144,8 @@ pub fn promote(ctx: &Context, args: &PromoteArgs) -> Outcome {
 /// Whether the ring's Active deployment already is `commit` with the plan's
 /// fingerprint. (A new commit that changes nothing here is still promoted: recorded as
 /// changing nothing, it carries the commit on to the next ring.)
-fn runs_already(store: &Store, ring: &str, commit: &str, plan: &Plan) -> Result<bool, Failure> {
-    Ok(store
-        .active(ring)
-        .map_err(internal)?
-        .is_some_and(|a| a.commit == commit && a.fingerprint == plan.fingerprint))
+fn runs_already(active: Option<&Deployment>, commit: &str, plan: &Plan) -> bool {
+    active.is_some_and(|a| a.commit == commit && a.fingerprint == plan.fingerprint)
 }
 
 /// The deployment promoting `source` into the ring, by the `emergency` approver when

@@ -5,8 +5,14 @@
 use super::*;
 use std::os::unix::fs::symlink;
 
-#[test]
-fn a_symlinked_job_folder_is_never_followed() {
+/// A worker with `outside/job.yaml` ("precious") and `wf/a` a link to `outside`;
+/// the outside folder's snapshot.
+fn linked_job_folder() -> (
+    TempDir,
+    WorkerDir,
+    std::path::PathBuf,
+    BTreeMap<String, String>,
+) {
     let (tmp, dir) = setup();
     let outside = tmp.path().join("outside");
     fs::create_dir(&outside).unwrap();
@@ -14,6 +20,18 @@ fn a_symlinked_job_folder_is_never_followed() {
     fs::create_dir_all(dir.root().join("wf")).unwrap();
     symlink(&outside, dir.root().join("wf/a")).unwrap();
     let before = snapshot(&outside);
+    (tmp, dir, outside, before)
+}
+
+/// Replaces job folder `wf/a` with a link to `outside`.
+fn link_over_job_folder(dir: &WorkerDir, outside: &Path) {
+    fs::remove_dir_all(dir.root().join("wf/a")).unwrap();
+    symlink(outside, dir.root().join("wf/a")).unwrap();
+}
+
+#[test]
+fn a_symlinked_job_folder_is_never_followed() {
+    let (_tmp, dir, outside, before) = linked_job_folder();
     let err = dir
         .apply(&batch("d1", &[("wf/a/job.yaml", "x\n")]))
         .unwrap_err();
@@ -24,18 +42,18 @@ fn a_symlinked_job_folder_is_never_followed() {
     assert!(err.is_user_error());
     assert_eq!(snapshot(&outside), before);
     assert!(!dir.root().join(".ringops/managed.json").exists());
+}
 
-    // A job folder replaced by a link after ringops wrote it is drift: the files
-    // behind it are forgotten, never removed through it, and a switch that writes
-    // there puts a real folder in the link's place; the link's target is left alone.
+/// A job folder replaced by a link after ringops wrote it is drift: the files behind it
+/// are forgotten, never removed through it, and a switch that writes there puts a real
+/// folder in the link's place; the link's target is left alone.
+#[test]
+fn a_link_over_a_job_folder_of_ringops_is_drift_that_a_switch_repairs() {
+    let (_tmp, dir, outside, before) = linked_job_folder();
     fs::remove_file(dir.root().join("wf/a")).unwrap();
-    dir.apply(&batch(
-        "d1",
-        &[("wf/a/job.yaml", "x\n"), ("wf/b/job.yaml", "b\n")],
-    ))
-    .unwrap();
-    fs::remove_dir_all(dir.root().join("wf/a")).unwrap();
-    symlink(&outside, dir.root().join("wf/a")).unwrap();
+    let files = [("wf/a/job.yaml", "x\n"), ("wf/b/job.yaml", "b\n")];
+    dir.apply(&batch("d1", &files)).unwrap();
+    link_over_job_folder(&dir, &outside);
     let inv = dir.inventory().unwrap();
     assert_eq!(
         inv.managed["wf/a/job.yaml"].on_disk,
@@ -44,12 +62,7 @@ fn a_symlinked_job_folder_is_never_followed() {
         }
     );
     assert_eq!(inv.unmanaged, ["wf/a"]);
-    let repaired = dir
-        .apply(&batch(
-            "d1",
-            &[("wf/a/job.yaml", "x\n"), ("wf/b/job.yaml", "b\n")],
-        ))
-        .unwrap();
+    let repaired = dir.apply(&batch("d1", &files)).unwrap();
     assert_eq!(repaired.written, ["wf/a/job.yaml"]);
     let meta = fs::symlink_metadata(dir.root().join("wf/a")).unwrap();
     assert!(meta.is_dir(), "the link is still there");
@@ -58,22 +71,14 @@ fn a_symlinked_job_folder_is_never_followed() {
     assert!(dir.inventory().unwrap().drifted().next().is_none());
 
     // Pruned while behind a link: forgotten, the link and its target left alone.
-    fs::remove_dir_all(dir.root().join("wf/a")).unwrap();
-    symlink(&outside, dir.root().join("wf/a")).unwrap();
+    link_over_job_folder(&dir, &outside);
     dir.apply(&batch("d2", &[("wf/b/job.yaml", "b\n")]))
         .unwrap();
-    assert!(
-        fs::symlink_metadata(dir.root().join("wf/a"))
-            .unwrap()
-            .is_symlink()
-    );
+    let link = fs::symlink_metadata(dir.root().join("wf/a")).unwrap();
+    assert!(link.is_symlink());
     assert_eq!(snapshot(&outside), before);
-    assert!(
-        !dir.inventory()
-            .unwrap()
-            .managed
-            .contains_key("wf/a/job.yaml")
-    );
+    let managed = dir.inventory().unwrap().managed;
+    assert!(!managed.contains_key("wf/a/job.yaml"));
 }
 
 #[test]
